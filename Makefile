@@ -1,0 +1,50 @@
+# RealMQ developer commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# One target dir outside the clone for every build, run, test and CI step: RocksDB's C++ build
+# (~10 minutes on 2 cores) then happens once per machine, and only workspace crates rebuild.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/realmq-target
+CARGO ?= cargo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# System packages: libclang for RocksDB's bindgen, mosquitto-clients for the end-to-end tests.
+DEB_PACKAGES := libclang-dev mosquitto-clients
+
+.PHONY: help deps build run test lint fmt fix verify clean
+
+help: ## List the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+deps: ## Install the Debian packages the build and tests need (once)
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+# Build, run and test resolve features over the same set (the whole workspace with its tests), so
+# they share every compiled unit; `cargo run -p ...` would resolve differently and rebuild RocksDB.
+build: deps ## Build every crate and test binary
+	$(CARGO) build --workspace --all-targets
+
+run: build ## Start one node: MQTT :1883, REST :8090, data in ./data (extra flags: ARGS="...")
+	$(CARGO_TARGET_DIR)/debug/realmq $(ARGS)
+
+test: deps ## Run every test
+	$(CARGO) test --workspace --no-fail-fast
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+lint: deps ## Check formatting and clippy warnings (never writes to the tree)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+verify: lint test ## Everything CI cares about
+
+fix: ## Apply rustfmt and clippy's automatic fixes
+	$(CARGO) clippy --workspace --all-targets --fix --allow-dirty --allow-staged
+	$(CARGO) fmt --all
+
+clean: ## Remove ./data (the build cache in $(CARGO_TARGET_DIR) is kept)
+	rm -rf data

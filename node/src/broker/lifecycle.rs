@@ -1,0 +1,222 @@
+//! Connection lifecycle: CONNECT (client id, authentication, session open or takeover), the end of
+//! a connection (will message, session expiry) and server shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::Broker;
+use crate::auth::{AuthError, ClientInfo, ConnectInfo};
+use crate::message::{ByteString, Bytes, CloseReason, Protocol, Will};
+use crate::session::{ConnLink, Detached, SessionCell};
+
+/// A CONNECT as the core sees it.
+#[derive(Debug, Clone)]
+pub struct ConnectRequest {
+    pub protocol: Protocol,
+    /// May be empty: the broker assigns one where the protocol allows.
+    pub client_id: ByteString,
+    pub clean_start: bool,
+    /// Session Expiry Interval in seconds; v3.1.1 maps clean session to 0 and persistent to never.
+    pub session_expiry: u32,
+    /// The client's Receive Maximum (65535 for v3.1.1).
+    pub receive_max: u16,
+    pub username: Option<ByteString>,
+    pub password: Option<Bytes>,
+    pub peer: Option<SocketAddr>,
+}
+
+/// Why a CONNECT is refused; the edge maps it to the version's CONNACK code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectRefused {
+    /// v3.1.1 0x02 / v5 0x85.
+    IdentifierRejected,
+    /// v3.1.1 0x04 / v5 0x86.
+    BadCredentials,
+    /// v3.1.1 0x05 / v5 0x87.
+    NotAuthorized,
+    /// v3.1.1 0x03 / v5 0x88.
+    Unavailable,
+}
+
+impl From<AuthError> for ConnectRefused {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::BadCredentials => ConnectRefused::BadCredentials,
+            AuthError::NotAuthorized => ConnectRefused::NotAuthorized,
+            AuthError::Unavailable => ConnectRefused::Unavailable,
+        }
+    }
+}
+
+/// An accepted connection, attached to its session.
+pub struct Accepted {
+    pub client: ClientInfo,
+    /// True when the broker chose the client id (v5 Assigned Client Identifier).
+    pub assigned_client_id: bool,
+    pub session: Arc<SessionCell>,
+    pub link: Arc<ConnLink>,
+    /// CONNACK Session Present.
+    pub present: bool,
+    /// The Session Expiry Interval in force, after the server's cap.
+    pub session_expiry: u32,
+}
+
+/// What the edge reports when a connection ends.
+pub struct Closed {
+    pub client: ClientInfo,
+    pub session: Arc<SessionCell>,
+    pub conn_id: u64,
+    /// The will still registered: `None` after a normal DISCONNECT (reason 0x00).
+    pub will: Option<Will>,
+}
+
+impl Broker {
+    pub async fn connect(&self, req: ConnectRequest) -> Result<Accepted, ConnectRefused> {
+        let (client_id, assigned) = if req.client_id.is_empty() {
+            // v3.1.1 allows an empty id only with clean session [MQTT-3.1.3-8]; v5 always.
+            if req.protocol == Protocol::V311 && !req.clean_start {
+                return Err(self.refused(ConnectRefused::IdentifierRejected));
+            }
+            let id = format!("realmq-{:016x}", rand::random::<u64>());
+            (Arc::<str>::from(id), true)
+        } else {
+            (Arc::<str>::from(&*req.client_id), false)
+        };
+        let info = ConnectInfo {
+            client_id: client_id.clone(),
+            username: req.username.as_deref().map(Arc::from),
+            password: req.password.as_ref().map(|p| p.to_vec()),
+            peer: req.peer,
+            protocol: req.protocol,
+        };
+        if let Err(e) = self.auth.authenticate(&info).await {
+            return Err(self.refused(e.into()));
+        }
+
+        let expiry = match self.limits.max_session_expiry {
+            0 => req.session_expiry,
+            cap => req.session_expiry.min(cap),
+        };
+        let window = usize::from(req.receive_max.min(self.limits.max_inflight).max(1));
+        let link = ConnLink::new(self.next_conn_id.fetch_add(1, Ordering::Relaxed));
+        let opened = self.sessions.open(
+            client_id.clone(),
+            req.clean_start,
+            link.clone(),
+            window,
+            expiry,
+        );
+        let client = ClientInfo {
+            client_id,
+            username: info.username,
+        };
+        if let Some(old) = opened.kicked {
+            old.close(CloseReason::SessionTakenOver);
+        }
+        if let Some(old) = &opened.discarded {
+            self.drop_subscriptions(old);
+            if let Some(will) = opened.due_will {
+                self.publish_will(&client, will);
+            }
+        }
+        crate::metrics::inc(&self.metrics.connects_total, 1);
+        self.metrics.connections.fetch_add(1, Ordering::Relaxed);
+        Ok(Accepted {
+            client,
+            assigned_client_id: assigned,
+            session: opened.cell,
+            link,
+            present: opened.present,
+            session_expiry: expiry,
+        })
+    }
+
+    fn refused(&self, why: ConnectRefused) -> ConnectRefused {
+        crate::metrics::inc(&self.metrics.connects_refused, 1);
+        why
+    }
+
+    /// Called once when an accepted connection ends, for whatever reason.
+    pub fn disconnected(self: &Arc<Self>, closed: Closed) {
+        self.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+        let Closed {
+            client,
+            session,
+            conn_id,
+            will,
+        } = closed;
+        match self.sessions.detach(&session, conn_id) {
+            // A takeover that resumed the session cancels the will; one that started afresh ended
+            // the old session, which makes the will due [MQTT-3.1.2-8, v5 §3.1.2.5].
+            Detached::TakenOver { ended } => {
+                if let Some(will) = will.filter(|_| ended) {
+                    self.publish_will(&client, will);
+                }
+            }
+            Detached::Owner {
+                generation,
+                expiry_interval,
+            } => {
+                if let Some(will) = will {
+                    if will.delay == 0 || expiry_interval == 0 {
+                        self.publish_will(&client, will);
+                    } else {
+                        let delay = will.delay;
+                        self.sessions.park_will(&session, will);
+                        let (me, cell, who) = (self.clone(), session.clone(), client.clone());
+                        self.after(delay, async move {
+                            if let Some(will) = me.sessions.take_due_will(&cell, generation) {
+                                me.publish_will(&who, will);
+                            }
+                        });
+                    }
+                }
+                if expiry_interval == 0 {
+                    self.end_session(&session, generation, &client);
+                } else if expiry_interval != u32::MAX {
+                    let (me, who) = (self.clone(), client);
+                    self.after(expiry_interval, async move {
+                        me.end_session(&session, generation, &who);
+                    });
+                }
+            }
+        }
+    }
+
+    /// Ends an offline session (expiry or clean session) unless a connection came back.
+    fn end_session(&self, session: &Arc<SessionCell>, generation: u64, client: &ClientInfo) {
+        if let Some(ended) = self.sessions.end_if_idle(session, generation) {
+            self.drop_subscriptions(session);
+            if let Some(will) = ended.will {
+                self.publish_will(client, will);
+            }
+        }
+    }
+
+    /// Updates the Session Expiry Interval from a v5 DISCONNECT.
+    pub fn set_session_expiry(&self, session: &SessionCell, expiry: u32) {
+        let expiry = match self.limits.max_session_expiry {
+            0 => expiry,
+            cap => expiry.min(cap),
+        };
+        self.sessions.set_expiry(session, expiry);
+    }
+
+    /// Asks every connection to close with `reason` (used on shutdown).
+    pub fn close_all(&self, reason: CloseReason) -> usize {
+        let links = self.sessions.connections();
+        for link in &links {
+            link.close(reason);
+        }
+        links.len()
+    }
+
+    fn after(&self, secs: u32, job: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(async move {
+            tokio::time::sleep(Duration::from_secs(u64::from(secs))).await;
+            job.await;
+        });
+    }
+}

@@ -1,0 +1,118 @@
+//! `Broker`: the protocol-independent core the MQTT edge (and later the REST API) calls into.
+//!
+//! It ties the session registry, the router, the retained store, the auth seam and the metrics
+//! together. Every entry point takes plain types (`Message`, `SubRequest`, `ConnectRequest`) and
+//! returns decisions; none blocks, and none names an ntex type.
+//!
+//! - `mod.rs`: construction and the publish path (`publish` → `Router::route` → `SessionCell::deliver`)
+//! - `subscribe.rs`: SUBSCRIBE / UNSUBSCRIBE and retained-message delivery on subscribe
+//! - `lifecycle.rs`: CONNECT (auth, session open/takeover), disconnect, wills, session expiry
+
+mod lifecycle;
+mod subscribe;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+pub use lifecycle::{Accepted, Closed, ConnectRefused, ConnectRequest};
+pub use subscribe::{SubRequest, SubResult};
+
+use crate::auth::{Action, Authenticator, ClientInfo};
+use crate::config::MqttConfig;
+use crate::message::{Message, Will};
+use crate::metrics::{Metrics, inc};
+use crate::retain::RetainStore;
+use crate::routing::{Router, Target};
+use crate::session::{Pushed, Sessions};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("not authorized to publish to this topic")]
+    NotAuthorized,
+}
+
+pub struct Broker {
+    pub node_id: u64,
+    pub limits: MqttConfig,
+    pub sessions: Sessions,
+    pub router: Router,
+    pub retained: RetainStore,
+    pub metrics: Metrics,
+    pub started: Instant,
+    auth: Arc<dyn Authenticator>,
+    /// The multi-threaded runtime that runs timers (will delay, session expiry) and `$SYS`.
+    runtime: tokio::runtime::Handle,
+    next_conn_id: AtomicU64,
+}
+
+impl Broker {
+    pub fn new(
+        node_id: u64,
+        limits: MqttConfig,
+        auth: Arc<dyn Authenticator>,
+        runtime: tokio::runtime::Handle,
+    ) -> Arc<Broker> {
+        Arc::new(Broker {
+            node_id,
+            sessions: Sessions::new(limits.max_queued_messages, limits.queue_drop_policy),
+            router: Router::new(limits.shared_subscription_strategy),
+            limits,
+            retained: RetainStore::default(),
+            metrics: Metrics::default(),
+            started: Instant::now(),
+            auth,
+            runtime,
+            next_conn_id: AtomicU64::new(1),
+        })
+    }
+
+    /// Authorizes and routes a message. `from` is the publishing client; `None` for messages the
+    /// broker itself originates (`$SYS`). Returns the number of sessions it was queued for.
+    ///
+    /// Never awaits: a QoS 0 PUBLISH is routed before the handler returns, so a client's
+    /// DISCONNECT right behind it cannot overtake it.
+    pub fn publish(&self, from: Option<&ClientInfo>, msg: Message) -> Result<usize, PublishError> {
+        if let Some(client) = from
+            && !self.auth.authorize(client, Action::Publish, &msg.topic)
+        {
+            inc(&self.metrics.denied, 1);
+            return Err(PublishError::NotAuthorized);
+        }
+        let msg = Arc::new(msg);
+        if msg.retain && self.limits.retain_available {
+            self.retained.set(msg.clone());
+        }
+        Ok(self.route(&msg))
+    }
+
+    fn route(&self, msg: &Arc<Message>) -> usize {
+        let mut targets: Vec<Target> = Vec::new();
+        self.router.route(msg, &mut targets);
+        let n = targets.len();
+        for t in targets {
+            if t.session.deliver(t.delivery) == Pushed::DroppedFull {
+                inc(&self.metrics.dropped_queue_full, 1);
+            }
+        }
+        n
+    }
+
+    fn publish_will(&self, client: &ClientInfo, will: Will) {
+        let now = Instant::now();
+        let msg = Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties: will.properties,
+            expires_at: will
+                .message_expiry
+                .map(|s| now + std::time::Duration::from_secs(u64::from(s))),
+            publisher: Some(client.client_id.clone()),
+        };
+        if let Err(e) = self.publish(Some(client), msg) {
+            tracing::info!(client_id = %client.client_id, error = %e, "will message not published");
+        }
+    }
+}

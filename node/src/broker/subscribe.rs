@@ -1,0 +1,115 @@
+//! SUBSCRIBE and UNSUBSCRIBE against a session, and retained messages on subscribe.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::Broker;
+use crate::auth::{Action, ClientInfo};
+use crate::message::{ByteString, Delivery, QoS, RetainHandling, SubOptions};
+use crate::routing::topic::parse_filter;
+use crate::session::SessionCell;
+
+/// One filter of a SUBSCRIBE with the options the client asked for.
+#[derive(Debug, Clone)]
+pub struct SubRequest {
+    pub filter: ByteString,
+    pub opts: SubOptions,
+}
+
+/// Per-filter outcome, mapped to SUBACK return / reason codes at the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubResult {
+    Granted(QoS),
+    /// Malformed filter or `$share` syntax (v5 0x8F, v3 0x80).
+    BadFilter,
+    /// Refused by the authorization seam (v5 0x87, v3 0x80).
+    NotAuthorized,
+    /// The session ended while subscribing (a clean-start takeover won the race).
+    SessionGone,
+}
+
+impl Broker {
+    /// Applies each filter in order: validate, authorize, store in the session and the trie, then
+    /// queue matching retained messages as Retain Handling asks. Shared subscriptions get no
+    /// retained messages [MQTT-4.8.2-6 (v5 §4.8.2)].
+    pub fn subscribe(
+        &self,
+        session: &Arc<SessionCell>,
+        client: &ClientInfo,
+        requests: Vec<SubRequest>,
+    ) -> Vec<SubResult> {
+        let mut results = Vec::with_capacity(requests.len());
+        for req in requests {
+            let Ok(spec) = parse_filter(&req.filter) else {
+                results.push(SubResult::BadFilter);
+                continue;
+            };
+            if !self.auth.authorize(client, Action::Subscribe, spec.filter) {
+                crate::metrics::inc(&self.metrics.denied, 1);
+                results.push(SubResult::NotAuthorized);
+                continue;
+            }
+            let existed = {
+                // Session lock before the trie lock: a concurrent clean-start discard marks the
+                // session ended under this lock, so nothing is added to the trie after its cleanup.
+                let mut inner = session.lock();
+                if inner.ended {
+                    results.push(SubResult::SessionGone);
+                    continue;
+                }
+                let existed = self.router.subscribe(session, spec, req.opts);
+                inner
+                    .state
+                    .subscriptions
+                    .insert(req.filter.clone(), req.opts);
+                existed
+            };
+            results.push(SubResult::Granted(req.opts.qos));
+
+            let send_retained = spec.group.is_none()
+                && match req.opts.retain_handling {
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+            if send_retained && self.limits.retain_available {
+                for msg in self.retained.matching(spec.filter, Instant::now()) {
+                    let delivery = Delivery {
+                        qos: msg.qos.min(req.opts.qos),
+                        retain: true,
+                        subscription_ids: req.opts.subscription_id.into_iter().collect(),
+                        msg,
+                    };
+                    session.deliver(delivery);
+                }
+            }
+        }
+        results
+    }
+
+    /// Removes each filter; true per filter that existed.
+    pub fn unsubscribe(&self, session: &Arc<SessionCell>, filters: &[ByteString]) -> Vec<bool> {
+        filters
+            .iter()
+            .map(|f| {
+                let Ok(spec) = parse_filter(f) else {
+                    return false;
+                };
+                let mut inner = session.lock();
+                let existed = inner.state.subscriptions.remove(f).is_some();
+                self.router.unsubscribe(session.id, spec);
+                existed
+            })
+            .collect()
+    }
+
+    /// Removes every subscription of a session that ended from the trie.
+    pub(super) fn drop_subscriptions(&self, session: &SessionCell) {
+        let subs = std::mem::take(&mut session.lock().state.subscriptions);
+        for filter in subs.keys() {
+            if let Ok(spec) = parse_filter(filter) {
+                self.router.unsubscribe(session.id, spec);
+            }
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Broker counters: plain relaxed atomics bumped on the hot path, read by `$SYS` and the API.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections: AtomicI64,
+    pub connects_total: AtomicU64,
+    pub connects_refused: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub messages_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// Dropped because a session queue was full.
+    pub dropped_queue_full: AtomicU64,
+    /// Dropped because the Message Expiry Interval passed while queued.
+    pub dropped_expired: AtomicU64,
+    /// Dropped because they exceeded the receiver's Maximum Packet Size.
+    pub dropped_too_large: AtomicU64,
+    /// PUBLISH or SUBSCRIBE refused by the authorization seam.
+    pub denied: AtomicU64,
+}
+
+/// A point-in-time copy of the counters.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, PartialEq, Eq)]
+pub struct Snapshot {
+    pub connections: i64,
+    pub connects_total: u64,
+    pub connects_refused: u64,
+    pub messages_received: u64,
+    pub messages_sent: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub dropped_queue_full: u64,
+    pub dropped_expired: u64,
+    pub dropped_too_large: u64,
+    pub denied: u64,
+}
+
+pub fn inc(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+impl Metrics {
+    pub fn snapshot(&self) -> Snapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Snapshot {
+            connections: self.connections.load(Ordering::Relaxed),
+            connects_total: g(&self.connects_total),
+            connects_refused: g(&self.connects_refused),
+            messages_received: g(&self.messages_received),
+            messages_sent: g(&self.messages_sent),
+            bytes_received: g(&self.bytes_received),
+            bytes_sent: g(&self.bytes_sent),
+            dropped_queue_full: g(&self.dropped_queue_full),
+            dropped_expired: g(&self.dropped_expired),
+            dropped_too_large: g(&self.dropped_too_large),
+            denied: g(&self.denied),
+        }
+    }
+}

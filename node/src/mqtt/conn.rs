@@ -1,0 +1,505 @@
+//! `Conn`: one accepted connection on its ntex worker, and its writer task.
+//!
+//! ntex-mqtt decodes packets and runs the CONNECT handshake and keep-alive. The QoS flows in both
+//! directions are RealMQ's own: a broker must choose outbound packet ids and DUP flags itself to
+//! resume sessions, must keep inbound QoS 2 state across reconnects, and must route a PUBLISH even
+//! when the client already closed the socket behind it (ntex-mqtt 9.0's dispatcher drops those).
+//! So the session middleware (`SessionLayer` here, its per-version packet handling in `v3.rs` and
+//! `v5.rs`) answers PUBLISH, the acks and SUBSCRIBE itself through the methods here, and outbound
+//! PUBLISH / PUBREL packets are encoded straight into the connection's write buffer from two
+//! places on the worker thread: the writer task (woken by `ConnLink` when deliveries are queued)
+//! and the middleware (when an ack frees window).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::num::{NonZeroU16, NonZeroU32};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ntex::io::IoRef;
+use ntex::service::Middleware;
+use ntex_mqtt::{v3, v5};
+
+use crate::auth::ClientInfo;
+use crate::broker::PublishError;
+use crate::broker::{Broker, Closed};
+use crate::message::{ByteString, CloseReason, Delivery, Message, QoS, Will};
+use crate::metrics::inc;
+use crate::session::{ConnLink, Outgoing, SessionCell};
+
+/// Most packets one flush encodes before yielding to other connections on the worker.
+const FLUSH_BATCH: usize = 256;
+
+/// The version-specific encoder of outbound packets.
+pub(super) enum Wire {
+    V3 {
+        codec: v3::codec::Codec,
+        sink: v3::MqttSink,
+    },
+    V5 {
+        codec: v5::codec::Codec,
+        sink: v5::MqttSink,
+        aliases: RefCell<OutAliases>,
+    },
+}
+
+/// Server-to-client topic aliases (v5): the first `max` distinct topics get an alias; later
+/// messages to them carry the alias and an empty topic.
+#[derive(Default)]
+pub(super) struct OutAliases {
+    map: HashMap<ByteString, u16>,
+    max: u16,
+}
+
+impl OutAliases {
+    pub(super) fn new(max: u16) -> Self {
+        OutAliases {
+            map: HashMap::new(),
+            max,
+        }
+    }
+
+    /// Returns (alias, whether the topic must still be sent).
+    fn resolve(&mut self, topic: &ByteString) -> (Option<NonZeroU16>, bool) {
+        if let Some(a) = self.map.get(topic) {
+            return (NonZeroU16::new(*a), false);
+        }
+        let next = self.map.len() as u16 + 1;
+        if self.max == 0 || next > self.max {
+            return (None, true);
+        }
+        self.map.insert(topic.clone(), next);
+        (NonZeroU16::new(next), true)
+    }
+}
+
+fn qos3(q: QoS) -> v3::QoS {
+    match q {
+        QoS::AtMostOnce => v3::QoS::AtMostOnce,
+        QoS::AtLeastOnce => v3::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => v3::QoS::ExactlyOnce,
+    }
+}
+
+impl Wire {
+    /// Encodes one PUBLISH; returns its approximate size, or `None` if it exceeds the client's
+    /// Maximum Packet Size and was discarded [MQTT-3.1.2-25].
+    fn publish(
+        &self,
+        io: &IoRef,
+        packet_id: Option<u16>,
+        dup: bool,
+        d: &Delivery,
+        expiry: Option<u32>,
+    ) -> Option<usize> {
+        let packet_id = packet_id.and_then(NonZeroU16::new);
+        let payload = d.msg.payload.clone();
+        let size = 5 + d.msg.topic.len() + payload.len();
+        let ok = match self {
+            Wire::V3 { codec, .. } => {
+                let pkt = v3::codec::Publish {
+                    dup,
+                    retain: d.retain,
+                    qos: qos3(d.qos),
+                    topic: d.msg.topic.clone(),
+                    packet_id,
+                    payload_size: payload.len() as u32,
+                };
+                io.encode(v3::codec::Encoded::Publish(pkt, Some(payload)), codec)
+                    .is_ok()
+            }
+            Wire::V5 { codec, aliases, .. } => {
+                let props = &d.msg.properties;
+                let (alias, with_topic) = aliases.borrow_mut().resolve(&d.msg.topic);
+                let pkt = v5::codec::Publish {
+                    dup,
+                    retain: d.retain,
+                    qos: qos3(d.qos),
+                    packet_id,
+                    topic: if with_topic {
+                        d.msg.topic.clone()
+                    } else {
+                        ByteString::new()
+                    },
+                    payload_size: payload.len() as u32,
+                    properties: v5::codec::PublishProperties {
+                        topic_alias: alias,
+                        correlation_data: props.correlation_data.clone(),
+                        message_expiry_interval: expiry.and_then(NonZeroU32::new),
+                        content_type: props.content_type.clone(),
+                        user_properties: props.user_properties.clone(),
+                        is_utf8_payload: props.payload_is_utf8,
+                        response_topic: props.response_topic.clone(),
+                        subscription_ids: d
+                            .subscription_ids
+                            .iter()
+                            .filter_map(|i| NonZeroU32::new(*i))
+                            .collect(),
+                    },
+                };
+                io.encode(v5::codec::Encoded::Publish(pkt, Some(payload)), codec)
+                    .is_ok()
+            }
+        };
+        ok.then_some(size)
+    }
+
+    fn pubrel(&self, io: &IoRef, packet_id: u16) {
+        let Some(packet_id) = NonZeroU16::new(packet_id) else {
+            return;
+        };
+        let _ = match self {
+            Wire::V3 { codec, .. } => io.encode(
+                v3::codec::Encoded::Packet(v3::codec::Packet::PublishRelease { packet_id }),
+                codec,
+            ),
+            Wire::V5 { codec, .. } => io.encode(
+                v5::codec::Encoded::Packet(v5::codec::Packet::PublishRelease(
+                    v5::codec::PublishAck2 {
+                        packet_id,
+                        reason_code: v5::codec::PublishAck2Reason::Success,
+                        properties: Vec::new(),
+                        reason_string: None,
+                    },
+                )),
+                codec,
+            ),
+        };
+    }
+
+    /// Closes the connection for a server-side reason (v5 sends DISCONNECT with the reason code).
+    fn close(&self, reason: CloseReason) {
+        use v5::codec::DisconnectReasonCode as Dr;
+        self.close_with(match reason {
+            CloseReason::SessionTakenOver => Dr::SessionTakenOver,
+            CloseReason::ServerShuttingDown => Dr::ServerShuttingDown,
+            CloseReason::NotAuthorized => Dr::NotAuthorized,
+        });
+    }
+
+    /// Closes the connection; v5 clients get DISCONNECT with `code`, v3.1.1 has no such packet.
+    fn close_with(&self, code: v5::codec::DisconnectReasonCode) {
+        match self {
+            Wire::V3 { sink, .. } => sink.close(),
+            Wire::V5 { sink, .. } => sink.close_with_reason(v5::codec::Disconnect::new(code)),
+        }
+    }
+}
+
+/// What became of an inbound PUBLISH; the adapter turns it into PUBACK / PUBREC.
+pub(super) enum Inbound {
+    Routed {
+        matched: usize,
+    },
+    /// A QoS 2 re-send of a flow already routed: acknowledge again, do not route twice.
+    Duplicate,
+    Denied,
+}
+
+pub(crate) struct Conn {
+    pub(super) broker: Arc<Broker>,
+    pub(super) session: Arc<SessionCell>,
+    pub(super) link: Arc<ConnLink>,
+    pub(super) client: ClientInfo,
+    io: IoRef,
+    wire: Wire,
+    will: RefCell<Option<Will>>,
+    /// Inbound topic aliases (v5) and their limit.
+    aliases_in: RefCell<HashMap<u16, ByteString>>,
+    alias_max: u16,
+    /// Inbound QoS 2 flows the client may have open at once (v5 Receive Maximum; 0 = unlimited).
+    receive_max: u16,
+    out: RefCell<Vec<Outgoing>>,
+    finished: Cell<bool>,
+}
+
+/// How to answer a PUBREC.
+pub(super) enum PubRecReply {
+    /// Continue the flow with PUBREL.
+    Release,
+    /// Unknown packet id: v5 answers PUBREL with 0x92, v3.1.1 with a plain PUBREL.
+    NotFound,
+    /// The client rejected the message (v5 reason >= 0x80); the flow ends here.
+    Done,
+}
+
+impl Conn {
+    pub(super) fn new(
+        broker: Arc<Broker>,
+        accepted: crate::broker::Accepted,
+        io: IoRef,
+        wire: Wire,
+        will: Option<Will>,
+    ) -> Rc<Conn> {
+        let (alias_max, receive_max) = match wire {
+            Wire::V3 { .. } => (0, 0),
+            Wire::V5 { .. } => (
+                broker.limits.topic_alias_maximum,
+                broker.limits.receive_maximum,
+            ),
+        };
+        Rc::new(Conn {
+            broker,
+            session: accepted.session,
+            link: accepted.link,
+            client: accepted.client,
+            io,
+            wire,
+            will: RefCell::new(will),
+            aliases_in: RefCell::new(HashMap::new()),
+            alias_max,
+            receive_max,
+            out: RefCell::new(Vec::new()),
+            finished: Cell::new(false),
+        })
+    }
+
+    /// Drops the will: the client disconnected normally.
+    pub(super) fn clear_will(&self) {
+        self.will.borrow_mut().take();
+    }
+
+    /// Counts an inbound packet.
+    pub(super) fn received(&self, bytes: u32) {
+        inc(&self.broker.metrics.bytes_received, u64::from(bytes));
+    }
+
+    /// Writes what the session has ready, within the in-flight window and a batch limit.
+    pub(super) fn flush(&self) {
+        if self.io.is_closed() || self.io.is_wr_backpressure() {
+            return;
+        }
+        let mut out = self.out.borrow_mut();
+        let dropped = self
+            .session
+            .lock()
+            .state
+            .transmit(Instant::now(), &mut out, FLUSH_BATCH);
+        if dropped.expired > 0 {
+            inc(&self.broker.metrics.dropped_expired, dropped.expired);
+        }
+        if out.len() == FLUSH_BATCH {
+            self.link.wake();
+        }
+        for o in out.drain(..) {
+            self.send(o);
+        }
+    }
+
+    fn send(&self, o: Outgoing) {
+        match o {
+            Outgoing::Publish {
+                packet_id,
+                dup,
+                delivery,
+                expiry,
+            } => {
+                let m = &self.broker.metrics;
+                match self
+                    .wire
+                    .publish(&self.io, packet_id, dup, &delivery, expiry)
+                {
+                    Some(bytes) => {
+                        inc(&m.messages_sent, 1);
+                        inc(&m.bytes_sent, bytes as u64);
+                    }
+                    None => {
+                        inc(&m.dropped_too_large, 1);
+                        if let Some(id) = packet_id {
+                            self.session.lock().state.forget(id);
+                        }
+                    }
+                }
+            }
+            Outgoing::PubRel { packet_id } => self.wire.pubrel(&self.io, packet_id),
+        }
+    }
+
+    pub(super) fn on_puback(&self, packet_id: u16) {
+        if !self.session.lock().state.on_puback(packet_id) {
+            tracing::debug!(client_id = %self.client.client_id, packet_id, "puback for unknown packet id");
+        }
+        self.flush();
+    }
+
+    pub(super) fn on_pubrec(&self, packet_id: u16, success: bool) -> PubRecReply {
+        let reply = {
+            let mut inner = self.session.lock();
+            match inner.state.on_pubrec(packet_id, success) {
+                Some(_) => PubRecReply::Release,
+                None if success => PubRecReply::NotFound,
+                None => PubRecReply::Done,
+            }
+        };
+        if matches!(reply, PubRecReply::Done) {
+            self.flush();
+        }
+        reply
+    }
+
+    pub(super) fn on_pubcomp(&self, packet_id: u16) {
+        if !self.session.lock().state.on_pubcomp(packet_id) {
+            tracing::debug!(client_id = %self.client.client_id, packet_id, "pubcomp for unknown packet id");
+        }
+        self.flush();
+    }
+
+    /// Completes the inbound side of a QoS 2 flow; false if the packet id was unknown.
+    pub(super) fn release_inbound(&self, packet_id: u16) -> bool {
+        self.session.lock().state.release_inbound_qos2(packet_id)
+    }
+
+    /// Resolves a v5 Topic Alias: an alias with a topic defines it, an alias alone uses it.
+    /// `Err` carries the DISCONNECT reason for an invalid or unknown alias [MQTT-3.3.2-7..12].
+    pub(super) fn resolve_alias(
+        &self,
+        alias: Option<NonZeroU16>,
+        topic: &mut ByteString,
+    ) -> Result<(), v5::codec::DisconnectReasonCode> {
+        use v5::codec::DisconnectReasonCode as Dr;
+        let Some(alias) = alias else {
+            return if topic.is_empty() {
+                Err(Dr::ProtocolError)
+            } else {
+                Ok(())
+            };
+        };
+        if alias.get() > self.alias_max {
+            return Err(Dr::TopicAliasInvalid);
+        }
+        let mut map = self.aliases_in.borrow_mut();
+        if topic.is_empty() {
+            *topic = map.get(&alias.get()).cloned().ok_or(Dr::ProtocolError)?;
+        } else {
+            map.insert(alias.get(), topic.clone());
+        }
+        Ok(())
+    }
+
+    /// Checks a PUBLISH before routing; `Err` is the v5 DISCONNECT reason (v3.1.1 just closes).
+    pub(super) fn admit(
+        &self,
+        topic: &str,
+        retain: bool,
+        qos: QoS,
+        packet_id: Option<u16>,
+    ) -> Result<(), v5::codec::DisconnectReasonCode> {
+        use v5::codec::DisconnectReasonCode as Dr;
+        if !crate::routing::topic::valid_topic_name(topic) {
+            return Err(Dr::TopicNameInvalid);
+        }
+        if retain && !self.broker.limits.retain_available {
+            return Err(Dr::RetainNotSupported);
+        }
+        if qos != QoS::AtMostOnce && packet_id.is_none() {
+            return Err(Dr::MalformedPacket);
+        }
+        if qos == QoS::ExactlyOnce && self.receive_max > 0 {
+            let inner = self.session.lock();
+            let id = packet_id.unwrap_or(0);
+            if !inner.state.has_inbound_qos2(id)
+                && inner.state.inbound_qos2() >= usize::from(self.receive_max)
+            {
+                return Err(Dr::ReceiveMaximumExceeded);
+            }
+        }
+        Ok(())
+    }
+
+    /// Routes an admitted PUBLISH. Never awaits: a QoS 0 PUBLISH with DISCONNECT right behind it
+    /// (what `mosquitto_pub -q 0` sends) is routed before the DISCONNECT is looked at.
+    pub(super) fn publish(&self, packet_id: Option<u16>, msg: Message) -> Inbound {
+        inc(&self.broker.metrics.messages_received, 1);
+        let qos2 = (msg.qos == QoS::ExactlyOnce).then_some(packet_id).flatten();
+        if let Some(id) = qos2
+            && self.session.lock().state.has_inbound_qos2(id)
+        {
+            return Inbound::Duplicate;
+        }
+        match self.broker.publish(Some(&self.client), msg) {
+            Ok(matched) => {
+                if let Some(id) = qos2 {
+                    self.session.lock().state.begin_inbound_qos2(id);
+                }
+                Inbound::Routed { matched }
+            }
+            Err(PublishError::NotAuthorized) => Inbound::Denied,
+        }
+    }
+
+    /// Ends the connection for a protocol violation the middleware found.
+    pub(super) fn violation(&self, code: v5::codec::DisconnectReasonCode) {
+        tracing::debug!(client_id = %self.client.client_id, ?code, "closing connection: protocol violation");
+        self.wire.close_with(code);
+    }
+
+    /// Reports the end of the connection to the broker, once.
+    fn finish(&self) {
+        if self.finished.replace(true) {
+            return;
+        }
+        self.broker.disconnected(Closed {
+            client: self.client.clone(),
+            session: self.session.clone(),
+            conn_id: self.link.conn_id,
+            will: self.will.borrow_mut().take(),
+        });
+    }
+}
+
+impl Drop for Conn {
+    /// Safety net for a worker torn down before the writer saw the disconnect.
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Middleware in front of ntex's dispatcher (either protocol version): it starts the writer and
+/// wraps the dispatcher in `SessionService`, whose `Service` impls live in `v3.rs` and `v5.rs`.
+pub(super) struct SessionLayer;
+
+impl<S, Sink> Middleware<S, ntex_mqtt::Session<Sink, Rc<Conn>>> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn create(&self, st: &ntex_mqtt::Session<Sink, Rc<Conn>>, service: S) -> SessionService<S> {
+        // The handshake is complete and CONNACK encoded: from here on the writer may send.
+        let conn: Rc<Conn> = (**st).clone();
+        ntex::rt::spawn(writer(conn.clone()));
+        SessionService {
+            inner: service,
+            conn,
+        }
+    }
+}
+
+pub(super) struct SessionService<S> {
+    pub(super) inner: S,
+    pub(super) conn: Rc<Conn>,
+}
+
+/// The writer task: re-sends what a resumed session had in flight, then writes whatever the
+/// session queues until the connection closes, and finally reports the disconnect.
+pub(super) async fn writer(conn: Rc<Conn>) {
+    let closed = conn.io.on_disconnect();
+    tokio::pin!(closed);
+    {
+        let mut out = Vec::new();
+        conn.session.lock().state.resume(Instant::now(), &mut out);
+        for o in out {
+            conn.send(o);
+        }
+    }
+    loop {
+        conn.flush();
+        tokio::select! {
+            () = conn.link.woken() => {
+                if let Some(reason) = conn.link.close_requested() {
+                    conn.wire.close(reason);
+                }
+            }
+            () = &mut closed => break,
+        }
+    }
+    conn.finish();
+}

@@ -1,0 +1,209 @@
+//! The MQTT edge: the only module that names ntex-mqtt types.
+//!
+//! `start` binds the TCP listener and runs ntex's server on its own OS thread (ntex workers are
+//! single-threaded runtimes of their own). Each worker builds one `MqttServer` that answers
+//! MQTT 3.1.1 (`v3.rs`) and 5.0 (`v5.rs`) on the same port; `conn.rs` holds the per-connection
+//! state both share, including the outbound writer.
+
+mod conn;
+mod preface;
+mod v3;
+mod v5;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use ntex::SharedCfg;
+use ntex::time::Seconds;
+use ntex_mqtt::{MqttServer, MqttServiceConfig, v3 as mqtt3, v5 as mqtt5};
+
+use crate::broker::Broker;
+use crate::config::{Config, MqttConfig};
+use crate::message::QoS;
+
+/// Errors of the MQTT services; each ends the connection. The middleware answers protocol
+/// violations itself (with the right DISCONNECT reason), so this only signals broken invariants.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub(crate) enum MqttFail {
+    #[error("a PUBLISH reached ntex's dispatcher instead of the session middleware")]
+    Unrouted,
+}
+
+/// A publish-service error is never turned into a PUBACK: it closes the connection.
+impl TryFrom<MqttFail> for mqtt5::PublishAck {
+    type Error = MqttFail;
+
+    fn try_from(err: MqttFail) -> Result<Self, MqttFail> {
+        Err(err)
+    }
+}
+
+pub(crate) fn qos_in(q: ntex_mqtt::QoS) -> QoS {
+    match q {
+        ntex_mqtt::QoS::AtMostOnce => QoS::AtMostOnce,
+        ntex_mqtt::QoS::AtLeastOnce => QoS::AtLeastOnce,
+        ntex_mqtt::QoS::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+pub(crate) fn qos_out(q: QoS) -> ntex_mqtt::QoS {
+    match q {
+        QoS::AtMostOnce => ntex_mqtt::QoS::AtMostOnce,
+        QoS::AtLeastOnce => ntex_mqtt::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => ntex_mqtt::QoS::ExactlyOnce,
+    }
+}
+
+/// v5 keep-alive: the dispatcher's idle timeout (1.5x the effective keep-alive) and the Server
+/// Keep Alive to announce when `max` (0 = no cap) overrides what the client asked for.
+/// A keep-alive of 0 disables the check; ntex needs a non-zero timeout, so that is 18 hours.
+fn keep_alive(client: u16, max: u16) -> (u16, Option<u16>) {
+    let effective = if max > 0 && (client == 0 || client > max) {
+        max
+    } else {
+        client
+    };
+    let announce = (effective != client).then_some(effective);
+    let timeout = match effective {
+        0 => u16::MAX,
+        k => k.saturating_add(k / 2),
+    };
+    (timeout, announce)
+}
+
+fn service_config(l: &MqttConfig) -> SharedCfg {
+    let connect = Seconds(l.connect_timeout);
+    SharedCfg::new("mqtt")
+        .add(ntex::io::IoConfig::new())
+        .add(
+            MqttServiceConfig::new()
+                // ntex-mqtt 9.0 defaults to QoS 1.
+                .set_max_qos(ntex_mqtt::QoS::ExactlyOnce)
+                .set_max_size(l.max_packet_size)
+                // Decode every PUBLISH whole (up to max_packet_size) so the middleware routes it
+                // in one synchronous step: see `conn::Conn::publish`.
+                .set_min_chunk_size(l.max_packet_size)
+                .set_max_receive(l.receive_maximum)
+                .set_max_topic_alias(l.topic_alias_maximum)
+                .protocol_version_timeout(connect)
+                .set_connect_timeout(connect)
+                .set_handshake_timeout(connect),
+        )
+        .into()
+}
+
+/// The running MQTT listener.
+pub struct MqttListener {
+    server: ntex::server::Server,
+    thread: Option<JoinHandle<()>>,
+    pub local_addr: SocketAddr,
+}
+
+impl MqttListener {
+    /// Stops accepting, lets workers finish (bounded by `grace`), and joins the thread.
+    pub async fn stop(mut self) {
+        self.server.stop(true).await;
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    }
+}
+
+/// Binds `config.mqtt_addr` and starts the ntex server thread.
+pub fn start(broker: Arc<Broker>, config: &Config) -> anyhow::Result<MqttListener> {
+    let addr = config.mqtt_socket();
+    let listener = ntex::server::create_tcp_listener(addr, 1024)
+        .with_context(|| format!("failed to bind mqtt listener on {addr}"))?;
+    let local_addr = listener.local_addr()?;
+    let workers = match config.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let cfg = service_config(&broker.limits);
+    let grace = config.shutdown_grace;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("mqtt".into())
+        .spawn(move || {
+            let run = ntex::rt::System::build()
+                .name("mqtt")
+                .build(ntex::rt::DefaultRuntime)
+                .block_on(async move {
+                    let built = ntex::server::build()
+                        .workers(workers)
+                        .disable_signals()
+                        .shutdown_timeout(Seconds(grace.try_into().unwrap_or(u16::MAX)))
+                        .listen("mqtt", listener, cfg, async move |_| build(broker.clone()));
+                    match built {
+                        Ok(b) => {
+                            let srv = b.run();
+                            let _ = tx.send(Ok(srv.clone()));
+                            if let Err(e) = srv.await {
+                                tracing::error!(error = %e, "mqtt server stopped with an error");
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                    Ok::<_, std::io::Error>(())
+                });
+            if let Err(e) = run {
+                tracing::error!(error = %e, "mqtt runtime failed");
+            }
+        })
+        .context("failed to spawn the mqtt thread")?;
+    let server = rx
+        .recv()
+        .context("mqtt thread exited during start-up")?
+        .context("failed to start the mqtt server")?;
+    Ok(MqttListener {
+        server,
+        thread: Some(thread),
+        local_addr,
+    })
+}
+
+/// The per-worker service: v3.1.1 and v5 on one port, chosen by the CONNECT's protocol level,
+/// behind the `preface` check for the refusals ntex-mqtt does not send.
+fn build(
+    broker: Arc<Broker>,
+) -> impl ntex::service::Service<(), ntex::io::Io, Res = (), Error = ntex_mqtt::MqttError<MqttFail>>
+{
+    let b3 = broker.clone();
+    let wait = ntex::time::Millis(u32::from(broker.limits.connect_timeout) * 1000);
+    let mqtt = MqttServer::new()
+        .v3(mqtt3::MqttServer::new(v3::publish)
+            .protocol(v3::protocol)
+            .control(v3::control)
+            .replace_middlewares(conn::SessionLayer)
+            .build(async move |hs: mqtt3::Connect| v3::connect(&b3, hs).await))
+        .v5(mqtt5::MqttServer::new(v5::publish)
+            .protocol(v5::protocol)
+            .control(v5::control)
+            .replace_middlewares(conn::SessionLayer)
+            .build(async move |hs: mqtt5::Connect| v5::connect(&broker, hs).await));
+    preface::Preface { inner: mqtt, wait }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::keep_alive;
+
+    #[test]
+    fn keep_alive_table() {
+        // (client, cap) -> (timeout, announced Server Keep Alive)
+        for (client, cap, want) in [
+            (60, 0, (90, None)),
+            (60, 30, (45, Some(30))),
+            (20, 30, (30, None)),
+            (0, 30, (45, Some(30))),
+            (0, 0, (u16::MAX, None)),
+            (u16::MAX, 0, (u16::MAX, None)),
+        ] {
+            assert_eq!(keep_alive(client, cap), want, "client {client} cap {cap}");
+        }
+    }
+}

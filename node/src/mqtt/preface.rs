@@ -1,0 +1,192 @@
+//! Looks at a new connection's CONNECT before ntex-mqtt parses it, to answer the refusals the
+//! specification asks for but ntex-mqtt 9.0 only handles by dropping the socket:
+//!
+//! - an unsupported protocol level (MQTT 3.1's `MQIsdp`, or any level but 4 and 5) gets
+//!   CONNACK 0x01 "unacceptable protocol version" [MQTT-3.1.2-2];
+//! - a 3.1.1 CONNECT with an empty client id and clean session 0 gets CONNACK 0x02 "identifier
+//!   rejected" [MQTT-3.1.3-9].
+//!
+//! Nothing is consumed: accepted connections reach the MQTT service with their bytes untouched.
+
+use ntex::io::Io;
+use ntex::service::{Ctx, Service};
+use ntex::time::{Millis, timeout};
+
+/// What the first bytes of a connection say.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Hand the connection to the MQTT service (which also rejects what is not MQTT at all).
+    Pass,
+    /// Answer with a 3.1.1-format CONNACK carrying this return code, then close.
+    Refuse(u8),
+    NeedMore,
+}
+
+/// Decides from the buffered bytes of a fresh connection; pure.
+pub(super) fn inspect(buf: &[u8]) -> Verdict {
+    let mut r = Reader { buf, pos: 0 };
+    let Some(first) = r.u8() else {
+        return Verdict::NeedMore;
+    };
+    if first != 0x10 {
+        return Verdict::Pass;
+    }
+    match r.varint() {
+        Some(Ok(_)) => {}
+        Some(Err(())) => return Verdict::Pass,
+        None => return Verdict::NeedMore,
+    }
+    let Some(name) = r.string() else {
+        return Verdict::NeedMore;
+    };
+    let Some(level) = r.u8() else {
+        return Verdict::NeedMore;
+    };
+    match (name, level) {
+        (b"MQIsdp", _) => return Verdict::Refuse(0x01),
+        (b"MQTT", 4 | 5) => {}
+        (b"MQTT", _) => return Verdict::Refuse(0x01),
+        _ => return Verdict::Pass,
+    }
+    if level == 5 {
+        return Verdict::Pass;
+    }
+    let (Some(flags), Some(_keep_alive)) = (r.u8(), r.u16()) else {
+        return Verdict::NeedMore;
+    };
+    let Some(client_id) = r.string() else {
+        return Verdict::NeedMore;
+    };
+    let clean_session = flags & 0x02 != 0;
+    if client_id.is_empty() && !clean_session {
+        Verdict::Refuse(0x02)
+    } else {
+        Verdict::Pass
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn u8(&mut self) -> Option<u8> {
+        let b = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_be_bytes([self.u8()?, self.u8()?]))
+    }
+
+    fn string(&mut self) -> Option<&'a [u8]> {
+        let len = usize::from(self.u16()?);
+        let s = self.buf.get(self.pos..self.pos + len)?;
+        self.pos += len;
+        Some(s)
+    }
+
+    /// MQTT variable byte integer; `Some(Err)` when longer than four bytes.
+    fn varint(&mut self) -> Option<Result<u32, ()>> {
+        let mut value = 0u32;
+        for i in 0..4 {
+            let b = self.u8()?;
+            value |= u32::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Some(Ok(value));
+            }
+        }
+        Some(Err(()))
+    }
+}
+
+/// Wraps the MQTT service with the check above.
+pub(super) struct Preface<S> {
+    pub(super) inner: S,
+    pub(super) wait: Millis,
+}
+
+impl<S, St> Service<St, Io> for Preface<S>
+where
+    S: Service<St, Io, Res = ()>,
+{
+    type Res = ();
+    type Error = S::Error;
+
+    ntex::forward_ready!(St, inner);
+    ntex::forward_shutdown!(St, inner);
+
+    async fn call(&self, io: Io, ctx: Ctx<'_, Self, St>) -> Result<(), S::Error> {
+        let peek = timeout(self.wait, async {
+            loop {
+                match io.with_read_buf(|b| inspect(b)) {
+                    Verdict::NeedMore => {
+                        if !matches!(io.read_ready().await, Ok(Some(()))) {
+                            return None;
+                        }
+                    }
+                    v => return Some(v),
+                }
+            }
+        })
+        .await;
+        match peek {
+            Ok(Some(Verdict::Refuse(code))) => {
+                tracing::debug!(code, "refusing connect before the mqtt handshake");
+                let _ = io.encode_slice(&[0x20, 0x02, 0x00, code]);
+                let _ = io.shutdown().await;
+                Ok(())
+            }
+            // Pass, a closed socket or a timeout: the MQTT service applies its own rules.
+            _ => ctx.call(&self.inner, io).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect(name: &[u8], level: u8, flags: u8, client_id: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        body.extend_from_slice(name);
+        body.extend_from_slice(&[level, flags, 0, 60]);
+        if level == 5 {
+            body.push(0);
+        }
+        body.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
+        body.extend_from_slice(client_id);
+        let mut pkt = vec![0x10, body.len() as u8];
+        pkt.extend(body);
+        pkt
+    }
+
+    #[test]
+    fn verdicts_table() {
+        let cases = [
+            (connect(b"MQTT", 4, 0x02, b"id"), Verdict::Pass),
+            (connect(b"MQTT", 4, 0x00, b"id"), Verdict::Pass),
+            (connect(b"MQTT", 4, 0x02, b""), Verdict::Pass),
+            (connect(b"MQTT", 4, 0x00, b""), Verdict::Refuse(0x02)),
+            (connect(b"MQTT", 5, 0x00, b""), Verdict::Pass),
+            (connect(b"MQIsdp", 3, 0x02, b"id"), Verdict::Refuse(0x01)),
+            (connect(b"MQTT", 3, 0x02, b"id"), Verdict::Refuse(0x01)),
+            (connect(b"MQTT", 6, 0x02, b"id"), Verdict::Refuse(0x01)),
+            (connect(b"HTTP", 4, 0x02, b"id"), Verdict::Pass),
+            (b"GET / HTTP/1.1".to_vec(), Verdict::Pass),
+            (vec![0x10, 0xff, 0xff, 0xff, 0xff, 0x7f], Verdict::Pass),
+            (vec![], Verdict::NeedMore),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(inspect(&bytes), want, "{bytes:02x?}");
+        }
+        // Every strict prefix of a CONNECT that needs inspecting asks for more.
+        let full = connect(b"MQTT", 4, 0x00, b"");
+        for n in 0..full.len() {
+            assert_eq!(inspect(&full[..n]), Verdict::NeedMore, "prefix {n}");
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! `Router`: which sessions get a message. The subscription trie behind a read-mostly lock, plus
+//! the per-message decisions MQTT asks for: one copy per session at the highest granted QoS with
+//! every matching Subscription Identifier, No Local, Retain As Published, and one member per
+//! shared-subscription group.
+
+pub mod topic;
+pub mod topic_tree;
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use parking_lot::RwLock;
+
+use crate::message::{Delivery, Message, SubOptions};
+use crate::session::SessionCell;
+use topic::FilterSpec;
+use topic_tree::{Hit, SharedGroup, TopicTree};
+
+/// How a shared-subscription group picks the member that gets a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShareStrategy {
+    #[default]
+    RoundRobin,
+    Random,
+    /// The same publisher always lands on the same member (while membership is unchanged).
+    HashClientid,
+}
+
+/// A subscription as stored in the trie.
+#[derive(Debug, Clone)]
+pub struct Subscriber {
+    pub session: Arc<SessionCell>,
+    pub opts: SubOptions,
+}
+
+/// One session's copy of a message, before it is queued.
+pub struct Target {
+    pub session: Arc<SessionCell>,
+    pub delivery: Delivery,
+}
+
+pub struct Router {
+    tree: RwLock<TopicTree<u64, Subscriber>>,
+    strategy: ShareStrategy,
+}
+
+impl Router {
+    pub fn new(strategy: ShareStrategy) -> Self {
+        Router {
+            tree: RwLock::new(TopicTree::default()),
+            strategy,
+        }
+    }
+
+    /// Number of subscriptions in the trie.
+    pub fn len(&self) -> usize {
+        self.tree.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds or replaces a subscription; true if it replaced an existing one.
+    pub fn subscribe(
+        &self,
+        session: &Arc<SessionCell>,
+        spec: FilterSpec<'_>,
+        opts: SubOptions,
+    ) -> bool {
+        let sub = Subscriber {
+            session: session.clone(),
+            opts,
+        };
+        self.tree
+            .write()
+            .insert(spec.filter, spec.group, session.id, sub)
+            .is_some()
+    }
+
+    /// Removes a subscription; true if it existed.
+    pub fn unsubscribe(&self, session_id: u64, spec: FilterSpec<'_>) -> bool {
+        self.tree
+            .write()
+            .remove(spec.filter, spec.group, &session_id)
+            .is_some()
+    }
+
+    /// Computes every session's copy of `msg` into `out`.
+    pub fn route(&self, msg: &Arc<Message>, out: &mut Vec<Target>) {
+        let tree = self.tree.read();
+        let mut plain: Vec<&Subscriber> = Vec::new();
+        tree.matches(&msg.topic, |hit| match hit {
+            Hit::Subscriber(_, sub) => {
+                if !(sub.opts.no_local && is_publisher(sub, msg)) {
+                    plain.push(sub);
+                }
+            }
+            Hit::Group(group) => {
+                if let Some(sub) = self.pick(group, msg) {
+                    out.push(Target {
+                        session: sub.session.clone(),
+                        delivery: delivery_for(msg, &sub.opts),
+                    });
+                }
+            }
+        });
+        // Overlapping subscriptions of one session: one copy at the highest granted QoS, carrying
+        // every matching Subscription Identifier [MQTT-3.3.4-3..5].
+        plain.sort_unstable_by_key(|s| s.session.id);
+        let mut i = 0;
+        while i < plain.len() {
+            let first = plain[i];
+            let mut delivery = delivery_for(msg, &first.opts);
+            let mut j = i + 1;
+            while j < plain.len() && plain[j].session.id == first.session.id {
+                let other = delivery_for(msg, &plain[j].opts);
+                delivery.qos = delivery.qos.max(other.qos);
+                delivery.retain |= other.retain;
+                delivery.subscription_ids.extend(other.subscription_ids);
+                j += 1;
+            }
+            out.push(Target {
+                session: first.session.clone(),
+                delivery,
+            });
+            i = j;
+        }
+    }
+
+    /// Picks one member of a shared group, preferring connected members.
+    fn pick<'a>(
+        &self,
+        group: &'a SharedGroup<u64, Subscriber>,
+        msg: &Message,
+    ) -> Option<&'a Subscriber> {
+        let n = group.members.len();
+        if n == 0 {
+            return None;
+        }
+        let start = match self.strategy {
+            ShareStrategy::RoundRobin => group.cursor.fetch_add(1, Ordering::Relaxed) % n,
+            ShareStrategy::Random => rand::random_range(0..n),
+            ShareStrategy::HashClientid => {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                msg.publisher.as_deref().unwrap_or("").hash(&mut h);
+                (h.finish() % n as u64) as usize
+            }
+        };
+        (0..n)
+            .map(|k| &group.members[(start + k) % n].1)
+            .find(|s| s.session.is_online())
+            .or(Some(&group.members[start].1))
+    }
+}
+
+fn is_publisher(sub: &Subscriber, msg: &Message) -> bool {
+    msg.publisher
+        .as_deref()
+        .is_some_and(|p| p == &*sub.session.client_id)
+}
+
+/// The copy a subscription gets: QoS downgraded to the granted maximum; the retain flag kept only
+/// with Retain As Published [MQTT-3.3.1-9, MQTT-3.3.1-12/13].
+fn delivery_for(msg: &Arc<Message>, opts: &SubOptions) -> Delivery {
+    Delivery {
+        msg: msg.clone(),
+        qos: msg.qos.min(opts.qos),
+        retain: msg.retain && opts.retain_as_published,
+        subscription_ids: opts.subscription_id.into_iter().collect(),
+    }
+}
+
+#[cfg(test)]
+#[path = "router_tests.rs"]
+mod tests;

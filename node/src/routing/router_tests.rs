@@ -1,0 +1,245 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::*;
+use crate::message::{ByteString, Bytes, MessageProperties, QoS, SubOptions};
+use crate::routing::topic::parse_filter;
+use crate::session::{ConnLink, DropPolicy, Sessions};
+
+fn session(sessions: &Sessions, id: &str) -> Arc<SessionCell> {
+    sessions.open(id.into(), true, ConnLink::new(1), 10, 0).cell
+}
+
+fn msg(topic: &str, qos: QoS, retain: bool, publisher: Option<&str>) -> Arc<Message> {
+    Arc::new(Message {
+        topic: ByteString::from(topic.to_string()),
+        payload: Bytes::from_static(b"x"),
+        qos,
+        retain,
+        properties: MessageProperties::default(),
+        expires_at: None,
+        publisher: publisher.map(Into::into),
+    })
+}
+
+fn sub(router: &Router, s: &Arc<SessionCell>, filter: &str, opts: SubOptions) {
+    router.subscribe(s, parse_filter(filter).unwrap(), opts);
+}
+
+fn route(router: &Router, m: &Arc<Message>) -> Vec<(String, QoS, bool, Vec<u32>)> {
+    let mut out = Vec::new();
+    router.route(m, &mut out);
+    let mut v: Vec<_> = out
+        .into_iter()
+        .map(|t| {
+            let mut ids = t.delivery.subscription_ids;
+            ids.sort();
+            (
+                t.session.client_id.to_string(),
+                t.delivery.qos,
+                t.delivery.retain,
+                ids,
+            )
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn opts(qos: QoS) -> SubOptions {
+    SubOptions {
+        qos,
+        ..SubOptions::default()
+    }
+}
+
+#[test]
+fn overlapping_subscriptions_give_one_copy_at_highest_qos_with_all_ids() {
+    let sessions = Sessions::new(10, DropPolicy::DropOldest);
+    let router = Router::new(ShareStrategy::RoundRobin);
+    let a = session(&sessions, "a");
+    sub(
+        &router,
+        &a,
+        "t/+",
+        SubOptions {
+            subscription_id: Some(1),
+            ..opts(QoS::AtMostOnce)
+        },
+    );
+    sub(
+        &router,
+        &a,
+        "t/#",
+        SubOptions {
+            subscription_id: Some(2),
+            ..opts(QoS::ExactlyOnce)
+        },
+    );
+    sub(&router, &a, "t/x", opts(QoS::AtLeastOnce));
+    assert_eq!(
+        route(&router, &msg("t/x", QoS::ExactlyOnce, false, None)),
+        vec![("a".into(), QoS::ExactlyOnce, false, vec![1, 2])]
+    );
+    // Granted QoS caps the delivered QoS.
+    assert_eq!(
+        route(&router, &msg("t/y", QoS::AtLeastOnce, false, None)),
+        vec![("a".into(), QoS::AtLeastOnce, false, vec![1, 2])]
+    );
+}
+
+#[test]
+fn qos_downgrade_no_local_and_retain_as_published_table() {
+    // (sub opts, message qos, retain, publisher) -> delivered (qos, retain) or nothing
+    type Case<'a> = (SubOptions, QoS, bool, Option<&'a str>, Option<(QoS, bool)>);
+    let cases: &[Case<'_>] = &[
+        (
+            opts(QoS::AtMostOnce),
+            QoS::ExactlyOnce,
+            false,
+            None,
+            Some((QoS::AtMostOnce, false)),
+        ),
+        (
+            opts(QoS::ExactlyOnce),
+            QoS::AtLeastOnce,
+            false,
+            None,
+            Some((QoS::AtLeastOnce, false)),
+        ),
+        (
+            opts(QoS::AtLeastOnce),
+            QoS::AtLeastOnce,
+            true,
+            None,
+            Some((QoS::AtLeastOnce, false)),
+        ),
+        (
+            SubOptions {
+                retain_as_published: true,
+                ..opts(QoS::AtLeastOnce)
+            },
+            QoS::AtLeastOnce,
+            true,
+            None,
+            Some((QoS::AtLeastOnce, true)),
+        ),
+        (
+            SubOptions {
+                no_local: true,
+                ..opts(QoS::AtLeastOnce)
+            },
+            QoS::AtLeastOnce,
+            false,
+            Some("me"),
+            None,
+        ),
+        (
+            SubOptions {
+                no_local: true,
+                ..opts(QoS::AtLeastOnce)
+            },
+            QoS::AtLeastOnce,
+            false,
+            Some("other"),
+            Some((QoS::AtLeastOnce, false)),
+        ),
+        (
+            opts(QoS::AtLeastOnce),
+            QoS::AtLeastOnce,
+            false,
+            Some("me"),
+            Some((QoS::AtLeastOnce, false)),
+        ),
+    ];
+    for (o, qos, retain, publisher, want) in cases {
+        let sessions = Sessions::new(10, DropPolicy::DropOldest);
+        let router = Router::new(ShareStrategy::RoundRobin);
+        let me = session(&sessions, "me");
+        sub(&router, &me, "t", *o);
+        let got = route(&router, &msg("t", *qos, *retain, *publisher));
+        let want: Vec<_> = want
+            .iter()
+            .map(|(q, r)| ("me".to_string(), *q, *r, vec![]))
+            .collect();
+        assert_eq!(
+            got, want,
+            "{o:?} {qos:?} retain={retain} publisher={publisher:?}"
+        );
+    }
+}
+
+fn share_counts(
+    strategy: ShareStrategy,
+    publishers: &[&str],
+    online: &[bool],
+) -> HashMap<String, usize> {
+    let sessions = Sessions::new(10, DropPolicy::DropOldest);
+    let router = Router::new(strategy);
+    let mut members = Vec::new();
+    for (i, up) in online.iter().enumerate() {
+        let s = session(&sessions, &format!("m{i}"));
+        if !up {
+            sessions.detach(&s, 1);
+        }
+        sub(&router, &s, "$share/g/t/#", opts(QoS::AtLeastOnce));
+        members.push(s);
+    }
+    let plain = session(&sessions, "plain");
+    sub(&router, &plain, "t/#", opts(QoS::AtLeastOnce));
+    let mut counts = HashMap::new();
+    for p in publishers {
+        for (who, ..) in route(&router, &msg("t/x", QoS::AtLeastOnce, false, Some(p))) {
+            *counts.entry(who).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn shared_group_gets_one_copy_per_message() {
+    let pubs = vec!["p"; 90];
+    let rr = share_counts(ShareStrategy::RoundRobin, &pubs, &[true, true, true]);
+    assert_eq!(rr["plain"], 90, "plain subscribers still get every message");
+    for i in 0..3 {
+        assert_eq!(rr[&format!("m{i}")], 30, "round robin is even: {rr:?}");
+    }
+    let random = share_counts(ShareStrategy::Random, &pubs, &[true, true, true]);
+    assert_eq!(
+        (0..3)
+            .map(|i| random.get(&format!("m{i}")).copied().unwrap_or(0))
+            .sum::<usize>(),
+        90
+    );
+    let hashed = share_counts(ShareStrategy::HashClientid, &pubs, &[true, true, true]);
+    assert_eq!(
+        hashed.len(),
+        2,
+        "one publisher sticks to one member: {hashed:?}"
+    );
+}
+
+#[test]
+fn shared_group_prefers_connected_members() {
+    let pubs = vec!["p"; 10];
+    let counts = share_counts(ShareStrategy::RoundRobin, &pubs, &[false, true, false]);
+    assert_eq!(counts.get("m1"), Some(&10), "{counts:?}");
+    let all_offline = share_counts(ShareStrategy::RoundRobin, &pubs, &[false, false]);
+    assert_eq!(
+        all_offline.get("m0").unwrap_or(&0) + all_offline.get("m1").unwrap_or(&0),
+        10,
+        "with nobody connected a member still gets it (its queue holds it)"
+    );
+}
+
+#[test]
+fn unsubscribe_stops_routing() {
+    let sessions = Sessions::new(10, DropPolicy::DropOldest);
+    let router = Router::new(ShareStrategy::RoundRobin);
+    let a = session(&sessions, "a");
+    sub(&router, &a, "t", opts(QoS::AtMostOnce));
+    assert!(router.unsubscribe(a.id, parse_filter("t").unwrap()));
+    assert!(!router.unsubscribe(a.id, parse_filter("t").unwrap()));
+    assert!(route(&router, &msg("t", QoS::AtMostOnce, false, None)).is_empty());
+    assert!(router.is_empty());
+}

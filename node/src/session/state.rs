@@ -1,0 +1,288 @@
+//! `SessionState`: one client's MQTT session as pure data and transitions.
+//!
+//! It owns the subscriptions, the outbound queue, the outbound in-flight window (QoS 1/2 messages
+//! sent but not yet acknowledged, in send order) and the inbound QoS 2 packet ids awaiting PUBREL.
+//! Methods return what to put on the wire (`Outgoing`) instead of doing I/O, so every QoS flow,
+//! queue bound and expiry rule is unit-tested here without sockets.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Instant;
+
+use crate::message::{ByteString, Delivery, QoS, SubOptions};
+
+/// What to do when a session's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropPolicy {
+    /// Drop the oldest queued message to make room for the new one.
+    #[default]
+    DropOldest,
+    /// Keep the queue as it is and drop the new message.
+    DropNewest,
+}
+
+/// A packet the connection must send, in order.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    Publish {
+        /// `None` for QoS 0.
+        packet_id: Option<u16>,
+        dup: bool,
+        delivery: Delivery,
+        /// Remaining Message Expiry Interval to forward, if the message has one.
+        expiry: Option<u32>,
+    },
+    PubRel {
+        packet_id: u16,
+    },
+}
+
+/// Outcome of queueing a delivery.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// QoS 0 for a session with no connection is not stored.
+    DroppedOffline,
+    /// The queue was full; one message (the new or the oldest, per policy) was dropped.
+    DroppedFull,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // named after the MQTT packets awaited
+enum Awaiting {
+    /// QoS 1 sent, waiting for PUBACK.
+    PubAck,
+    /// QoS 2 sent, waiting for PUBREC.
+    PubRec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    PubComp,
+}
+
+#[derive(Debug, Clone)]
+struct Inflight {
+    packet_id: u16,
+    phase: Awaiting,
+    delivery: Delivery,
+}
+
+/// Counters the caller adds to broker metrics after a transition.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    pub expired: u64,
+}
+
+#[derive(Debug)]
+pub struct SessionState {
+    /// Filter as the client sent it (including any `$share/{group}/` prefix) -> granted options.
+    pub subscriptions: HashMap<ByteString, SubOptions>,
+    queue: VecDeque<Delivery>,
+    inflight: VecDeque<Inflight>,
+    next_packet_id: u16,
+    /// Outbound in-flight quota of the current connection: min(client Receive Maximum, max_inflight).
+    window: usize,
+    max_queued: usize,
+    drop_policy: DropPolicy,
+    /// Inbound QoS 2 packet ids whose PUBLISH was routed and PUBREC sent, awaiting PUBREL.
+    inbound_qos2: HashSet<u16>,
+}
+
+impl SessionState {
+    pub fn new(max_queued: usize, drop_policy: DropPolicy) -> Self {
+        SessionState {
+            subscriptions: HashMap::new(),
+            queue: VecDeque::new(),
+            inflight: VecDeque::new(),
+            next_packet_id: 0,
+            window: 0,
+            max_queued,
+            drop_policy,
+            inbound_qos2: HashSet::new(),
+        }
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// Sets the send quota of the connection that now owns the session (0 while offline).
+    pub fn set_window(&mut self, window: usize) {
+        self.window = window;
+    }
+
+    /// Queues a delivery. QoS 0 is kept only while a connection is attached.
+    pub fn push(&mut self, delivery: Delivery, online: bool) -> Pushed {
+        if !online && delivery.qos == QoS::AtMostOnce {
+            return Pushed::DroppedOffline;
+        }
+        if self.queue.len() >= self.max_queued {
+            match self.drop_policy {
+                DropPolicy::DropNewest => return Pushed::DroppedFull,
+                DropPolicy::DropOldest => {
+                    self.queue.pop_front();
+                    self.queue.push_back(delivery);
+                    return Pushed::DroppedFull;
+                }
+            }
+        }
+        self.queue.push_back(delivery);
+        Pushed::Queued
+    }
+
+    /// Moves queued messages onto the wire while the in-flight window allows, in queue order.
+    /// Expired messages are dropped (counted in the result); a QoS 1/2 message blocked by a full
+    /// window holds back everything behind it, so per-subscriber order is preserved. At most
+    /// `limit` packets are produced.
+    pub fn transmit(&mut self, now: Instant, out: &mut Vec<Outgoing>, limit: usize) -> Dropped {
+        let mut dropped = Dropped::default();
+        let start = out.len();
+        while let Some(front) = self.queue.front() {
+            if out.len() - start >= limit {
+                break;
+            }
+            let expiry = front.msg.remaining_expiry(now);
+            if expiry == Some(0) {
+                self.queue.pop_front();
+                dropped.expired += 1;
+                continue;
+            }
+            if front.qos != QoS::AtMostOnce && self.inflight.len() >= self.window {
+                break;
+            }
+            let Some(delivery) = self.queue.pop_front() else {
+                break;
+            };
+            let packet_id = if delivery.qos == QoS::AtMostOnce {
+                None
+            } else {
+                let id = self.alloc_packet_id();
+                let phase = if delivery.qos == QoS::AtLeastOnce {
+                    Awaiting::PubAck
+                } else {
+                    Awaiting::PubRec
+                };
+                self.inflight.push_back(Inflight {
+                    packet_id: id,
+                    phase,
+                    delivery: delivery.clone(),
+                });
+                Some(id)
+            };
+            out.push(Outgoing::Publish {
+                packet_id,
+                dup: false,
+                delivery,
+                expiry,
+            });
+        }
+        dropped
+    }
+
+    /// Packets to re-send when a connection resumes this session, in original order: unacknowledged
+    /// PUBLISH with DUP set, and PUBREL for messages whose PUBREC arrived [MQTT-4.4.0-1].
+    pub fn resume(&mut self, now: Instant, out: &mut Vec<Outgoing>) {
+        for f in &self.inflight {
+            out.push(match f.phase {
+                Awaiting::PubAck | Awaiting::PubRec => Outgoing::Publish {
+                    packet_id: Some(f.packet_id),
+                    dup: true,
+                    delivery: f.delivery.clone(),
+                    expiry: f.delivery.msg.remaining_expiry(now).map(|s| s.max(1)),
+                },
+                Awaiting::PubComp => Outgoing::PubRel {
+                    packet_id: f.packet_id,
+                },
+            });
+        }
+    }
+
+    /// Drops what a session does not keep without a connection: queued QoS 0 messages.
+    pub fn detach(&mut self) {
+        self.window = 0;
+        self.queue.retain(|d| d.qos != QoS::AtMostOnce);
+    }
+
+    /// PUBACK from the client; false if no QoS 1 message with that id is in flight.
+    pub fn on_puback(&mut self, packet_id: u16) -> bool {
+        self.complete(packet_id, Awaiting::PubAck)
+    }
+
+    /// PUBREC from the client. On success the message moves to awaiting PUBCOMP and the PUBREL to
+    /// send is returned; a failure reason code (v5, >= 0x80) ends the flow without PUBREL.
+    pub fn on_pubrec(&mut self, packet_id: u16, success: bool) -> Option<Outgoing> {
+        let i = self
+            .inflight
+            .iter()
+            .position(|f| f.packet_id == packet_id && f.phase == Awaiting::PubRec)?;
+        if success {
+            self.inflight[i].phase = Awaiting::PubComp;
+            Some(Outgoing::PubRel { packet_id })
+        } else {
+            self.inflight.remove(i);
+            None
+        }
+    }
+
+    /// PUBCOMP from the client; false if no PUBREL with that id is outstanding.
+    pub fn on_pubcomp(&mut self, packet_id: u16) -> bool {
+        self.complete(packet_id, Awaiting::PubComp)
+    }
+
+    fn complete(&mut self, packet_id: u16, phase: Awaiting) -> bool {
+        match self
+            .inflight
+            .iter()
+            .position(|f| f.packet_id == packet_id && f.phase == phase)
+        {
+            Some(i) => {
+                self.inflight.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets an in-flight message the connection could not send (it exceeded the client's
+    /// Maximum Packet Size): such a message counts as delivered [MQTT-3.1.2-25].
+    pub fn forget(&mut self, packet_id: u16) {
+        self.inflight.retain(|f| f.packet_id != packet_id);
+    }
+
+    /// Records an inbound QoS 2 PUBLISH; false if that packet id is already awaiting PUBREL, in
+    /// which case the message is a re-send and must not be routed again (exactly once).
+    pub fn begin_inbound_qos2(&mut self, packet_id: u16) -> bool {
+        self.inbound_qos2.insert(packet_id)
+    }
+
+    /// Whether an inbound QoS 2 flow with this packet id awaits PUBREL.
+    pub fn has_inbound_qos2(&self, packet_id: u16) -> bool {
+        self.inbound_qos2.contains(&packet_id)
+    }
+
+    /// Inbound QoS 2 flows awaiting PUBREL (they count against the client's Receive Maximum).
+    pub fn inbound_qos2(&self) -> usize {
+        self.inbound_qos2.len()
+    }
+
+    /// PUBREL from the client; false if the packet id was unknown.
+    pub fn release_inbound_qos2(&mut self, packet_id: u16) -> bool {
+        self.inbound_qos2.remove(&packet_id)
+    }
+
+    fn alloc_packet_id(&mut self) -> u16 {
+        loop {
+            self.next_packet_id = self.next_packet_id.checked_add(1).unwrap_or(1);
+            let id = self.next_packet_id;
+            if !self.inflight.iter().any(|f| f.packet_id == id) {
+                return id;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -1,0 +1,13 @@
+//! Integration tests of the single-node broker: the real `realmq` binary, driven over TCP by
+//! mosquitto's command-line clients, rumqttc and exact-packet clients. One module per area.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cli;
+mod clients;
+mod edge;
+mod qos;
+mod retain_will;
+mod routing;
+mod session;

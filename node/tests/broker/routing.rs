@@ -1,0 +1,301 @@
+//! Topic matching and the MQTT 5 routing features: wildcards and `$` topics, overlapping
+//! subscriptions, shared subscriptions, No Local, topic aliases, properties, message expiry and
+//! Maximum Packet Size.
+
+use std::collections::HashMap;
+use std::num::{NonZeroU16, NonZeroU32};
+use std::time::Duration;
+
+use ntex_mqtt::v5;
+use ntex_mqtt::v5::codec as c5;
+
+use crate::common::{Node, Raw5, connect5, sub_opts};
+
+async fn publisher(node: &Node) -> Raw5 {
+    Raw5::connect(node.mqtt, connect5("publisher")).await.0
+}
+
+#[tokio::test]
+async fn wildcards_match_and_dollar_topics_need_explicit_filters() {
+    let node = Node::start("");
+    let (mut s, _) = Raw5::connect(node.mqtt, connect5("wild")).await;
+    s.subscribe(
+        1,
+        None,
+        &[
+            ("#", sub_opts(v5::QoS::AtMostOnce)),
+            ("$SYS/x", sub_opts(v5::QoS::AtMostOnce)),
+        ],
+    )
+    .await;
+    let (mut plus, _) = Raw5::connect(node.mqtt, connect5("plus")).await;
+    plus.subscribe(1, None, &[("a/+/c", sub_opts(v5::QoS::AtMostOnce))])
+        .await;
+    let mut p = publisher(&node).await;
+    for t in ["a/b/c", "a/b/d", "$SYS/x", "$other"] {
+        p.publish(t, b"x", v5::QoS::AtMostOnce, 0, Default::default())
+            .await;
+    }
+    let mut got = Vec::new();
+    while let Some(c5::Decoded::Publish(m, ..)) = s.recv_within(Duration::from_millis(400)).await {
+        got.push(m.topic.to_string());
+    }
+    assert_eq!(
+        got,
+        vec!["a/b/c", "a/b/d", "$SYS/x"],
+        "'#' does not match $other"
+    );
+    let (m, _) = plus.expect_publish().await;
+    assert_eq!(m.topic.as_str(), "a/b/c");
+    assert!(plus.recv_within(Duration::from_millis(300)).await.is_none());
+}
+
+#[tokio::test]
+async fn overlapping_subscriptions_deliver_one_copy_with_every_subscription_id() {
+    let node = Node::start("");
+    let (mut s, _) = Raw5::connect(node.mqtt, connect5("overlap")).await;
+    s.subscribe(1, Some(7), &[("o/#", sub_opts(v5::QoS::AtMostOnce))])
+        .await;
+    s.subscribe(2, Some(9), &[("o/+", sub_opts(v5::QoS::AtLeastOnce))])
+        .await;
+    let mut p = publisher(&node).await;
+    p.publish("o/x", b"x", v5::QoS::ExactlyOnce, 1, Default::default())
+        .await;
+    let (m, _) = s.expect_publish().await;
+    assert_eq!(m.qos, v5::QoS::AtLeastOnce, "the highest granted QoS");
+    let mut ids: Vec<u32> = m
+        .properties
+        .subscription_ids
+        .iter()
+        .map(|i| i.get())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec![7, 9]);
+    assert!(
+        s.recv_within(Duration::from_millis(300)).await.is_none(),
+        "one copy only"
+    );
+}
+
+#[tokio::test]
+async fn shared_subscription_gives_each_message_to_one_member() {
+    let node = Node::start("");
+    let mut members = Vec::new();
+    for i in 0..2 {
+        let (mut m, _) = Raw5::connect(node.mqtt, connect5(&format!("member{i}"))).await;
+        m.subscribe(
+            1,
+            None,
+            &[("$share/workers/jobs/#", sub_opts(v5::QoS::AtMostOnce))],
+        )
+        .await;
+        members.push(m);
+    }
+    let mut p = publisher(&node).await;
+    for i in 0..10 {
+        p.publish(
+            &format!("jobs/{i}"),
+            b"x",
+            v5::QoS::AtMostOnce,
+            0,
+            Default::default(),
+        )
+        .await;
+    }
+    let mut counts = HashMap::new();
+    let mut topics = Vec::new();
+    for (i, m) in members.iter_mut().enumerate() {
+        while let Some(c5::Decoded::Publish(p, ..)) =
+            m.recv_within(Duration::from_millis(400)).await
+        {
+            *counts.entry(i).or_insert(0) += 1;
+            topics.push(p.topic.to_string());
+        }
+    }
+    topics.sort();
+    assert_eq!(topics.len(), 10, "every message reached exactly one member");
+    topics.dedup();
+    assert_eq!(topics.len(), 10);
+    assert_eq!(counts.get(&0), Some(&5), "round robin: {counts:?}");
+}
+
+#[tokio::test]
+async fn no_local_keeps_a_clients_own_messages_from_it() {
+    let node = Node::start("");
+    let (mut c, _) = Raw5::connect(node.mqtt, connect5("echo")).await;
+    let nl = c5::SubscriptionOptions {
+        no_local: true,
+        ..sub_opts(v5::QoS::AtMostOnce)
+    };
+    c.subscribe(1, None, &[("nl", nl)]).await;
+    c.publish("nl", b"mine", v5::QoS::AtMostOnce, 0, Default::default())
+        .await;
+    assert!(c.recv_within(Duration::from_millis(300)).await.is_none());
+    let mut p = publisher(&node).await;
+    p.publish("nl", b"theirs", v5::QoS::AtMostOnce, 0, Default::default())
+        .await;
+    let (_, body) = c.expect_publish().await;
+    assert_eq!(&body[..], b"theirs");
+}
+
+#[tokio::test]
+async fn topic_aliases_in_both_directions() {
+    let node = Node::start("");
+    let (mut s, _) = Raw5::connect(
+        node.mqtt,
+        c5::Connect {
+            topic_alias_max: 4,
+            ..connect5("alias-sub")
+        },
+    )
+    .await;
+    s.subscribe(1, None, &[("long/#", sub_opts(v5::QoS::AtMostOnce))])
+        .await;
+    let (mut p, ack) = Raw5::connect(node.mqtt, connect5("alias-pub")).await;
+    assert!(ack.topic_alias_max > 0);
+    let alias = c5::PublishProperties {
+        topic_alias: NonZeroU16::new(1),
+        ..Default::default()
+    };
+    p.publish(
+        "long/topic/name",
+        b"1",
+        v5::QoS::AtMostOnce,
+        0,
+        alias.clone(),
+    )
+    .await;
+    p.publish("", b"2", v5::QoS::AtMostOnce, 0, alias).await;
+
+    // Server to client: the first message defines the alias, the second uses it.
+    let (m1, _) = s.expect_publish().await;
+    let (m2, body2) = s.expect_publish().await;
+    assert_eq!(m1.topic.as_str(), "long/topic/name");
+    let a = m1.properties.topic_alias.expect("server assigns an alias");
+    assert_eq!(
+        (m2.topic.as_str(), m2.properties.topic_alias, &body2[..]),
+        ("", Some(a), &b"2"[..])
+    );
+
+    // An alias the client never defined is a protocol error.
+    let unknown = c5::PublishProperties {
+        topic_alias: NonZeroU16::new(3),
+        ..Default::default()
+    };
+    p.publish("", b"?", v5::QoS::AtMostOnce, 0, unknown).await;
+    assert_eq!(
+        p.expect_disconnect().await,
+        Some(c5::DisconnectReasonCode::ProtocolError)
+    );
+}
+
+#[tokio::test]
+async fn properties_pass_through_unchanged() {
+    let node = Node::start("");
+    let (mut s, _) = Raw5::connect(node.mqtt, connect5("props")).await;
+    s.subscribe(1, None, &[("p", sub_opts(v5::QoS::AtLeastOnce))])
+        .await;
+    let mut p = publisher(&node).await;
+    let props = c5::PublishProperties {
+        correlation_data: Some(ntex_bytes::Bytes::from_static(b"corr")),
+        content_type: Some("application/json".into()),
+        user_properties: vec![("a".into(), "1".into()), ("a".into(), "2".into())],
+        is_utf8_payload: true,
+        response_topic: Some("reply/here".into()),
+        ..Default::default()
+    };
+    p.publish("p", b"{}", v5::QoS::AtLeastOnce, 1, props.clone())
+        .await;
+    let (m, _) = s.expect_publish().await;
+    assert_eq!(m.properties.correlation_data, props.correlation_data);
+    assert_eq!(m.properties.content_type, props.content_type);
+    assert_eq!(
+        m.properties.user_properties, props.user_properties,
+        "order and duplicates kept"
+    );
+    assert!(m.properties.is_utf8_payload);
+    assert_eq!(m.properties.response_topic, props.response_topic);
+}
+
+#[tokio::test]
+async fn message_expiry_drops_stale_queued_messages_and_counts_down() {
+    let node = Node::start("");
+    let persistent = c5::Connect {
+        clean_start: false,
+        session_expiry_interval_secs: 300,
+        ..connect5("late")
+    };
+    let (mut s, _) = Raw5::connect(node.mqtt, persistent.clone()).await;
+    s.subscribe(1, None, &[("x/#", sub_opts(v5::QoS::AtLeastOnce))])
+        .await;
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut p = publisher(&node).await;
+    let expiring = |secs| c5::PublishProperties {
+        message_expiry_interval: NonZeroU32::new(secs),
+        ..Default::default()
+    };
+    p.publish("x/short", b"s", v5::QoS::AtLeastOnce, 1, expiring(1))
+        .await;
+    p.publish("x/long", b"l", v5::QoS::AtLeastOnce, 2, expiring(60))
+        .await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let (mut s, _) = Raw5::connect(node.mqtt, persistent).await;
+    let (m, _) = s.expect_publish().await;
+    assert_eq!(
+        m.topic.as_str(),
+        "x/long",
+        "the expired message was dropped"
+    );
+    let left = m.properties.message_expiry_interval.unwrap().get();
+    assert!(
+        (57..=59).contains(&left),
+        "remaining interval forwarded, got {left}"
+    );
+}
+
+#[tokio::test]
+async fn maximum_packet_size_both_ways() {
+    let node = Node::start("max_packet_size = 1024");
+    // Client to server: an oversized packet gets DISCONNECT 0x95.
+    let (mut big, ack) = Raw5::connect(node.mqtt, connect5("big")).await;
+    assert_eq!(ack.max_packet_size, Some(1024));
+    big.publish(
+        "t",
+        &[0u8; 2000],
+        v5::QoS::AtMostOnce,
+        0,
+        Default::default(),
+    )
+    .await;
+    assert_eq!(
+        big.expect_disconnect().await,
+        Some(c5::DisconnectReasonCode::PacketTooLarge)
+    );
+
+    // Server to client: a message over the client's maximum is skipped, later ones still arrive.
+    let (mut small, _) = Raw5::connect(
+        node.mqtt,
+        c5::Connect {
+            max_packet_size: NonZeroU32::new(100),
+            ..connect5("small")
+        },
+    )
+    .await;
+    small
+        .subscribe(1, None, &[("m", sub_opts(v5::QoS::AtLeastOnce))])
+        .await;
+    let mut p = publisher(&node).await;
+    p.publish(
+        "m",
+        &[1u8; 500],
+        v5::QoS::AtLeastOnce,
+        1,
+        Default::default(),
+    )
+    .await;
+    p.publish("m", b"fits", v5::QoS::AtLeastOnce, 2, Default::default())
+        .await;
+    let (_, body) = small.expect_publish().await;
+    assert_eq!(&body[..], b"fits");
+}
