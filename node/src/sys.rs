@@ -12,7 +12,7 @@ use crate::message::{ByteString, Bytes, Message, MessageProperties, QoS};
 pub fn publish_once(broker: &Broker) -> usize {
     let m = broker.metrics.snapshot();
     let uptime = broker.started.elapsed().as_secs();
-    let stats: [(&str, String); 11] = [
+    let stats: [(&str, String); 12] = [
         ("version", env!("CARGO_PKG_VERSION").to_string()),
         ("uptime", uptime.to_string()),
         ("clients/connected", m.connections.to_string()),
@@ -24,6 +24,10 @@ pub fn publish_once(broker: &Broker) -> usize {
         ("messages/sent", m.messages_sent.to_string()),
         ("bytes/received", m.bytes_received.to_string()),
         ("bytes/sent", m.bytes_sent.to_string()),
+        (
+            "messages/dropped",
+            (m.dropped_queue_full + m.dropped_expired + m.dropped_too_large).to_string(),
+        ),
     ];
     for (suffix, value) in &stats {
         let msg = Message {

@@ -293,9 +293,13 @@ where
 fn publish_in(conn: &Conn, mut pkt: codec::Publish, payload: ntex_bytes::Bytes) -> Option<Encoded> {
     let qos = qos_in(pkt.qos);
     let packet_id = pkt.packet_id.map(NonZeroU16::get);
-    let checked = conn
-        .resolve_alias(pkt.properties.topic_alias, &mut pkt.topic)
-        .and_then(|()| conn.admit(&pkt.topic, pkt.retain, qos, packet_id));
+    let checked = if pkt.properties.subscription_ids.is_empty() {
+        conn.resolve_alias(pkt.properties.topic_alias, &mut pkt.topic)
+            .and_then(|()| conn.admit(&pkt.topic, pkt.retain, qos, packet_id))
+    } else {
+        // Only the server may send Subscription Identifiers [MQTT-3.3.4-6].
+        Err(Dr::ProtocolError)
+    };
     if let Err(code) = checked {
         conn.violation(code);
         return None;

@@ -257,7 +257,7 @@ async fn sys_topics_report_broker_statistics() {
     .await;
     // The first round may predate this client; within two intervals it counts itself.
     let mut seen = std::collections::HashMap::new();
-    while seen.len() < 11 || seen["$SYS/brokers/1/clients/connected"] != "1" {
+    while seen.len() < 12 || seen["$SYS/brokers/1/clients/connected"] != "1" {
         let (m, body) = s.expect_publish().await;
         seen.insert(
             m.topic.to_string(),
@@ -270,6 +270,7 @@ async fn sys_topics_report_broker_statistics() {
         "uptime",
         "messages/received",
         "messages/sent",
+        "messages/dropped",
         "bytes/received",
         "bytes/sent",
     ] {
@@ -318,4 +319,21 @@ async fn unsupported_protocol_levels_get_connack_0x01() {
             "{what}: CONNACK 0x01 then close"
         );
     }
+}
+
+#[tokio::test]
+async fn idle_sockets_that_never_send_connect_are_closed() {
+    let node = Node::start("connect_timeout = 1");
+    let started = std::time::Instant::now();
+    let mut w = Wire::open(node.mqtt).await;
+    assert_closed(&mut w, "silent socket").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // Half a CONNECT is no better.
+    let mut w = Wire::open(node.mqtt).await;
+    w.write_raw(b"\x10\x10\x00\x04MQ").await;
+    assert_closed(&mut w, "partial connect").await;
 }

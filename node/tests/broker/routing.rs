@@ -272,6 +272,11 @@ async fn maximum_packet_size_both_ways() {
         big.expect_disconnect().await,
         Some(c5::DisconnectReasonCode::PacketTooLarge)
     );
+    let (mut big3, _) =
+        crate::common::Raw3::connect(node.mqtt, crate::common::connect3("big3", true)).await;
+    big3.publish("t", &[0u8; 2000], ntex_mqtt::v3::QoS::AtMostOnce, 0, false)
+        .await;
+    big3.expect_closed().await;
 
     // Server to client: a message over the client's maximum is skipped, later ones still arrive.
     let (mut small, _) = Raw5::connect(
@@ -298,4 +303,69 @@ async fn maximum_packet_size_both_ways() {
         .await;
     let (_, body) = small.expect_publish().await;
     assert_eq!(&body[..], b"fits");
+}
+
+#[tokio::test]
+async fn v311_wildcards_shared_groups_and_overlaps() {
+    use crate::common::{Raw3, connect3};
+    use ntex_mqtt::v3;
+    use ntex_mqtt::v3::codec as c3;
+    let node = Node::start("");
+    let (mut s, _) = Raw3::connect(node.mqtt, connect3("v3-overlap", true)).await;
+    s.subscribe(
+        1,
+        &[
+            ("a/+", v3::QoS::AtMostOnce),
+            ("a/#", v3::QoS::AtLeastOnce),
+            ("+/x", v3::QoS::AtMostOnce),
+        ],
+    )
+    .await;
+    let mut group = Vec::new();
+    for i in 0..2 {
+        let (mut m, _) = Raw3::connect(node.mqtt, connect3(&format!("v3-member{i}"), true)).await;
+        m.subscribe(1, &[("$share/g/a/#", v3::QoS::AtMostOnce)])
+            .await;
+        group.push(m);
+    }
+    let (mut p, _) = Raw3::connect(node.mqtt, connect3("v3-pub", true)).await;
+    for t in ["a/x", "a/y", "$SYS/x"] {
+        p.publish(t, b"m", v3::QoS::AtLeastOnce, 1, false).await;
+        p.recv().await;
+    }
+    // One copy per message for the overlapping subscriptions, at the highest granted QoS.
+    for want in ["a/x", "a/y"] {
+        let (m, _) = s.expect_publish().await;
+        assert_eq!((m.topic.as_str(), m.qos), (want, v3::QoS::AtLeastOnce));
+        s.send(c3::Packet::PublishAck {
+            packet_id: m.packet_id.unwrap(),
+        })
+        .await;
+    }
+    assert!(
+        s.recv_within(Duration::from_millis(300)).await.is_none(),
+        "no duplicates, no $SYS/x"
+    );
+    let mut shared = 0;
+    for m in &mut group {
+        while m.recv_within(Duration::from_millis(300)).await.is_some() {
+            shared += 1;
+        }
+    }
+    assert_eq!(shared, 2, "each message reaches one group member");
+}
+
+#[tokio::test]
+async fn subscription_identifiers_from_a_client_are_a_protocol_error() {
+    let node = Node::start("");
+    let mut p = publisher(&node).await;
+    let props = c5::PublishProperties {
+        subscription_ids: vec![NonZeroU32::new(1).unwrap()],
+        ..Default::default()
+    };
+    p.publish("t", b"x", v5::QoS::AtMostOnce, 0, props).await;
+    assert_eq!(
+        p.expect_disconnect().await,
+        Some(c5::DisconnectReasonCode::ProtocolError)
+    );
 }
