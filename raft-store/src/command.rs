@@ -1,0 +1,140 @@
+//! `Command`: every replicated write, and `CommandResult`, what applying it answered.
+//!
+//! Commands carry everything that is random or time-dependent (ids excepted: `apply` assigns
+//! them from counters), so every replica applies them to the same state. Validation that needs
+//! the current state (uniqueness, existence) happens in `apply` and comes back as
+//! `CommandResult::Rejected` rather than a storage error.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{
+    Device, DevicePatch, Product, ProductPatch, RetainedRecord, SessionRecord, SubscriptionRecord,
+    User, UserPatch,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Sets the API token-signing secret if none is set yet (first start).
+    InitTokenSecret {
+        secret: Vec<u8>,
+    },
+    CreateUser {
+        user: User,
+    },
+    UpdateUser {
+        username: String,
+        patch: UserPatch,
+    },
+    DeleteUser {
+        username: String,
+    },
+
+    /// `product.id` is ignored; the new id is in `CommandResult::Created`.
+    CreateProduct {
+        product: Product,
+    },
+    UpdateProduct {
+        id: u64,
+        patch: ProductPatch,
+    },
+    DeleteProduct {
+        id: u64,
+    },
+
+    /// `device.id` is ignored; the new id is in `CommandResult::Created`.
+    CreateDevice {
+        device: Device,
+    },
+    UpdateDevice {
+        id: u64,
+        patch: DevicePatch,
+    },
+    DeleteDevice {
+        id: u64,
+    },
+    /// Dynamic registration: creates the device, or hands out an existing one's credentials
+    /// if they were never issued before.
+    RegisterDevice {
+        device: Device,
+    },
+
+    /// A client connected to `session.node_id`: registers (or replaces) its session and, when
+    /// the client is a device, marks it online.
+    ClientConnected {
+        session: SessionRecord,
+        ip: Option<String>,
+        at: i64,
+        clean_start: bool,
+    },
+    /// A client's connection ended; a session with expiry 0 ends with it.
+    ClientDisconnected {
+        client_id: String,
+        node_id: u64,
+        conn_id: u64,
+        at: i64,
+    },
+    /// A session ended (expiry or clean start elsewhere).
+    RemoveSession {
+        client_id: String,
+    },
+    Subscribe {
+        client_id: String,
+        subscription: SubscriptionRecord,
+    },
+    Unsubscribe {
+        client_id: String,
+        filter: String,
+    },
+
+    SetRetained {
+        record: RetainedRecord,
+    },
+    ClearRetained {
+        topic: String,
+    },
+
+    /// Several commands applied in order in one log entry (batched MQTT-side writes).
+    Batch(Vec<Command>),
+}
+
+/// Why `apply` refused a command. `field` names what conflicted or was missing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rejection {
+    NotFound { what: String },
+    AlreadyExists { field: String },
+    Invalid { message: String },
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rejection::NotFound { what } => write!(f, "{what} not found"),
+            Rejection::AlreadyExists { field } => write!(f, "{field} already exists"),
+            Rejection::Invalid { message } => f.write_str(message),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    Ok,
+    Created {
+        id: u64,
+    },
+    /// Dynamic registration's outcome: the device and whether it was created now.
+    Registered {
+        device: Box<Device>,
+        created: bool,
+    },
+    Rejected(Rejection),
+    Batch(Vec<CommandResult>),
+}
+
+impl CommandResult {
+    pub fn rejected(&self) -> Option<&Rejection> {
+        match self {
+            CommandResult::Rejected(r) => Some(r),
+            _ => None,
+        }
+    }
+}

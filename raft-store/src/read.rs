@@ -1,0 +1,309 @@
+//! `Registry`: every read of the replicated state, straight from this node's RocksDB.
+//!
+//! Lookups go through the secondary-index column families (product by name or key; device by
+//! name, user name, client id, product and status) and totals come from counters that `apply`
+//! keeps, so a page of a product's devices reads `limit` records whatever the fleet size. Only a
+//! fuzzy (substring) name filter has to walk the name index.
+
+use std::sync::Arc;
+
+use rocksdb::{DB, Direction, IteratorMode};
+use serde::de::DeserializeOwned;
+
+use crate::keys;
+use crate::model::{Device, Product, RetainedRecord, SessionRecord, User};
+use crate::typ::LogId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("rocksdb read failed: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    #[error("stored record is malformed: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+type Result<T> = std::result::Result<T, ReadError>;
+
+/// One page of a listing and the total number of matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProductQuery {
+    pub offset: usize,
+    pub limit: usize,
+    /// Substring of the product name.
+    pub name_like: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeviceQuery {
+    pub offset: usize,
+    pub limit: usize,
+    pub product_id: Option<u64>,
+    /// API status: 0 disabled, 1 inactive, 2 offline, 3 online.
+    pub status: Option<u8>,
+    /// Substring of the device name.
+    pub name_like: Option<String>,
+}
+
+/// Devices by API status, for one product or all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceCounts {
+    pub by_status: [u64; 4],
+}
+
+impl DeviceCounts {
+    pub fn total(&self) -> u64 {
+        self.by_status.iter().sum()
+    }
+    pub fn online(&self) -> u64 {
+        self.by_status[3]
+    }
+    pub fn offline(&self) -> u64 {
+        self.by_status[2]
+    }
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    db: Arc<DB>,
+}
+
+impl Registry {
+    pub(crate) fn new(db: Arc<DB>) -> Self {
+        Registry { db }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn db(&self) -> &Arc<DB> {
+        &self.db
+    }
+
+    fn cf(&self, name: &str) -> &rocksdb::ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column family opened in open()")
+    }
+
+    fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(cf), key)?)
+    }
+
+    fn get_json<T: DeserializeOwned>(&self, cf: &str, key: &[u8]) -> Result<Option<T>> {
+        Ok(match self.get(cf, key)? {
+            Some(v) => Some(serde_json::from_slice(&v)?),
+            None => None,
+        })
+    }
+
+    /// Follows an index entry (`key` -> big-endian id) to the record in `records`.
+    fn by_index<T: DeserializeOwned>(
+        &self,
+        index: &str,
+        key: &[u8],
+        records: &str,
+    ) -> Result<Option<T>> {
+        match self.get(index, key)? {
+            Some(id) => self.get_json(records, &id),
+            None => Ok(None),
+        }
+    }
+
+    /// Keys of `cf` that start with `prefix`, in order.
+    fn prefixed(&self, cf: &str, prefix: Vec<u8>) -> impl Iterator<Item = Result<Box<[u8]>>> + '_ {
+        self.db
+            .iterator_cf(self.cf(cf), IteratorMode::From(&prefix, Direction::Forward))
+            .map(|r| r.map(|(k, _)| k).map_err(ReadError::from))
+            .take_while(move |r| r.as_ref().map_or(true, |k| k.starts_with(&prefix)))
+    }
+
+    pub fn last_applied(&self) -> Result<Option<LogId>> {
+        Ok(self
+            .get_json::<Option<LogId>>(keys::SM_META, keys::LAST_APPLIED)?
+            .flatten())
+    }
+
+    pub fn token_secret(&self) -> Result<Option<Vec<u8>>> {
+        self.get(keys::SM_META, keys::TOKEN_SECRET)
+    }
+
+    pub fn user(&self, username: &str) -> Result<Option<User>> {
+        self.get_json(keys::USERS, username.as_bytes())
+    }
+
+    pub fn users(&self) -> Result<Vec<User>> {
+        self.db
+            .iterator_cf(self.cf(keys::USERS), IteratorMode::Start)
+            .map(|r| Ok(serde_json::from_slice(&r?.1)?))
+            .collect()
+    }
+
+    pub fn product(&self, id: u64) -> Result<Option<Product>> {
+        self.get_json(keys::PRODUCTS, &keys::id(id))
+    }
+
+    pub fn product_by_key(&self, product_key: &str) -> Result<Option<Product>> {
+        self.by_index(keys::PRODUCT_BY_KEY, product_key.as_bytes(), keys::PRODUCTS)
+    }
+
+    pub fn product_by_name(&self, name: &str) -> Result<Option<Product>> {
+        self.by_index(keys::PRODUCT_BY_NAME, name.as_bytes(), keys::PRODUCTS)
+    }
+
+    /// Products in id order, optionally filtered by a name substring.
+    pub fn products(&self, q: &ProductQuery) -> Result<Page<Product>> {
+        let mut items = Vec::new();
+        let mut total = 0u64;
+        for r in self
+            .db
+            .iterator_cf(self.cf(keys::PRODUCTS), IteratorMode::Start)
+        {
+            let p: Product = serde_json::from_slice(&r?.1)?;
+            if q.name_like.as_deref().is_some_and(|n| !p.name.contains(n)) {
+                continue;
+            }
+            if total as usize >= q.offset && items.len() < q.limit {
+                items.push(p);
+            }
+            total += 1;
+        }
+        Ok(Page { items, total })
+    }
+
+    /// Device counters for one product, or for all with `product_id` 0.
+    pub fn device_counts(&self, product_id: u64) -> Result<DeviceCounts> {
+        let mut c = DeviceCounts::default();
+        for s in 0..4u8 {
+            c.by_status[usize::from(s)] = self
+                .get(keys::SM_META, &keys::counter(product_id, s))?
+                .and_then(|v| keys::parse_id(&v))
+                .unwrap_or(0);
+        }
+        Ok(c)
+    }
+
+    pub fn device(&self, id: u64) -> Result<Option<Device>> {
+        self.get_json(keys::DEVICES, &keys::id(id))
+    }
+
+    pub fn device_by_name(&self, name: &str) -> Result<Option<Device>> {
+        self.by_index(keys::DEVICE_BY_NAME, name.as_bytes(), keys::DEVICES)
+    }
+
+    pub fn device_by_username(&self, username: &str) -> Result<Option<Device>> {
+        self.by_index(keys::DEVICE_BY_USERNAME, username.as_bytes(), keys::DEVICES)
+    }
+
+    pub fn device_by_client_id(&self, client_id: &str) -> Result<Option<Device>> {
+        self.by_index(
+            keys::DEVICE_BY_CLIENT_ID,
+            client_id.as_bytes(),
+            keys::DEVICES,
+        )
+    }
+
+    /// A page of devices, by id, filtered by product, status and name substring.
+    pub fn devices(&self, q: &DeviceQuery) -> Result<Page<Device>> {
+        if let Some(like) = &q.name_like {
+            return self.devices_by_name_scan(q, like);
+        }
+        let counts = self.device_counts(q.product_id.unwrap_or(0))?;
+        let (total, ids): (u64, Box<dyn Iterator<Item = Result<u64>>>) =
+            match (q.product_id, q.status) {
+                (Some(p), status) => {
+                    let ids = self
+                        .prefixed(keys::DEVICE_BY_PRODUCT, keys::id(p).to_vec())
+                        .map(|k| k.map(|k| keys::parse_id(&k[8..]).unwrap_or(0)));
+                    match status {
+                        None => (counts.total(), Box::new(ids)),
+                        Some(s) => {
+                            let total = counts.by_status.get(usize::from(s)).copied().unwrap_or(0);
+                            let filtered = ids.filter(move |r| match r {
+                                Ok(id) => self
+                                    .device(*id)
+                                    .ok()
+                                    .flatten()
+                                    .is_some_and(|d| d.status() == s),
+                                Err(_) => true,
+                            });
+                            (total, Box::new(filtered))
+                        }
+                    }
+                }
+                (None, Some(s)) => {
+                    let total = counts.by_status.get(usize::from(s)).copied().unwrap_or(0);
+                    let ids = self
+                        .prefixed(keys::DEVICE_BY_STATUS, vec![s])
+                        .map(|k| k.map(|k| keys::parse_id(&k[1..]).unwrap_or(0)));
+                    (total, Box::new(ids))
+                }
+                (None, None) => {
+                    let ids = self
+                        .db
+                        .iterator_cf(self.cf(keys::DEVICES), IteratorMode::Start)
+                        .map(|r| {
+                            r.map(|(k, _)| keys::parse_id(&k).unwrap_or(0))
+                                .map_err(ReadError::from)
+                        });
+                    (counts.total(), Box::new(ids))
+                }
+            };
+        let mut items = Vec::with_capacity(q.limit);
+        for id in ids.skip(q.offset).take(q.limit) {
+            if let Some(d) = self.device(id?)? {
+                items.push(d);
+            }
+        }
+        Ok(Page { items, total })
+    }
+
+    fn devices_by_name_scan(&self, q: &DeviceQuery, like: &str) -> Result<Page<Device>> {
+        let mut items = Vec::new();
+        let mut total = 0u64;
+        for r in self
+            .db
+            .iterator_cf(self.cf(keys::DEVICE_BY_NAME), IteratorMode::Start)
+        {
+            let (name, id) = r?;
+            if !String::from_utf8_lossy(&name).contains(like) {
+                continue;
+            }
+            let Some(d) = self.get_json::<Device>(keys::DEVICES, &id)? else {
+                continue;
+            };
+            if q.product_id.is_some_and(|p| d.product_id != p)
+                || q.status.is_some_and(|s| d.status() != s)
+            {
+                continue;
+            }
+            if total as usize >= q.offset && items.len() < q.limit {
+                items.push(d);
+            }
+            total += 1;
+        }
+        items.sort_by_key(|d| d.id);
+        Ok(Page { items, total })
+    }
+
+    pub fn session(&self, client_id: &str) -> Result<Option<SessionRecord>> {
+        self.get_json(keys::SESSIONS, client_id.as_bytes())
+    }
+
+    pub fn sessions(&self) -> Result<Vec<SessionRecord>> {
+        self.db
+            .iterator_cf(self.cf(keys::SESSIONS), IteratorMode::Start)
+            .map(|r| Ok(serde_json::from_slice(&r?.1)?))
+            .collect()
+    }
+
+    pub fn retained(&self) -> Result<Vec<RetainedRecord>> {
+        self.db
+            .iterator_cf(self.cf(keys::RETAINED), IteratorMode::Start)
+            .map(|r| Ok(serde_json::from_slice(&r?.1)?))
+            .collect()
+    }
+}

@@ -1,0 +1,125 @@
+//! `StateMachineStore`: openraft's `RaftStateMachine` on RocksDB.
+//!
+//! All entries of one `apply` call go into one `WriteBatch` together with the last applied log id
+//! and membership; the batch is written with `sync` before any response is returned, so an
+//! acknowledged write survives a crash and a restart resumes exactly after the last applied entry.
+//! The data lives only in RocksDB: `Registry` reads the same column families.
+
+mod apply;
+mod snapshot;
+mod tx;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{OptionalSend, RaftSnapshotBuilder};
+use rocksdb::DB;
+
+use crate::TypeConfig;
+use crate::command::CommandResult;
+use crate::keys;
+use crate::log_store::write_sync;
+use crate::typ::{
+    Entry, EntryPayload, LogId, Snapshot, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership,
+};
+use tx::Tx;
+
+pub use snapshot::SnapshotBuilder;
+
+#[derive(Debug)]
+pub struct StateMachineStore {
+    db: Arc<DB>,
+    snapshot_dir: PathBuf,
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+}
+
+impl StateMachineStore {
+    pub(crate) fn new(db: Arc<DB>, snapshot_dir: PathBuf) -> Result<Self, StorageError> {
+        let tx = Tx::new(&db);
+        let last_applied = tx.get_json(keys::SM_META, keys::LAST_APPLIED)?.flatten();
+        let last_membership = tx
+            .get_json(keys::SM_META, keys::LAST_MEMBERSHIP)?
+            .unwrap_or_default();
+        drop(tx);
+        Ok(StateMachineStore {
+            db,
+            snapshot_dir,
+            last_applied,
+            last_membership,
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok((self.last_applied, self.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut tx = Tx::new(&self.db);
+        let mut results = Vec::new();
+        let mut last_applied = self.last_applied;
+        let mut membership = self.last_membership.clone();
+        for entry in entries {
+            last_applied = Some(entry.log_id);
+            results.push(match entry.payload {
+                EntryPayload::Blank => CommandResult::Ok,
+                EntryPayload::Normal(cmd) => apply::apply_command(&mut tx, cmd)?,
+                EntryPayload::Membership(m) => {
+                    membership = StoredMembership::new(Some(entry.log_id), m);
+                    CommandResult::Ok
+                }
+            });
+        }
+        tx.put_json(keys::SM_META, keys::LAST_APPLIED, &last_applied);
+        tx.put_json(keys::SM_META, keys::LAST_MEMBERSHIP, &membership);
+        let batch = std::mem::take(&mut tx.batch);
+        drop(tx);
+        write_sync(&self.db, batch)
+            .await
+            .map_err(|e| StorageIOError::write_state_machine(&e))?;
+        self.last_applied = last_applied;
+        self.last_membership = membership;
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder::new(self.db.clone(), self.snapshot_dir.clone())
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        Ok(Box::new(
+            snapshot::receiving_file(&self.snapshot_dir).await?,
+        ))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        file: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        snapshot::install(&self.db, &self.snapshot_dir, meta, *file).await?;
+        self.last_applied = meta.last_log_id;
+        self.last_membership = meta.last_membership.clone();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        snapshot::current(&self.db, &self.snapshot_dir).await
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        self.build().await
+    }
+}

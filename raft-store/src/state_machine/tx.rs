@@ -1,0 +1,103 @@
+//! `Tx`: the write set of one `apply` call. Writes go to a RocksDB `WriteBatch` (committed once,
+//! durably, with the applied log id) and to an overlay that later commands of the same call read
+//! through, so a batch of commands behaves exactly like the same commands applied one by one.
+
+use std::collections::HashMap;
+
+use rocksdb::{DB, WriteBatch};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::keys;
+use crate::typ::StorageIOError;
+
+pub(crate) type IoResult<T> = Result<T, StorageIOError>;
+
+pub(crate) struct Tx<'a> {
+    db: &'a DB,
+    pub(crate) batch: WriteBatch,
+    overlay: HashMap<(&'static str, Vec<u8>), Option<Vec<u8>>>,
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> StorageIOError {
+    StorageIOError::read_state_machine(&e)
+}
+
+impl<'a> Tx<'a> {
+    pub(crate) fn new(db: &'a DB) -> Self {
+        Tx {
+            db,
+            batch: WriteBatch::default(),
+            overlay: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn get(&self, cf: &'static str, key: &[u8]) -> IoResult<Option<Vec<u8>>> {
+        if let Some(v) = self.overlay.get(&(cf, key.to_vec())) {
+            return Ok(v.clone());
+        }
+        let handle = self
+            .db
+            .cf_handle(cf)
+            .expect("column family opened in open()");
+        self.db.get_cf(handle, key).map_err(read_err)
+    }
+
+    pub(crate) fn get_json<T: DeserializeOwned>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+    ) -> IoResult<Option<T>> {
+        match self.get(cf, key)? {
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(read_err),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn exists(&self, cf: &'static str, key: &[u8]) -> IoResult<bool> {
+        Ok(self.get(cf, key)?.is_some())
+    }
+
+    pub(crate) fn put(&mut self, cf: &'static str, key: &[u8], value: Vec<u8>) {
+        let handle = self
+            .db
+            .cf_handle(cf)
+            .expect("column family opened in open()");
+        self.batch.put_cf(handle, key, &value);
+        self.overlay.insert((cf, key.to_vec()), Some(value));
+    }
+
+    pub(crate) fn put_json<T: Serialize>(&mut self, cf: &'static str, key: &[u8], value: &T) {
+        let bytes = serde_json::to_vec(value).expect("records serialize to JSON");
+        self.put(cf, key, bytes);
+    }
+
+    pub(crate) fn delete(&mut self, cf: &'static str, key: &[u8]) {
+        let handle = self
+            .db
+            .cf_handle(cf)
+            .expect("column family opened in open()");
+        self.batch.delete_cf(handle, key);
+        self.overlay.insert((cf, key.to_vec()), None);
+    }
+
+    pub(crate) fn counter(&self, key: &[u8]) -> IoResult<u64> {
+        Ok(self
+            .get(keys::SM_META, key)?
+            .and_then(|v| keys::parse_id(&v))
+            .unwrap_or(0))
+    }
+
+    pub(crate) fn add_counter(&mut self, key: &[u8], delta: i64) -> IoResult<()> {
+        let v = self.counter(key)?.saturating_add_signed(delta);
+        self.put(keys::SM_META, key, v.to_be_bytes().to_vec());
+        Ok(())
+    }
+
+    /// Takes the next value of an id sequence (ids start at 1).
+    pub(crate) fn next_id(&mut self, key: &[u8]) -> IoResult<u64> {
+        let id = self.counter(key)?.max(1);
+        self.put(keys::SM_META, key, (id + 1).to_be_bytes().to_vec());
+        Ok(id)
+    }
+}
