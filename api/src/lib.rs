@@ -1,84 +1,111 @@
-//! RealMQ's REST front (warp), mounted under `/api/v1`.
+//! # realmq-api: the REST front, `/api/v1`
 //!
-//! Every reply uses the contract's envelope: `{"code":0,"data":...}` on success and
-//! `{"code":<non-zero>,"message":...}` with a 4xx/5xx status on failure; requests that match no
-//! route get a JSON 404, never a bare text body.
+//! ## Layout
+//!
+//! - `routes/`: one file per resource (`products`, `devices`, `users`, `auth`, `mqtt`,
+//!   `health`, `openapi`), each a set of warp filters ending in plain async handlers
+//! - `context.rs`: `ApiContext` and `NodeOps`, the only way the API reaches the broker
+//! - `auth.rs`: Basic and Bearer authentication, password hashing, tokens
+//! - `write.rs`: `submit`, every metadata write, through `raft_store::client::write`
+//! - `json.rs`, `query.rs`, `time.rs`: request parsing and the contract's formats
+//! - `error.rs`, `response.rs`: the one error → status mapping and the envelopes
+//! - `openapi.rs`: the OpenAPI document
+//!
+//! ## How a request flows
+//!
+//! `POST /api/v1/devices` → `routes/devices.rs` filter → `authenticate` → `json::parse` →
+//! `write::submit(Command::CreateDevice)` → raft → `apply` → `CommandResult` → envelope.
+//! Reads go to `Registry` directly.
+
+pub mod auth;
+pub mod context;
+pub mod error;
+mod json;
+pub mod openapi;
+mod query;
+mod response;
+mod routes;
+mod time;
+mod write;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 
-use serde_json::json;
-use warp::http::StatusCode;
-use warp::{Filter, Rejection, Reply};
+use realmq_raft_store::Command;
+use realmq_raft_store::model::{Role, User};
+use warp::filters::BoxedFilter;
+use warp::{Filter, Rejection};
 
-/// All routes: `GET /api/v1/health` (process up, no credentials).
-pub fn routes()
--> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone + Send + Sync + 'static {
-    let health = warp::path!("api" / "v1" / "health")
-        .and(warp::get())
-        .map(|| warp::reply::json(&json!({"code": 0, "data": {"status": "up"}})));
-    health.recover(recover)
+pub use context::{ApiConfig, ApiContext, NodeOps, OpError, Properties, Publish};
+pub use error::ApiError;
+pub use routes::devices::registration_sign;
+
+use response::Reply;
+
+/// Every route, with rejections turned into the error envelope.
+pub fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
+    routes::api_v1(ctx).recover(recover).unify().boxed()
 }
 
-/// Turns warp's rejections into the error envelope.
-async fn recover(err: Rejection) -> Result<impl Reply, Infallible> {
-    let (status, message) = if err.is_not_found() {
-        (StatusCode::NOT_FOUND, "not found".to_string())
+async fn recover(err: Rejection) -> Result<Reply, Infallible> {
+    let e = if err.is_not_found() {
+        ApiError::NotFound("no such endpoint".into())
+    } else if let Some(e) = err.find::<warp::reject::PayloadTooLarge>() {
+        let _ = e;
+        ApiError::PayloadTooLarge(ApiConfig::default().max_body)
+    } else if err.find::<warp::reject::LengthRequired>().is_some() {
+        ApiError::BadRequest("a request body with a Content-Length header is required".into())
     } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
-        (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed".to_string(),
-        )
+        ApiError::NotFound("no such endpoint for this method".into())
+    } else if let Some(e) = err.find::<warp::reject::InvalidQuery>() {
+        ApiError::BadRequest(format!("invalid query string: {e}"))
+    } else if let Some(e) = err.find::<warp::reject::InvalidHeader>() {
+        ApiError::BadRequest(e.to_string())
     } else {
-        (StatusCode::BAD_REQUEST, format!("{err:?}"))
+        tracing::warn!(rejection = ?err, "unhandled rejection");
+        ApiError::BadRequest(format!("{err:?}"))
     };
-    Ok(warp::reply::with_status(
-        warp::reply::json(&json!({"code": status.as_u16(), "message": message})),
-        status,
-    ))
+    Ok(response::into_reply(Err(e)))
+}
+
+/// On first start (no token secret yet), creates the secret and the default `root` / `123456`
+/// administrator. Returns whether it did; later starts, even after `root` was deleted, do not.
+pub async fn bootstrap(ctx: &ApiContext) -> Result<bool, ApiError> {
+    if ctx.registry.token_secret()?.is_some() {
+        return Ok(false);
+    }
+    let mut secret = vec![0u8; 32];
+    rand::fill(&mut secret[..]);
+    let root = User {
+        username: "root".into(),
+        password_hash: auth::hash_password("123456")?,
+        role: Role::Administrator,
+        created_at: chrono::Utc::now().timestamp_millis(),
+    };
+    write::submit(
+        ctx,
+        Command::Batch(vec![
+            Command::InitTokenSecret { secret },
+            Command::CreateUser { user: root },
+        ]),
+    )
+    .await?;
+    Ok(true)
 }
 
 /// Binds `addr` and returns the bound address with the server future, which ends once
 /// `shutdown` resolves and in-flight requests finish.
 pub async fn bind(
     addr: SocketAddr,
+    ctx: ApiContext,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, impl Future<Output = ()> + Send + 'static)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let server = warp::serve(routes())
+    let server = warp::serve(routes(ctx))
         .incoming(listener)
         .graceful(shutdown)
         .run();
     Ok((local, server))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn health_answers_with_the_envelope() {
-        let res = warp::test::request()
-            .path("/api/v1/health")
-            .reply(&routes())
-            .await;
-        assert_eq!(res.status(), 200);
-        let body: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
-        assert_eq!(body["code"], 0);
-        assert_eq!(body["data"]["status"], "up");
-    }
-
-    #[tokio::test]
-    async fn unknown_paths_get_a_json_404() {
-        let res = warp::test::request()
-            .path("/api/v1/nope")
-            .reply(&routes())
-            .await;
-        assert_eq!(res.status(), 404);
-        let body: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
-        assert_ne!(body["code"], 0);
-        assert_eq!(body["message"], "not found");
-    }
 }

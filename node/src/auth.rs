@@ -1,14 +1,17 @@
 //! The authentication / authorization seam the MQTT edge calls on CONNECT, SUBSCRIBE and PUBLISH.
 //!
-//! `Authenticator` is the plug: this crate ships `ConfigAuth` (anonymous access behind
-//! `--allow-anonymous`, plus the `[[acl]]` rules of the config file); the device registry plugs in
-//! another implementation without touching the protocol code. `Acl` is pure and table-tested.
+//! `Authenticator` is the plug the protocol code calls; `DeviceAuth` implements it with the device
+//! registry (a device connects with its user name, password and client id), anonymous access
+//! behind `--allow-anonymous`, and the `[[acl]]` rules of the config file. `Acl` is pure and
+//! table-tested.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use realmq_raft_store::Registry;
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 
 use crate::message::Protocol;
 use crate::routing::topic::filter_matches;
@@ -53,20 +56,45 @@ pub trait Authenticator: Send + Sync + 'static {
     fn authorize(&self, client: &ClientInfo, action: Action, topic: &str) -> bool;
 }
 
-/// Anonymous access when allowed, and the config file's ACL.
-pub struct ConfigAuth {
+/// Devices from the registry, anonymous clients when allowed, and the config file's ACL.
+pub struct DeviceAuth {
+    pub registry: Registry,
     pub allow_anonymous: bool,
     pub acl: Acl,
 }
 
-impl Authenticator for ConfigAuth {
-    fn authenticate<'a>(&'a self, _info: &'a ConnectInfo) -> BoxFuture<'a, Result<(), AuthError>> {
-        let verdict = if self.allow_anonymous {
+impl DeviceAuth {
+    fn decide(&self, info: &ConnectInfo) -> Result<(), AuthError> {
+        let device = match info.username.as_deref() {
+            Some(u) => self.registry.device_by_username(u).map_err(|e| {
+                tracing::error!(error = %e, "device lookup failed");
+                AuthError::Unavailable
+            })?,
+            None => None,
+        };
+        let Some(device) = device else {
+            // No device claims this user name: the client is anonymous.
+            return if self.allow_anonymous {
+                Ok(())
+            } else {
+                Err(AuthError::NotAuthorized)
+            };
+        };
+        let password_ok = info
+            .password
+            .as_deref()
+            .is_some_and(|p| bool::from(p.ct_eq(device.password.as_bytes())));
+        if device.enable && password_ok && *info.client_id == *device.mqtt_client_id {
             Ok(())
         } else {
             Err(AuthError::NotAuthorized)
-        };
-        Box::pin(std::future::ready(verdict))
+        }
+    }
+}
+
+impl Authenticator for DeviceAuth {
+    fn authenticate<'a>(&'a self, info: &'a ConnectInfo) -> BoxFuture<'a, Result<(), AuthError>> {
+        Box::pin(std::future::ready(self.decide(info)))
     }
 
     fn authorize(&self, client: &ClientInfo, action: Action, topic: &str) -> bool {

@@ -24,8 +24,10 @@
 //! (`routing/mod.rs`) → `SessionCell::deliver` (`session/mod.rs`: queue + wake) → the
 //! subscriber's writer task → `SessionState::transmit` (`session/state.rs`) → socket.
 
+pub mod api_ops;
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod message;
 pub mod metrics;
@@ -38,20 +40,24 @@ pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use realmq_api::{ApiConfig, ApiContext};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{Acl, ConfigAuth};
+use crate::api_ops::BrokerOps;
+use crate::auth::{Acl, DeviceAuth};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::message::CloseReason;
+use crate::session::ownership::Ownership;
 
-/// A running node: the tokio runtime (API, timers), the MQTT listener thread and the broker.
+/// A running node: the tokio runtime (raft, API, timers), the MQTT listener thread and the broker.
 pub struct Node {
     runtime: tokio::runtime::Runtime,
+    raft: realmq_raft_store::typ::Raft,
     broker: Arc<Broker>,
     mqtt: mqtt::MqttListener,
     api: tokio::task::JoinHandle<()>,
@@ -71,7 +77,9 @@ impl Node {
             .enable_all()
             .build()
             .context("failed to build the tokio runtime")?;
-        let auth = Arc::new(ConfigAuth {
+        let meta = runtime.block_on(cluster::start(&config))?;
+        let auth = Arc::new(DeviceAuth {
+            registry: meta.registry.clone(),
             allow_anonymous: config.allow_anonymous,
             acl: Acl::new(config.acl.clone()),
         });
@@ -80,13 +88,40 @@ impl Node {
             config.mqtt.clone(),
             auth,
             runtime.handle().clone(),
+            Ownership::start(meta.raft.clone(), runtime.handle()),
+        );
+        let restored = broker.restore(
+            meta.registry
+                .sessions()
+                .context("failed to read sessions")?,
+            meta.registry
+                .retained()
+                .context("failed to read retained messages")?,
         );
         let shutdown = CancellationToken::new();
 
+        let listening = Arc::new(AtomicBool::new(false));
+        let api_ctx = ApiContext::new(
+            meta.raft.clone(),
+            meta.registry.clone(),
+            Arc::new(BrokerOps {
+                broker: broker.clone(),
+                listening: listening.clone(),
+            }),
+            ApiConfig::default(),
+        );
+        if runtime
+            .block_on(realmq_api::bootstrap(&api_ctx))
+            .context("failed to create the default user")?
+        {
+            tracing::info!("first start: created the API user root (password 123456); change it");
+        }
+
         let mqtt = mqtt::start(broker.clone(), &config)?;
+        listening.store(true, Ordering::Relaxed);
         let stop_api = shutdown.clone();
         let (api_addr, api_server) = runtime
-            .block_on(realmq_api::bind(config.api_socket(), async move {
+            .block_on(realmq_api::bind(config.api_socket(), api_ctx, async move {
                 stop_api.cancelled().await
             }))
             .with_context(|| format!("failed to bind the REST API on {}", config.api_addr))?;
@@ -97,10 +132,13 @@ impl Node {
             mqtt = %mqtt.local_addr,
             api = %api_addr,
             anonymous = config.allow_anonymous,
+            sessions = restored.sessions,
+            retained = restored.retained,
             "realmq node started"
         );
         Ok(Node {
             runtime,
+            raft: meta.raft,
             broker,
             mqtt,
             api,
@@ -137,6 +175,7 @@ impl Node {
     pub fn wait(self) -> anyhow::Result<()> {
         let Node {
             runtime,
+            raft,
             broker,
             mqtt,
             api,
@@ -156,6 +195,12 @@ impl Node {
             }
             mqtt.stop().await;
             let _ = api.await;
+            // Pending metadata writes were queued before the connections closed; give the
+            // writer a moment, then stop raft so RocksDB closes cleanly.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Err(e) = raft.shutdown().await {
+                tracing::warn!(error = %e, "raft did not shut down cleanly");
+            }
         });
         runtime.shutdown_timeout(Duration::from_secs(1));
         tracing::info!("realmq node stopped");

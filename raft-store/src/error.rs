@@ -31,3 +31,11 @@ pub enum WriteError {
     #[error("metadata store unavailable: {0}")]
     Unavailable(String),
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("raft failed to start: {0}")]
+    Raft(String),
+}

@@ -32,6 +32,7 @@ pub mod error;
 pub mod keys;
 mod log_store;
 pub mod model;
+mod no_peers;
 pub mod read;
 mod state_machine;
 pub mod typ;
@@ -44,8 +45,9 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Options};
 use serde::{Deserialize, Serialize};
 
 pub use command::{Command, CommandResult, Rejection};
-pub use error::{OpenError, WriteError};
+pub use error::{OpenError, StartError, WriteError};
 pub use log_store::LogStore;
+pub use no_peers::NoPeers;
 pub use read::Registry;
 pub use state_machine::StateMachineStore;
 
@@ -103,5 +105,66 @@ pub fn open(dir: &Path) -> Result<Store, OpenError> {
         log: LogStore::new(db.clone()),
         state_machine: StateMachineStore::new(db.clone(), snapshots)?,
         registry: Registry::new(db),
+    })
+}
+
+/// A started raft member and the registry that reads its state.
+pub struct Member {
+    pub raft: typ::Raft,
+    pub registry: Registry,
+}
+
+/// Opens the store under `dir`, starts raft as `node_id`, makes a fresh store a one-member
+/// cluster, and returns once this node leads (a restart recovers log and state and elects
+/// itself again).
+pub async fn start_single<N>(
+    dir: &Path,
+    node_id: typ::NodeId,
+    me: NodeAddr,
+    network: N,
+) -> Result<Member, StartError>
+where
+    N: openraft::network::RaftNetworkFactory<TypeConfig>,
+{
+    let store = open(dir)?;
+    let config = openraft::Config {
+        cluster_name: "realmq".into(),
+        heartbeat_interval: 250,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        // Snapshots stream the whole state machine to a file; every 100k entries keeps that
+        // rare while bounding the log.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(100_000),
+        max_in_snapshot_log_to_keep: 1_000,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+    let raft = typ::Raft::new(
+        node_id,
+        Arc::new(config),
+        network,
+        store.log,
+        store.state_machine,
+    )
+    .await
+    .map_err(|e| StartError::Raft(e.to_string()))?;
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+    if !initialized {
+        raft.initialize(std::collections::BTreeMap::from([(node_id, me)]))
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        tracing::info!(node_id, "bootstrapped a one-member raft cluster");
+    }
+    raft.wait(Some(std::time::Duration::from_secs(30)))
+        .current_leader(node_id, "single node becomes leader")
+        .await
+        .map_err(|e| StartError::Raft(format!("this node did not become leader: {e}")))?;
+    Ok(Member {
+        raft,
+        registry: store.registry,
     })
 }

@@ -6,7 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use realmq_raft_store::Command;
+use realmq_raft_store::model::SessionRecord;
+
 use super::Broker;
+use super::persist::now_ms;
 use crate::auth::{AuthError, ClientInfo, ConnectInfo};
 use crate::message::{ByteString, Bytes, CloseReason, Protocol, Will};
 use crate::session::{ConnLink, Detached, SessionCell};
@@ -101,6 +105,28 @@ impl Broker {
         };
         let window = usize::from(req.receive_max.min(self.limits.max_inflight).max(1));
         let link = ConnLink::new(self.next_conn_id.fetch_add(1, Ordering::Relaxed));
+        // The cluster learns who owns the client id before the client hears CONNACK.
+        let registered = self
+            .meta
+            .write_now(Command::ClientConnected {
+                session: SessionRecord {
+                    client_id: client_id.to_string(),
+                    node_id: self.node_id,
+                    conn_id: link.conn_id,
+                    expiry_interval: expiry,
+                    subscriptions: Vec::new(),
+                    connected: true,
+                    disconnected_at: None,
+                },
+                ip: req.peer.map(|p| p.ip().to_string()),
+                at: now_ms(),
+                clean_start: req.clean_start,
+            })
+            .await;
+        if let Err(e) = registered {
+            tracing::warn!(client_id = %client_id, error = %e, "session registration failed");
+            return Err(self.refused(ConnectRefused::Unavailable));
+        }
         let opened = self.sessions.open(
             client_id.clone(),
             req.clean_start,
@@ -159,6 +185,12 @@ impl Broker {
                 generation,
                 expiry_interval,
             } => {
+                self.meta.record(Command::ClientDisconnected {
+                    client_id: client.client_id.to_string(),
+                    node_id: self.node_id,
+                    conn_id,
+                    at: now_ms(),
+                });
                 if let Some(will) = will {
                     if will.delay == 0 || expiry_interval == 0 {
                         self.publish_will(&client, will);
@@ -186,9 +218,17 @@ impl Broker {
     }
 
     /// Ends an offline session (expiry or clean session) unless a connection came back.
-    fn end_session(&self, session: &Arc<SessionCell>, generation: u64, client: &ClientInfo) {
+    pub(super) fn end_session(
+        &self,
+        session: &Arc<SessionCell>,
+        generation: u64,
+        client: &ClientInfo,
+    ) {
         if let Some(ended) = self.sessions.end_if_idle(session, generation) {
             self.drop_subscriptions(session);
+            self.meta.record(Command::RemoveSession {
+                client_id: session.client_id.to_string(),
+            });
             if let Some(will) = ended.will {
                 self.publish_will(client, will);
             }
@@ -213,7 +253,7 @@ impl Broker {
         links.len()
     }
 
-    fn after(&self, secs: u32, job: impl Future<Output = ()> + Send + 'static) {
+    pub(super) fn after(&self, secs: u32, job: impl Future<Output = ()> + Send + 'static) {
         self.runtime.spawn(async move {
             tokio::time::sleep(Duration::from_secs(u64::from(secs))).await;
             job.await;

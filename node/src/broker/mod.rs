@@ -7,8 +7,10 @@
 //! - `mod.rs`: construction and the publish path (`publish` → `Router::route` → `SessionCell::deliver`)
 //! - `subscribe.rs`: SUBSCRIBE / UNSUBSCRIBE and retained-message delivery on subscribe
 //! - `lifecycle.rs`: CONNECT (auth, session open/takeover), disconnect, wills, session expiry
+//! - `persist.rs`: what the broker records in the replicated store, and restoring it at start-up
 
 mod lifecycle;
+mod persist;
 mod subscribe;
 
 use std::sync::Arc;
@@ -24,6 +26,7 @@ use crate::message::{Message, Will};
 use crate::metrics::{Metrics, inc};
 use crate::retain::RetainStore;
 use crate::routing::{Router, Target};
+use crate::session::ownership::Ownership;
 use crate::session::{Pushed, Sessions};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +47,8 @@ pub struct Broker {
     /// The multi-threaded runtime that runs timers (will delay, session expiry) and `$SYS`.
     runtime: tokio::runtime::Handle,
     next_conn_id: AtomicU64,
+    /// Replicated session ownership, subscriptions and retained messages.
+    meta: Ownership,
 }
 
 impl Broker {
@@ -52,6 +57,7 @@ impl Broker {
         limits: MqttConfig,
         auth: Arc<dyn Authenticator>,
         runtime: tokio::runtime::Handle,
+        meta: Ownership,
     ) -> Arc<Broker> {
         Arc::new(Broker {
             node_id,
@@ -64,6 +70,7 @@ impl Broker {
             auth,
             runtime,
             next_conn_id: AtomicU64::new(1),
+            meta,
         })
     }
 
@@ -82,6 +89,7 @@ impl Broker {
         let msg = Arc::new(msg);
         if msg.retain && self.limits.retain_available {
             self.retained.set(msg.clone());
+            self.persist_retained(&msg);
         }
         Ok(self.route(&msg))
     }

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use realmq_raft_store::Command;
+
 use super::Broker;
+use super::persist::subscription_record;
 use crate::auth::{Action, ClientInfo};
 use crate::message::{ByteString, Delivery, QoS, RetainHandling, SubOptions};
 use crate::routing::topic::parse_filter;
@@ -64,6 +67,10 @@ impl Broker {
                     .insert(req.filter.clone(), req.opts);
                 existed
             };
+            self.meta.record(Command::Subscribe {
+                client_id: session.client_id.to_string(),
+                subscription: subscription_record(&req.filter, &req.opts),
+            });
             results.push(SubResult::Granted(req.opts.qos));
 
             let send_retained = spec.group.is_none()
@@ -98,6 +105,12 @@ impl Broker {
                 let mut inner = session.lock();
                 let existed = inner.state.subscriptions.remove(f).is_some();
                 self.router.unsubscribe(session.id, spec);
+                if existed {
+                    self.meta.record(Command::Unsubscribe {
+                        client_id: session.client_id.to_string(),
+                        filter: f.to_string(),
+                    });
+                }
                 existed
             })
             .collect()

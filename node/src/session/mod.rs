@@ -6,6 +6,7 @@
 //! of the connection's writer task (`ConnLink`), which does the I/O on its own thread. No lock is
 //! ever held across I/O, and a publisher on one worker never touches another worker's socket.
 
+pub mod ownership;
 pub mod state;
 
 use std::collections::HashMap;
@@ -256,6 +257,19 @@ impl Sessions {
             kicked: None,
             due_will: None,
         }
+    }
+
+    /// Re-creates an offline session from the replicated store at start-up.
+    pub fn restore(&self, client_id: ClientId, expiry: u32) -> Arc<SessionCell> {
+        let cell = self.new_cell(client_id.clone(), ConnLink::new(0), 0, expiry);
+        {
+            let mut inner = cell.lock();
+            inner.conn = None;
+            cell.online.store(false, Ordering::Relaxed);
+            inner.state.detach();
+        }
+        self.map.lock().insert(client_id, cell.clone());
+        cell
     }
 
     /// Detaches connection `conn_id` from `cell` when that connection ends.

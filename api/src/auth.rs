@@ -1,0 +1,197 @@
+//! Who is calling: HTTP Basic (user name and password, checked against the replicated users'
+//! argon2 hashes) or a Bearer token from `POST /auth` (HS256, signed with the replicated secret so
+//! every node accepts it, expiring after `token_ttl`). Argon2 is deliberately slow, so a verified
+//! Basic credential is remembered for a minute (by a SHA-256 of the password, never the password)
+//! and forgotten whenever any user changes.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use realmq_raft_store::model::Role;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::context::ApiContext;
+use crate::error::ApiError;
+
+const CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub username: String,
+    pub role: Role,
+}
+
+impl Principal {
+    /// Viewers may only read.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Administrator => Ok(()),
+            Role::Viewer => Err(ApiError::Forbidden(format!(
+                "user {:?} has the viewer role, which may only read",
+                self.username
+            ))),
+        }
+    }
+}
+
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::Internal(format!("password hashing failed: {e}")))
+}
+
+fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &h)
+            .is_ok()
+    })
+}
+
+/// (user name, SHA-256 of the password).
+type CredentialKey = (String, [u8; 32]);
+
+/// Verified Basic credentials -> (role, verified at).
+#[derive(Default)]
+pub struct CredentialCache {
+    entries: parking_lot::Mutex<HashMap<CredentialKey, (Role, Instant)>>,
+}
+
+impl CredentialCache {
+    fn get(&self, user: &str, digest: &[u8; 32]) -> Option<Role> {
+        let entries = self.entries.lock();
+        let (role, at) = entries.get(&(user.to_string(), *digest))?;
+        (at.elapsed() < CACHE_TTL).then_some(*role)
+    }
+
+    fn put(&self, user: &str, digest: [u8; 32], role: Role) {
+        let mut entries = self.entries.lock();
+        entries.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+        entries.insert((user.to_string(), digest), (role, Instant::now()));
+    }
+
+    /// Called after any user change: passwords and roles must take effect at once.
+    pub fn clear(&self) {
+        self.entries.lock().clear();
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    role: Role,
+    iat: u64,
+    exp: u64,
+}
+
+fn token_secret(ctx: &ApiContext) -> Result<Vec<u8>, ApiError> {
+    ctx.registry
+        .token_secret()?
+        .ok_or_else(|| ApiError::Unavailable("the token secret is not initialised yet".into()))
+}
+
+/// Checks a user name and password; the caller gets the user's role.
+pub async fn login(ctx: &ApiContext, username: &str, password: &str) -> Result<Role, ApiError> {
+    let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+    if let Some(role) = ctx.creds.get(username, &digest) {
+        return Ok(role);
+    }
+    let denied = || ApiError::Unauthorized("wrong user name or password".into());
+    let user = ctx.registry.user(username)?.ok_or_else(denied)?;
+    let (pw, hash) = (password.to_string(), user.password_hash.clone());
+    let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &hash))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    if !ok {
+        return Err(denied());
+    }
+    ctx.creds.put(username, digest, user.role);
+    Ok(user.role)
+}
+
+pub fn issue_token(ctx: &ApiContext, username: &str, role: Role) -> Result<String, ApiError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let claims = Claims {
+        sub: username.to_string(),
+        role,
+        iat: now,
+        exp: now + ctx.config.token_ttl.as_secs(),
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(&token_secret(ctx)?),
+    )
+    .map_err(|e| ApiError::Internal(format!("token signing failed: {e}")))
+}
+
+fn verify_token(ctx: &ApiContext, token: &str) -> Result<Principal, ApiError> {
+    let key = DecodingKey::from_secret(&token_secret(ctx)?);
+    let data = jsonwebtoken::decode::<Claims>(token, &key, &Validation::new(Algorithm::HS256))
+        .map_err(|e| ApiError::Unauthorized(format!("invalid bearer token: {e}")))?;
+    // The token names a user; a deleted user's tokens stop working and role changes apply.
+    let user = ctx
+        .registry
+        .user(&data.claims.sub)?
+        .ok_or_else(|| ApiError::Unauthorized("the token's user no longer exists".into()))?;
+    Ok(Principal {
+        username: user.username,
+        role: user.role,
+    })
+}
+
+/// Authenticates a request from its `Authorization` header.
+pub async fn authenticate(ctx: &ApiContext, header: Option<&str>) -> Result<Principal, ApiError> {
+    let header = header.ok_or_else(|| {
+        ApiError::Unauthorized(
+            "missing Authorization header: use Basic credentials or a Bearer token".into(),
+        )
+    })?;
+    if let Some(token) = header.strip_prefix("Bearer ") {
+        return verify_token(ctx, token.trim());
+    }
+    let Some(encoded) = header.strip_prefix("Basic ") else {
+        return Err(ApiError::Unauthorized(
+            "Authorization must be Basic or Bearer".into(),
+        ));
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| ApiError::Unauthorized("malformed Basic credentials".into()))?;
+    let (username, password) = decoded
+        .split_once(':')
+        .ok_or_else(|| ApiError::Unauthorized("malformed Basic credentials".into()))?;
+    let role = login(ctx, username, password).await?;
+    Ok(Principal {
+        username: username.to_string(),
+        role,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_hashes_are_salted_and_verify() {
+        let a = hash_password("123456").unwrap();
+        let b = hash_password("123456").unwrap();
+        assert_ne!(a, b, "salted");
+        assert!(a.starts_with("$argon2"));
+        assert!(verify_password("123456", &a));
+        assert!(!verify_password("1234567", &a));
+        assert!(!verify_password("123456", "not a hash"));
+    }
+}

@@ -1,0 +1,97 @@
+//! `ApiContext`: everything handlers may touch. The API depends on the node only through the
+//! `NodeOps` trait it declares here, so it never imports node internals.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use realmq_raft_store::Registry;
+use realmq_raft_store::typ::Raft;
+
+use crate::auth::CredentialCache;
+
+/// A message to publish on the broker, as `POST /mqtt/publish` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: u8,
+    pub retain: bool,
+    /// The client id the message is published as (No Local, the hash share strategy).
+    pub client_id: Option<String>,
+    pub properties: Properties,
+}
+
+/// MQTT 5 properties accepted in `properties`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Properties {
+    pub payload_format_indicator: Option<u8>,
+    pub message_expiry_interval: Option<u32>,
+    pub content_type: Option<String>,
+    pub response_topic: Option<String>,
+    pub correlation_data: Option<String>,
+    pub user_properties: BTreeMap<String, String>,
+}
+
+/// Why the broker refused an operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Denied(String),
+}
+
+/// What the REST API asks of the node's broker.
+pub trait NodeOps: Send + Sync + 'static {
+    /// Routes a message exactly as an MQTT PUBLISH would; returns how many sessions it reached.
+    fn publish(&self, msg: Publish) -> Result<usize, OpError>;
+    /// Adds a subscription to `client_id`'s session (connected or persistent and offline).
+    fn subscribe(&self, client_id: &str, filter: &str, qos: u8) -> Result<(), OpError>;
+    /// Removes a subscription; `NotFound` if the client has no session or no such subscription.
+    fn unsubscribe(&self, client_id: &str, filter: &str) -> Result<(), OpError>;
+    /// Disconnects `client_id`'s connection, if it has one (revoked credentials).
+    fn kick(&self, client_id: &str);
+    /// Whether the MQTT listener accepts connections.
+    fn listening(&self) -> bool;
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Lifetime of bearer tokens from `POST /auth`.
+    pub token_ttl: Duration,
+    /// Largest request body accepted.
+    pub max_body: u64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            token_ttl: Duration::from_secs(24 * 3600),
+            max_body: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ApiContext {
+    pub raft: Raft,
+    pub registry: Registry,
+    pub node: Arc<dyn NodeOps>,
+    pub config: Arc<ApiConfig>,
+    pub(crate) creds: Arc<CredentialCache>,
+}
+
+impl ApiContext {
+    pub fn new(raft: Raft, registry: Registry, node: Arc<dyn NodeOps>, config: ApiConfig) -> Self {
+        ApiContext {
+            raft,
+            registry,
+            node,
+            config: Arc::new(config),
+            creds: Arc::new(CredentialCache::default()),
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! `ApiError`: every failure a handler can return, and the one mapping to an HTTP status and the
+//! contract's error envelope `{"code": <non-zero>, "message": "..."}`.
+
+use realmq_raft_store::read::ReadError;
+use realmq_raft_store::{Rejection, WriteError};
+use serde_json::json;
+use warp::http::StatusCode;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(u64),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The envelope's `code`: the HTTP status, which is never 0.
+    pub fn code(&self) -> u16 {
+        self.status().as_u16()
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        json!({"code": self.code(), "message": self.to_string()})
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        tracing::error!(error = %e, "registry read failed");
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::NotLeader {
+                leader: Some((id, addr)),
+            } => ApiError::Unavailable(format!(
+                "this node is not the raft leader; node {id} ({}) is",
+                addr.api_addr
+            )),
+            WriteError::NotLeader { leader: None } => {
+                ApiError::Unavailable("no raft leader is known: the cluster has no quorum".into())
+            }
+            WriteError::Unavailable(m) => ApiError::Unavailable(m),
+        }
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::NotFound { .. } => ApiError::NotFound(r.to_string()),
+            Rejection::AlreadyExists { .. } | Rejection::Invalid { .. } => {
+                ApiError::BadRequest(r.to_string())
+            }
+        }
+    }
+}

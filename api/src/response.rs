@@ -1,0 +1,39 @@
+//! The success envelope, `{"code": 0, "data": ..., "meta": ...}`, and turning a handler's
+//! `Result` into a warp reply.
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use warp::http::StatusCode;
+use warp::reply::{Json, WithStatus};
+
+use crate::error::ApiError;
+
+pub type Reply = WithStatus<Json>;
+pub type ApiResult = Result<Value, ApiError>;
+
+/// `{"code":0}`.
+pub fn ok() -> ApiResult {
+    Ok(json!({"code": 0}))
+}
+
+/// `{"code":0,"data":...}`.
+pub fn data<T: Serialize>(data: T) -> ApiResult {
+    Ok(json!({"code": 0, "data": data}))
+}
+
+/// A page as the contract shows it: `meta.page` and `meta.limit` are strings, `count` a number.
+pub fn page<T: Serialize>(items: Vec<T>, page: usize, limit: usize, count: u64) -> ApiResult {
+    let hasnext = ((page - 1) * limit + items.len()) < count as usize;
+    Ok(json!({
+        "code": 0,
+        "meta": {"page": page.to_string(), "limit": limit.to_string(), "hasnext": hasnext, "count": count},
+        "data": items,
+    }))
+}
+
+pub fn into_reply(result: ApiResult) -> Reply {
+    match result {
+        Ok(body) => warp::reply::with_status(warp::reply::json(&body), StatusCode::OK),
+        Err(e) => warp::reply::with_status(warp::reply::json(&e.body()), e.status()),
+    }
+}

@@ -1,0 +1,40 @@
+//! `POST /api/v1/auth`: trades a user name and password for a bearer token.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::json;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+
+use super::{body, with_ctx};
+use crate::auth::{issue_token, login};
+use crate::context::ApiContext;
+use crate::json::parse;
+use crate::response::{ApiResult, Reply, data, into_reply};
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Login {
+    username: String,
+    password: String,
+}
+
+pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
+    let max = ctx.config.max_body;
+    warp::path!("api" / "v1" / "auth")
+        .and(warp::post())
+        .and(with_ctx(ctx))
+        .and(body(max))
+        .then(|ctx: ApiContext, b: Bytes| async move { into_reply(auth(&ctx, &b).await) })
+        .boxed()
+}
+
+#[utoipa::path(post, path = "/api/v1/auth", tag = "auth", request_body = Login,
+    responses((status = 200, description = "`data.token` and `data.role`", body = crate::openapi::Envelope),
+              (status = 401, description = "Wrong user name or password", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn auth(ctx: &ApiContext, body: &[u8]) -> ApiResult {
+    let req: Login = parse(body)?;
+    let role = login(ctx, &req.username, &req.password).await?;
+    let token = issue_token(ctx, &req.username, role)?;
+    data(json!({"token": token, "role": role.as_str()}))
+}

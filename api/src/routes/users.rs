@@ -1,0 +1,213 @@
+//! User management: `GET/POST /api/v1/users`, `PUT/DELETE /api/v1/users/{username}`. Roles are
+//! `administrator` and `viewer`; only administrators change anything, and the last
+//! administrator can be neither deleted nor demoted.
+
+use bytes::Bytes;
+use realmq_raft_store::Command;
+use realmq_raft_store::model::{Role, User, UserPatch};
+use serde::{Deserialize, Serialize};
+use warp::Filter;
+use warp::filters::BoxedFilter;
+
+use super::{auth_header, body, with_ctx};
+use crate::auth::{Principal, authenticate, hash_password};
+use crate::context::ApiContext;
+use crate::error::ApiError;
+use crate::json::parse;
+use crate::response::{ApiResult, Reply, data, into_reply, ok};
+use crate::time::format_ms;
+use crate::write::submit;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewUser {
+    username: String,
+    password: String,
+    /// `administrator` or `viewer` (default).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    role: Option<Role>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UserUpdate {
+    password: Option<String>,
+    #[schema(value_type = Option<String>)]
+    role: Option<Role>,
+}
+
+#[derive(Serialize)]
+struct UserView {
+    username: String,
+    role: &'static str,
+    create_at: String,
+}
+
+fn view(u: &User) -> UserView {
+    UserView {
+        username: u.username.clone(),
+        role: u.role.as_str(),
+        create_at: format_ms(u.created_at),
+    }
+}
+
+pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
+    let max = ctx.config.max_body;
+    let base = warp::path!("api" / "v1" / "users")
+        .and(with_ctx(ctx.clone()))
+        .and(auth_header());
+    let one = warp::path!("api" / "v1" / "users" / String)
+        .and(with_ctx(ctx))
+        .and(auth_header());
+    let list =
+        base.clone()
+            .and(warp::get())
+            .then(|ctx: ApiContext, a: Option<String>| async move {
+                into_reply(list(&ctx, a.as_deref()).await)
+            });
+    let create = base.and(warp::post()).and(body(max)).then(
+        |ctx: ApiContext, a: Option<String>, b: Bytes| async move {
+            into_reply(create(&ctx, a.as_deref(), &b).await)
+        },
+    );
+    let update = one.clone().and(warp::put()).and(body(max)).then(
+        |name: String, ctx: ApiContext, a: Option<String>, b: Bytes| async move {
+            into_reply(update(&ctx, a.as_deref(), &name, &b).await)
+        },
+    );
+    let delete = one.and(warp::delete()).then(
+        |name: String, ctx: ApiContext, a: Option<String>| async move {
+            into_reply(delete(&ctx, a.as_deref(), &name).await)
+        },
+    );
+    list.or(create)
+        .unify()
+        .or(update)
+        .unify()
+        .or(delete)
+        .unify()
+        .boxed()
+}
+
+async fn admin(ctx: &ApiContext, auth: Option<&str>) -> Result<Principal, ApiError> {
+    let who = authenticate(ctx, auth).await?;
+    who.require_admin()?;
+    Ok(who)
+}
+
+fn validate_username(name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > 64 || name.contains(':') {
+        return Err(ApiError::BadRequest(
+            "username must be 1 to 64 characters without ':'".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_password(pw: &str) -> Result<(), ApiError> {
+    if pw.len() < 6 || pw.len() > 128 {
+        return Err(ApiError::BadRequest(
+            "password must be 6 to 128 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("basic" = []), ("bearer" = [])),
+    responses((status = 200, description = "Every user", body = crate::openapi::Envelope)))]
+pub(crate) async fn list(ctx: &ApiContext, auth: Option<&str>) -> ApiResult {
+    authenticate(ctx, auth).await?;
+    data(ctx.registry.users()?.iter().map(view).collect::<Vec<_>>())
+}
+
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = NewUser, security(("basic" = []), ("bearer" = [])),
+    responses((status = 200, description = "Created", body = crate::openapi::Envelope),
+              (status = 400, description = "Invalid or duplicate user name", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn create(ctx: &ApiContext, auth: Option<&str>, body: &[u8]) -> ApiResult {
+    admin(ctx, auth).await?;
+    let req: NewUser = parse(body)?;
+    validate_username(&req.username)?;
+    validate_password(&req.password)?;
+    let user = User {
+        username: req.username,
+        password_hash: hash_password(&req.password)?,
+        role: req.role.unwrap_or(Role::Viewer),
+        created_at: chrono::Utc::now().timestamp_millis(),
+    };
+    submit(ctx, Command::CreateUser { user }).await?;
+    ok()
+}
+
+/// Refuses a change that would leave no administrator.
+fn keep_an_admin(ctx: &ApiContext, username: &str) -> Result<(), ApiError> {
+    let users = ctx.registry.users()?;
+    let others = users
+        .iter()
+        .filter(|u| u.role == Role::Administrator && u.username != username)
+        .count();
+    if others == 0 {
+        return Err(ApiError::BadRequest(
+            "at least one administrator must remain".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[utoipa::path(put, path = "/api/v1/users/{username}", tag = "users", request_body = UserUpdate,
+    params(("username" = String, Path)), security(("basic" = []), ("bearer" = [])),
+    responses((status = 200, description = "Updated", body = crate::openapi::Envelope),
+              (status = 404, description = "No such user", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn update(
+    ctx: &ApiContext,
+    auth: Option<&str>,
+    username: &str,
+    body: &[u8],
+) -> ApiResult {
+    admin(ctx, auth).await?;
+    let req: UserUpdate = parse(body)?;
+    if let Some(pw) = &req.password {
+        validate_password(pw)?;
+    }
+    if req.role == Some(Role::Viewer) {
+        keep_an_admin(ctx, username)?;
+    }
+    let patch = UserPatch {
+        password_hash: req.password.as_deref().map(hash_password).transpose()?,
+        role: req.role,
+    };
+    submit(
+        ctx,
+        Command::UpdateUser {
+            username: username.to_string(),
+            patch,
+        },
+    )
+    .await?;
+    ctx.creds.clear();
+    ok()
+}
+
+#[utoipa::path(delete, path = "/api/v1/users/{username}", tag = "users",
+    params(("username" = String, Path)), security(("basic" = []), ("bearer" = [])),
+    responses((status = 200, description = "Deleted", body = crate::openapi::Envelope),
+              (status = 404, description = "No such user", body = crate::openapi::ErrorBody)))]
+pub(crate) async fn delete(ctx: &ApiContext, auth: Option<&str>, username: &str) -> ApiResult {
+    admin(ctx, auth).await?;
+    if ctx
+        .registry
+        .user(username)?
+        .is_some_and(|u| u.role == Role::Administrator)
+    {
+        keep_an_admin(ctx, username)?;
+    }
+    submit(
+        ctx,
+        Command::DeleteUser {
+            username: username.to_string(),
+        },
+    )
+    .await?;
+    ctx.creds.clear();
+    ok()
+}
