@@ -13,7 +13,7 @@ use subtle::ConstantTimeEq;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 
-use super::{auth_header, body, query, with_ctx};
+use super::{body, with_ctx};
 use crate::auth::authenticate;
 use crate::context::ApiContext;
 use crate::error::ApiError;
@@ -123,53 +123,22 @@ fn view(d: &Device, product_key: &str, now: i64) -> DeviceView {
 }
 
 pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
-    let max = ctx.config.max_body;
+    // Registration is signed with the product secret instead of user credentials.
     let register = warp::path!("api" / "v1" / "devices" / "register")
         .and(warp::post())
         .and(with_ctx(ctx.clone()))
-        .and(body(max))
+        .and(body(ctx.config.max_body))
         .then(|ctx: ApiContext, b: Bytes| async move { into_reply(register(&ctx, &b).await) });
-    let base = warp::path!("api" / "v1" / "devices")
-        .and(with_ctx(ctx.clone()))
-        .and(auth_header());
-    let one = warp::path!("api" / "v1" / "devices" / String)
-        .and(with_ctx(ctx))
-        .and(auth_header());
-    let create = base.clone().and(warp::post()).and(body(max)).then(
-        |ctx: ApiContext, a: Option<String>, b: Bytes| async move {
-            into_reply(create(&ctx, a.as_deref(), &b).await)
-        },
-    );
-    let list = base.and(warp::get()).and(query()).then(
-        |ctx: ApiContext, a: Option<String>, q: Query| async move {
-            into_reply(list(&ctx, a.as_deref(), &q).await)
-        },
-    );
-    let get = one.clone().and(warp::get()).then(
-        |raw: String, ctx: ApiContext, a: Option<String>| async move {
-            into_reply(get(&ctx, a.as_deref(), &raw).await)
-        },
-    );
-    let update = one.clone().and(warp::put()).and(body(max)).then(
-        |raw: String, ctx: ApiContext, a: Option<String>, b: Bytes| async move {
-            into_reply(update(&ctx, a.as_deref(), &raw, &b).await)
-        },
-    );
-    let delete = one.and(warp::delete()).then(
-        |raw: String, ctx: ApiContext, a: Option<String>| async move {
-            into_reply(delete(&ctx, a.as_deref(), &raw).await)
-        },
-    );
     register
-        .or(create)
+        .or(collection!(post ctx, "devices", create))
         .unify()
-        .or(list)
+        .or(collection!(get ctx, "devices", list))
         .unify()
-        .or(get)
+        .or(member!(get ctx, "devices", get))
         .unify()
-        .or(update)
+        .or(member!(put_body ctx, "devices", update))
         .unify()
-        .or(delete)
+        .or(member!(delete ctx, "devices", delete))
         .unify()
         .boxed()
 }

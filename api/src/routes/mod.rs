@@ -1,6 +1,63 @@
 //! Mounts every resource under `/api/v1`. Each resource file builds its filters with the helpers
 //! here: one filter per endpoint, ending in a plain async handler that returns `ApiResult`.
 
+/// An authenticated endpoint on a collection, `/api/v1/{resource}`:
+/// `get` passes the query string to the handler, `post` the body.
+macro_rules! collection {
+    (get $ctx:expr, $res:literal, $handler:path) => {
+        warp::path!("api" / "v1" / $res)
+            .and(warp::get())
+            .and($crate::routes::with_ctx($ctx.clone()))
+            .and($crate::routes::auth_header())
+            .and($crate::routes::query())
+            .then(
+                |ctx: ApiContext, a: Option<String>, q: $crate::query::Query| async move {
+                    $crate::response::into_reply($handler(&ctx, a.as_deref(), &q).await)
+                },
+            )
+    };
+    (post $ctx:expr, $res:literal, $handler:path) => {
+        warp::path!("api" / "v1" / $res)
+            .and(warp::post())
+            .and($crate::routes::with_ctx($ctx.clone()))
+            .and($crate::routes::auth_header())
+            .and($crate::routes::body($ctx.config.max_body))
+            .then(
+                |ctx: ApiContext, a: Option<String>, b: bytes::Bytes| async move {
+                    $crate::response::into_reply($handler(&ctx, a.as_deref(), &b).await)
+                },
+            )
+    };
+}
+
+/// An authenticated endpoint on one member, `/api/v1/{resource}/{key}`: the handler gets the
+/// raw key (it parses and reports a bad one itself) and, for `put`, the body.
+macro_rules! member {
+    (put_body $ctx:expr, $res:literal, $handler:path) => {
+        warp::path!("api" / "v1" / $res / String)
+            .and(warp::put())
+            .and($crate::routes::with_ctx($ctx.clone()))
+            .and($crate::routes::auth_header())
+            .and($crate::routes::body($ctx.config.max_body))
+            .then(
+                |key: String, ctx: ApiContext, a: Option<String>, b: bytes::Bytes| async move {
+                    $crate::response::into_reply($handler(&ctx, a.as_deref(), &key, &b).await)
+                },
+            )
+    };
+    ($method:ident $ctx:expr, $res:literal, $handler:path) => {
+        warp::path!("api" / "v1" / $res / String)
+            .and(warp::$method())
+            .and($crate::routes::with_ctx($ctx.clone()))
+            .and($crate::routes::auth_header())
+            .then(
+                |key: String, ctx: ApiContext, a: Option<String>| async move {
+                    $crate::response::into_reply($handler(&ctx, a.as_deref(), &key).await)
+                },
+            )
+    };
+}
+
 pub(crate) mod auth;
 pub(crate) mod devices;
 pub(crate) mod health;

@@ -1,6 +1,5 @@
 //! Products: `POST/GET /api/v1/products`, `GET/PUT/DELETE /api/v1/products/{id}`.
 
-use bytes::Bytes;
 use realmq_raft_store::model::{Product, ProductPatch};
 use realmq_raft_store::read::ProductQuery;
 use realmq_raft_store::{Command, CommandResult};
@@ -9,13 +8,12 @@ use serde_json::json;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 
-use super::{auth_header, body, query, with_ctx};
 use crate::auth::authenticate;
 use crate::context::ApiContext;
 use crate::error::ApiError;
 use crate::json::{lenient_u8, parse};
 use crate::query::{Query, id, paging, text};
-use crate::response::{ApiResult, Reply, data, into_reply, ok, page};
+use crate::response::{ApiResult, Reply, data, ok, page};
 use crate::time::format_ms;
 use crate::write::submit;
 
@@ -89,46 +87,14 @@ fn view(ctx: &ApiContext, p: Product) -> Result<ProductView, ApiError> {
 }
 
 pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
-    let max = ctx.config.max_body;
-    let base = warp::path!("api" / "v1" / "products")
-        .and(with_ctx(ctx.clone()))
-        .and(auth_header());
-    let one = warp::path!("api" / "v1" / "products" / String)
-        .and(with_ctx(ctx))
-        .and(auth_header());
-    let create = base.clone().and(warp::post()).and(body(max)).then(
-        |ctx: ApiContext, a: Option<String>, b: Bytes| async move {
-            into_reply(create(&ctx, a.as_deref(), &b).await)
-        },
-    );
-    let list = base.and(warp::get()).and(query()).then(
-        |ctx: ApiContext, a: Option<String>, q: Query| async move {
-            into_reply(list(&ctx, a.as_deref(), &q).await)
-        },
-    );
-    let get = one.clone().and(warp::get()).then(
-        |raw: String, ctx: ApiContext, a: Option<String>| async move {
-            into_reply(get(&ctx, a.as_deref(), &raw).await)
-        },
-    );
-    let update = one.clone().and(warp::put()).and(body(max)).then(
-        |raw: String, ctx: ApiContext, a: Option<String>, b: Bytes| async move {
-            into_reply(update(&ctx, a.as_deref(), &raw, &b).await)
-        },
-    );
-    let delete = one.and(warp::delete()).then(
-        |raw: String, ctx: ApiContext, a: Option<String>| async move {
-            into_reply(delete(&ctx, a.as_deref(), &raw).await)
-        },
-    );
-    create
-        .or(list)
+    collection!(post ctx, "products", create)
+        .or(collection!(get ctx, "products", list))
         .unify()
-        .or(get)
+        .or(member!(get ctx, "products", get))
         .unify()
-        .or(update)
+        .or(member!(put_body ctx, "products", update))
         .unify()
-        .or(delete)
+        .or(member!(delete ctx, "products", delete))
         .unify()
         .boxed()
 }

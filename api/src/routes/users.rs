@@ -2,19 +2,17 @@
 //! `administrator` and `viewer`; only administrators change anything, and the last
 //! administrator can be neither deleted nor demoted.
 
-use bytes::Bytes;
 use realmq_raft_store::Command;
 use realmq_raft_store::model::{Role, User, UserPatch};
 use serde::{Deserialize, Serialize};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 
-use super::{auth_header, body, with_ctx};
 use crate::auth::{Principal, authenticate, hash_password};
 use crate::context::ApiContext;
 use crate::error::ApiError;
 use crate::json::parse;
-use crate::response::{ApiResult, Reply, data, into_reply, ok};
+use crate::response::{ApiResult, Reply, data, ok};
 use crate::time::format_ms;
 use crate::write::submit;
 
@@ -53,39 +51,12 @@ fn view(u: &User) -> UserView {
 }
 
 pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
-    let max = ctx.config.max_body;
-    let base = warp::path!("api" / "v1" / "users")
-        .and(with_ctx(ctx.clone()))
-        .and(auth_header());
-    let one = warp::path!("api" / "v1" / "users" / String)
-        .and(with_ctx(ctx))
-        .and(auth_header());
-    let list =
-        base.clone()
-            .and(warp::get())
-            .then(|ctx: ApiContext, a: Option<String>| async move {
-                into_reply(list(&ctx, a.as_deref()).await)
-            });
-    let create = base.and(warp::post()).and(body(max)).then(
-        |ctx: ApiContext, a: Option<String>, b: Bytes| async move {
-            into_reply(create(&ctx, a.as_deref(), &b).await)
-        },
-    );
-    let update = one.clone().and(warp::put()).and(body(max)).then(
-        |name: String, ctx: ApiContext, a: Option<String>, b: Bytes| async move {
-            into_reply(update(&ctx, a.as_deref(), &name, &b).await)
-        },
-    );
-    let delete = one.and(warp::delete()).then(
-        |name: String, ctx: ApiContext, a: Option<String>| async move {
-            into_reply(delete(&ctx, a.as_deref(), &name).await)
-        },
-    );
-    list.or(create)
+    collection!(get ctx, "users", list)
+        .or(collection!(post ctx, "users", create))
         .unify()
-        .or(update)
+        .or(member!(put_body ctx, "users", update))
         .unify()
-        .or(delete)
+        .or(member!(delete ctx, "users", delete))
         .unify()
         .boxed()
 }
@@ -116,7 +87,11 @@ fn validate_password(pw: &str) -> Result<(), ApiError> {
 
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("basic" = []), ("bearer" = [])),
     responses((status = 200, description = "Every user", body = crate::openapi::Envelope)))]
-pub(crate) async fn list(ctx: &ApiContext, auth: Option<&str>) -> ApiResult {
+pub(crate) async fn list(
+    ctx: &ApiContext,
+    auth: Option<&str>,
+    _query: &crate::query::Query,
+) -> ApiResult {
     authenticate(ctx, auth).await?;
     data(ctx.registry.users()?.iter().map(view).collect::<Vec<_>>())
 }
