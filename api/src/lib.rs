@@ -51,9 +51,8 @@ pub fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
 async fn recover(err: Rejection) -> Result<Reply, Infallible> {
     let e = if err.is_not_found() {
         ApiError::NotFound("no such endpoint".into())
-    } else if let Some(e) = err.find::<warp::reject::PayloadTooLarge>() {
-        let _ = e;
-        ApiError::PayloadTooLarge(ApiConfig::default().max_body)
+    } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::PayloadTooLarge
     } else if err.find::<warp::reject::LengthRequired>().is_some() {
         ApiError::BadRequest("a request body with a Content-Length header is required".into())
     } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {

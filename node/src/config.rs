@@ -34,6 +34,7 @@ pub struct Config {
     pub shutdown_grace: u64,
     pub log: LogConfig,
     pub mqtt: MqttConfig,
+    pub api: ApiSettings,
     pub acl: Vec<AclRule>,
 }
 
@@ -49,6 +50,7 @@ impl Default for Config {
             shutdown_grace: 5,
             log: LogConfig::default(),
             mqtt: MqttConfig::default(),
+            api: ApiSettings::default(),
             acl: Vec::new(),
         }
     }
@@ -121,6 +123,25 @@ impl Default for MqttConfig {
             retain_available: true,
             shared_subscription_strategy: ShareStrategy::RoundRobin,
             sys_interval: 10,
+        }
+    }
+}
+
+/// REST API settings, the `[api]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Seconds a bearer token from `POST /api/v1/auth` stays valid.
+    pub token_ttl: u64,
+    /// Largest request body accepted, in bytes.
+    pub max_body: u64,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            token_ttl: 86_400,
+            max_body: 1024 * 1024,
         }
     }
 }
@@ -205,6 +226,12 @@ impl Config {
         }
         if m.connect_timeout == 0 {
             errs.push("mqtt.connect_timeout must be at least 1 second".into());
+        }
+        if self.api.token_ttl == 0 {
+            errs.push("api.token_ttl must be at least 1 second".into());
+        }
+        if self.api.max_body < 1024 {
+            errs.push("api.max_body must be at least 1024 bytes".into());
         }
         for (i, rule) in self.acl.iter().enumerate() {
             let probe = rule.topic.replace("%c", "c").replace("%u", "u");

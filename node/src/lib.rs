@@ -108,7 +108,10 @@ impl Node {
                 broker: broker.clone(),
                 listening: listening.clone(),
             }),
-            ApiConfig::default(),
+            ApiConfig {
+                token_ttl: Duration::from_secs(config.api.token_ttl),
+                max_body: config.api.max_body,
+            },
         );
         if runtime
             .block_on(realmq_api::bootstrap(&api_ctx))

@@ -7,6 +7,7 @@ mod common;
 mod cli;
 mod clients;
 mod edge;
+mod platform;
 mod qos;
 mod retain_will;
 mod routing;

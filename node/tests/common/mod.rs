@@ -25,6 +25,7 @@ pub struct Node {
     pub api: SocketAddr,
     pub dir: tempfile::TempDir,
     pub log: Arc<Mutex<Vec<String>>>,
+    args: Vec<String>,
 }
 
 impl Node {
@@ -41,17 +42,27 @@ impl Node {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = dir.path().join("realmq.toml");
         std::fs::write(&cfg, toml).expect("write config");
+        Node::spawn(dir, args.iter().map(|a| a.to_string()).collect())
+    }
+
+    /// Stops the node with SIGTERM and starts it again on the same data directory.
+    pub fn restart(self) -> Node {
+        let mut old = self;
+        assert!(old.terminate().success());
+        let dir = tempfile::TempDir::with_prefix("unused").expect("tempdir");
+        let (dir, args) = (std::mem::replace(&mut old.dir, dir), old.args.clone());
+        drop(old);
         Node::spawn(dir, args)
     }
 
-    fn spawn(dir: tempfile::TempDir, args: &[&str]) -> Node {
+    fn spawn(dir: tempfile::TempDir, args: Vec<String>) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_realmq"))
             .arg("--config")
             .arg(dir.path().join("realmq.toml"))
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--mqtt-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"])
-            .args(args)
+            .args(&args)
             .env("REALMQ_LOG__FORMAT", "json")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -84,7 +95,27 @@ impl Node {
             api: api.expect("api addr").parse().unwrap(),
             dir,
             log,
+            args,
         }
+    }
+
+    /// Calls the REST API as root; returns the status and the JSON body.
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let url = format!("http://{}{path}", self.api);
+        let mut req = reqwest::Client::new()
+            .request(method.parse().expect("method"), url)
+            .basic_auth("root", Some("123456"));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("api request");
+        let status = res.status().as_u16();
+        (status, res.json().await.expect("api answers JSON"))
     }
 
     pub fn port(&self) -> u16 {

@@ -1,0 +1,345 @@
+//! The device platform end to end: products and devices over REST, devices connecting with
+//! their credentials, publishing over HTTP, proxy subscriptions, kicking a disabled device, and
+//! everything surviving a restart.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ntex_mqtt::v3::codec as c3;
+use ntex_mqtt::v5;
+use ntex_mqtt::v5::codec as c5;
+use serde_json::{Value, json};
+
+use crate::common::{Node, Raw3, Raw5, connect3, connect5, sub_opts};
+
+/// A node with device authentication only (no anonymous clients).
+fn secured() -> Node {
+    Node::start_with(&[], "[mqtt]\nsys_interval = 0\n")
+}
+
+async fn make_device(node: &Node, name: &str) -> (String, Value) {
+    let (s, b) = node
+        .api(
+            "POST",
+            "/api/v1/products",
+            Some(json!({"name": format!("p-{name}")})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let key = b["data"]["product_key"].as_str().unwrap().to_string();
+    let (s, b) = node
+        .api(
+            "POST",
+            "/api/v1/devices",
+            Some(json!({"name": name, "product_key": key, "username": format!("u-{name}"), "mqtt_client_id": format!("c-{name}"), "password": "pw-secret"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    (key, b["data"].clone())
+}
+
+fn device5(name: &str, password: &str) -> c5::Connect {
+    c5::Connect {
+        username: Some(format!("u-{name}").into()),
+        password: Some(ntex_bytes::Bytes::copy_from_slice(password.as_bytes())),
+        ..connect5(&format!("c-{name}"))
+    }
+}
+
+async fn device_status(node: &Node, id: u64) -> Value {
+    node.api("GET", &format!("/api/v1/devices/{id}"), None)
+        .await
+        .1["data"][0]
+        .clone()
+}
+
+#[tokio::test]
+async fn devices_authenticate_with_their_credentials() {
+    let node = secured();
+    let (_, dev) = make_device(&node, "d1").await;
+    let id = dev["id"].as_u64().unwrap();
+
+    let (_, ack) = Raw5::connect(node.mqtt, device5("d1", "wrong")).await;
+    assert_eq!(ack.reason_code, c5::ConnectAckReason::NotAuthorized);
+    let wrong_id = c5::Connect {
+        client_id: "someone-else".into(),
+        ..device5("d1", "pw-secret")
+    };
+    let (_, ack) = Raw5::connect(node.mqtt, wrong_id).await;
+    assert_eq!(
+        ack.reason_code,
+        c5::ConnectAckReason::NotAuthorized,
+        "the client id must be the device's"
+    );
+    let (_, ack) = Raw5::connect(node.mqtt, connect5("anonymous")).await;
+    assert_eq!(ack.reason_code, c5::ConnectAckReason::NotAuthorized);
+    let (_, ack) = Raw3::connect(
+        node.mqtt,
+        c3::Connect {
+            username: Some("u-d1".into()),
+            password: Some("nope".into()),
+            ..connect3("c-d1", true)
+        },
+    )
+    .await;
+    assert_eq!(ack.return_code, c3::ConnectAckReason::NotAuthorized);
+    assert_eq!(
+        device_status(&node, id).await["status"],
+        1,
+        "still inactive"
+    );
+
+    let (mut c, ack) = Raw5::connect(node.mqtt, device5("d1", "pw-secret")).await;
+    assert_eq!(ack.reason_code, c5::ConnectAckReason::Success);
+    let d = device_status(&node, id).await;
+    assert_eq!(
+        (d["status"].clone(), d["ip"].clone()),
+        (json!(3), json!("127.0.0.1"))
+    );
+    assert_eq!(d["connected_at"].as_str().unwrap().len(), 19);
+    c.send(c5::Packet::Disconnect(c5::Disconnect::new(
+        c5::DisconnectReasonCode::NormalDisconnection,
+    )))
+    .await;
+    c.expect_disconnect().await;
+    let mut d = Value::Null;
+    for _ in 0..100 {
+        d = device_status(&node, id).await;
+        if d["status"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(d["status"], 2, "offline after disconnect: {d}");
+    assert_eq!(d["disconnected_at"].as_str().unwrap().len(), 19);
+    let (_, b) = node.api("GET", "/api/v1/products/1", None).await;
+    assert_eq!(
+        (
+            b["data"][0]["online_count"].clone(),
+            b["data"][0]["offline_count"].clone()
+        ),
+        (json!(0), json!(1))
+    );
+}
+
+#[tokio::test]
+async fn mosquitto_sub_as_a_device_receives_an_http_publish() {
+    let node = secured();
+    make_device(&node, "cli").await;
+    let port = node.port().to_string();
+    let sub = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            "u-cli",
+            "-P",
+            "pw-secret",
+            "-i",
+            "c-cli",
+            "-t",
+            "factory/#",
+            "-v",
+            "-C",
+            "1",
+            "-W",
+            "20",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub");
+    // Publish until the subscription is live; mosquitto_sub exits after the first message.
+    let mut live = false;
+    for _ in 0..100 {
+        let (s, b) = node
+            .api(
+                "POST",
+                "/api/v1/mqtt/publish",
+                Some(json!({"topic": "factory/line1", "payload": "Hello World", "qos": 1})),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        if b["data"]["matched"] == 1 {
+            live = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut sub = sub;
+    let out = tokio::task::spawn_blocking(move || {
+        if !live {
+            let _ = sub.kill();
+        }
+        String::from_utf8(sub.wait_with_output().unwrap().stdout).unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.trim(), "factory/line1 Hello World");
+}
+
+#[tokio::test]
+async fn disabling_a_device_kicks_it_and_refuses_it() {
+    let node = secured();
+    let (_, dev) = make_device(&node, "kick").await;
+    let id = dev["id"].as_u64().unwrap();
+    let (mut c, _) = Raw5::connect(node.mqtt, device5("kick", "pw-secret")).await;
+    let (s, _) = node
+        .api(
+            "PUT",
+            &format!("/api/v1/devices/{id}"),
+            Some(json!({"enable": false})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        c.expect_disconnect().await,
+        Some(c5::DisconnectReasonCode::NotAuthorized)
+    );
+    let (_, ack) = Raw5::connect(node.mqtt, device5("kick", "pw-secret")).await;
+    assert_eq!(ack.reason_code, c5::ConnectAckReason::NotAuthorized);
+    assert_eq!(device_status(&node, id).await["status"], 0, "disabled");
+    node.api(
+        "PUT",
+        &format!("/api/v1/devices/{id}"),
+        Some(json!({"enable": true})),
+    )
+    .await;
+    let (_, ack) = Raw5::connect(node.mqtt, device5("kick", "pw-secret")).await;
+    assert_eq!(
+        ack.reason_code,
+        c5::ConnectAckReason::Success,
+        "enabled again"
+    );
+    // Deleting a connected device disconnects it too.
+    let (mut c, _) = Raw5::connect(node.mqtt, device5("kick", "pw-secret")).await;
+    node.api("DELETE", &format!("/api/v1/devices/{id}"), None)
+        .await;
+    c.expect_disconnect().await;
+}
+
+fn persistent(name: &str) -> c5::Connect {
+    c5::Connect {
+        clean_start: false,
+        session_expiry_interval_secs: 3600,
+        ..device5(name, "pw-secret")
+    }
+}
+
+async fn http_publish(node: &Node, topic: &str, payload: &str, retain: bool) -> u64 {
+    let (s, b) = node
+        .api(
+            "POST",
+            "/api/v1/mqtt/publish",
+            Some(json!({"topic": topic, "payload": payload, "qos": 1, "retain": retain})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    b["data"]["matched"].as_u64().unwrap()
+}
+
+/// The whole flow, including a restart of the process.
+#[tokio::test]
+async fn proxy_subscriptions_and_state_survive_reconnects_and_restarts() {
+    let node = secured();
+    let (key, _) = make_device(&node, "dev").await;
+    let (s, _) = node
+        .api(
+            "POST",
+            "/api/v1/users",
+            Some(json!({"username": "ops", "password": "opspass", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+
+    let (s, b) = node
+        .api(
+            "POST",
+            "/api/v1/mqtt/subscribe",
+            Some(json!({"topic": "cmd/x", "clientid": "c-dev"})),
+        )
+        .await;
+    assert_eq!(s, 404, "no session yet: {b}");
+
+    let (mut c, _) = Raw5::connect(node.mqtt, persistent("dev")).await;
+    let (s, b) = node
+        .api(
+            "POST",
+            "/api/v1/mqtt/subscribe",
+            Some(json!({"topics": "cmd/x,cmd/y", "qos": 1, "clientid": "c-dev"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(http_publish(&node, "cmd/x", "one", false).await, 1);
+    let (m, body) = c.expect_publish().await;
+    assert_eq!((m.topic.as_str(), &body[..]), ("cmd/x", &b"one"[..]));
+    c.send(c5::Packet::PublishAck(c5::PublishAck {
+        packet_id: m.packet_id.unwrap(),
+        reason_code: c5::PublishAckReason::Success,
+        properties: Vec::new(),
+        reason_string: None,
+    }))
+    .await;
+
+    // The proxied subscription belongs to the session: it survives a reconnect.
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut c, ack) = Raw5::connect(node.mqtt, persistent("dev")).await;
+    assert!(ack.session_present);
+    http_publish(&node, "cmd/y", "two", false).await;
+    let (m, _) = c.expect_publish().await;
+    assert_eq!(m.topic.as_str(), "cmd/y");
+    c.send(c5::Packet::PublishAck(c5::PublishAck {
+        packet_id: m.packet_id.unwrap(),
+        reason_code: c5::PublishAckReason::Success,
+        properties: Vec::new(),
+        reason_string: None,
+    }))
+    .await;
+    c.subscribe(9, None, &[("own/#", sub_opts(v5::QoS::AtLeastOnce))])
+        .await;
+    http_publish(&node, "state/lamp", "on", true).await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let node = node.restart();
+    // Metadata is back: users, products, devices.
+    let (s, b) = node
+        .api("GET", &format!("/api/v1/devices?product_key={key}"), None)
+        .await;
+    assert_eq!((s, b["meta"]["count"].clone()), (200, json!(1)), "{b}");
+    assert_eq!(
+        b["data"][0]["status"], 2,
+        "the device is offline after the restart"
+    );
+    let (_, b) = node.api("GET", "/api/v1/users", None).await;
+    assert_eq!(b["data"].as_array().unwrap().len(), 2);
+    // The persistent session and its subscriptions (proxied and own) are back.
+    let matched = http_publish(&node, "cmd/x", "after-restart", false).await;
+    assert_eq!(matched, 1, "the offline session is subscribed again");
+    let (mut c, ack) = Raw5::connect(node.mqtt, persistent("dev")).await;
+    assert!(ack.session_present, "session survived the restart");
+    let (m, body) = c.expect_publish().await;
+    assert_eq!(
+        (m.topic.as_str(), &body[..]),
+        ("cmd/x", &b"after-restart"[..]),
+        "queued while offline"
+    );
+    http_publish(&node, "own/z", "mine", false).await;
+    let (m, _) = c.expect_publish().await;
+    assert_eq!(m.topic.as_str(), "own/z");
+    // Retained messages too.
+    c.subscribe(10, None, &[("state/#", sub_opts(v5::QoS::AtLeastOnce))])
+        .await;
+    let mut got = None;
+    while let Some(c5::Decoded::Publish(m, body, _)) = c.recv_within(Duration::from_secs(2)).await {
+        if m.topic == "state/lamp" {
+            got = Some((m.retain, body));
+            break;
+        }
+    }
+    let (retain, body) = got.expect("the retained message survived the restart");
+    assert!(retain);
+    assert_eq!(&body[..], b"on");
+}
