@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # System packages: libclang for RocksDB's bindgen, mosquitto-clients for the end-to-end tests.
 DEB_PACKAGES := libclang-dev mosquitto-clients
 
-.PHONY: help deps build run test lint fmt fix verify clean
+.PHONY: help deps bench-deps build run test bench lint fmt fix verify clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -32,6 +32,16 @@ run: build ## Start one node: MQTT :1883, REST :8090, data in ./data (extra flag
 
 test: deps ## Run every test
 	$(CARGO) test --workspace --no-fail-fast
+
+bench-deps: deps
+	@command -v mosquitto >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto; }
+
+RELEASE := $(CARGO_TARGET_DIR)/release
+bench: bench-deps ## Benchmarks: RealMQ vs Mosquitto side by side, and the REST API (release build)
+	$(CARGO) build --release --workspace --bins
+	$(RELEASE)/bench-suite --realmq $(RELEASE)/realmq --bench $(RELEASE)/realmq-bench --out bench/results/latest.json
+	$(RELEASE)/api-bench --realmq $(RELEASE)/realmq --cpu 0 > bench/results/api-latest.json
+	@cat bench/results/api-latest.json
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -137,7 +137,10 @@ pub fn issue_token(ctx: &ApiContext, username: &str, role: Role) -> Result<Strin
 
 fn verify_token(ctx: &ApiContext, token: &str) -> Result<Principal, ApiError> {
     let key = DecodingKey::from_secret(&token_secret(ctx)?);
-    let data = jsonwebtoken::decode::<Claims>(token, &key, &Validation::new(Algorithm::HS256))
+    let mut validation = Validation::new(Algorithm::HS256);
+    // Expiry is exact: every node signs and checks with the same clock source (UTC seconds).
+    validation.leeway = 0;
+    let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
         .map_err(|e| ApiError::Unauthorized(format!("invalid bearer token: {e}")))?;
     // The token names a user; a deleted user's tokens stop working and role changes apply.
     let user = ctx

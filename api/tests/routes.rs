@@ -66,17 +66,16 @@ struct Api {
 }
 
 async fn api() -> Api {
+    api_with(ApiConfig::default()).await
+}
+
+async fn api_with(config: ApiConfig) -> Api {
     let dir = tempfile::tempdir().unwrap();
     let member = realmq_raft_store::start_single(dir.path(), 1, NodeAddr::default(), NoPeers)
         .await
         .unwrap();
     let node = Arc::new(Recorder::default());
-    let ctx = ApiContext::new(
-        member.raft,
-        member.registry,
-        node.clone(),
-        ApiConfig::default(),
-    );
+    let ctx = ApiContext::new(member.raft, member.registry, node.clone(), config);
     assert!(
         realmq_api::bootstrap(&ctx).await.unwrap(),
         "first start creates root"
@@ -257,6 +256,36 @@ async fn authentication_basic_bearer_and_failures() {
             .await,
         401,
         "Basic or Bearer",
+    );
+}
+
+#[tokio::test]
+async fn bearer_tokens_expire() {
+    let api = api_with(ApiConfig {
+        token_ttl: std::time::Duration::from_secs(1),
+        ..ApiConfig::default()
+    })
+    .await;
+    let (_, b) = api
+        .call(
+            "POST",
+            "/api/v1/auth",
+            None,
+            Some(json!({"username": "root", "password": "123456"})),
+        )
+        .await;
+    let bearer = format!("Bearer {}", b["data"]["token"].as_str().unwrap());
+    assert_eq!(
+        api.call("GET", "/api/v1/users", Some(&bearer), None)
+            .await
+            .0,
+        200
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_error(
+        api.call("GET", "/api/v1/users", Some(&bearer), None).await,
+        401,
+        "ExpiredSignature",
     );
 }
 

@@ -495,8 +495,20 @@ async fn pubsub(args: PubSubArgs) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
+/// This process's CPU seconds (user + system), from /proc.
+fn own_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
+            Some((f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?) as f64 / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let (cpu0, wall0) = (own_cpu_seconds(), Instant::now());
     // One worker thread: the generator's share of the machine is one core (pin it with taskset).
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -508,6 +520,10 @@ fn main() -> anyhow::Result<()> {
             Mode::Pubsub(a) => pubsub(a).await,
         }
     })?;
+    let mut summary = summary;
+    // How busy the generator itself was: near 1.0 means it, not the broker, may be the limit.
+    summary["generator_cpu_share"] =
+        json!((own_cpu_seconds() - cpu0) / wall0.elapsed().as_secs_f64());
     println!("{summary}");
     Ok(())
 }
