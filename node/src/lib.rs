@@ -6,16 +6,21 @@
 //! - `telemetry.rs`: the tracing subscriber
 //! - `message.rs`: broker-level `Message`, `Delivery`, `QoS`, `Will`; no ntex types
 //! - `mqtt/`: the only ntex-mqtt code: listener, v3.1.1 and v5 adapters, per-connection writer
-//! - `auth.rs`: the authentication / authorization seam and the config ACL
-//! - `broker/`: the protocol-independent core: connect, publish, subscribe, disconnect
-//! - `session/`: session registry and `SessionState`, the pure per-client state machine
+//! - `auth.rs`: the authentication / authorization seam: devices from the registry, the ACL
+//! - `broker/`: the protocol-independent core: connect, publish, subscribe, disconnect, and
+//!   what is recorded in (and restored from) the replicated store
+//! - `session/`: session registry, `SessionState` (the pure per-client state machine), and
+//!   `ownership.rs`, the MQTT side's metadata writes
+//! - `cluster/`: the node's raft member
+//! - `api_ops.rs`: the broker operations the REST API calls (`realmq_api::NodeOps`)
 //! - `routing/`: topic rules, the subscription trie, per-message routing decisions
 //! - `retain.rs`: retained messages; `metrics.rs`: counters; `sys.rs`: `$SYS` topics
 //!
 //! ## How a message flows
 //!
 //! CONNECT → `mqtt/v5.rs::connect` → `Broker::connect` (`broker/lifecycle.rs`: auth seam,
-//! `Sessions::open`, takeover) → CONNACK → writer task starts (`mqtt/conn.rs`).
+//! session registered through raft by `session/ownership.rs`, `Sessions::open`, takeover) →
+//! CONNACK → writer task starts (`mqtt/conn.rs`).
 //!
 //! SUBSCRIBE → `mqtt/v5.rs::SessionLayer` → `Broker::subscribe` (`broker/subscribe.rs`) →
 //! `Router::subscribe` (`routing/topic_tree.rs`) → retained messages queued to the session.
