@@ -18,7 +18,7 @@ pub struct Paging {
 
 impl Paging {
     pub fn offset(&self) -> usize {
-        (self.page - 1) * self.limit
+        (self.page - 1).saturating_mul(self.limit)
     }
 }
 
@@ -100,5 +100,11 @@ mod tests {
                 .offset(),
             5
         );
+        let huge = paging(&q(&[
+            ("_page", &usize::MAX.to_string()),
+            ("_limit", "1000"),
+        ]))
+        .unwrap();
+        assert_eq!(huge.offset(), usize::MAX, "no overflow");
     }
 }

@@ -23,7 +23,8 @@ pub fn data<T: Serialize>(data: T) -> ApiResult {
 
 /// A page as the contract shows it: `meta.page` and `meta.limit` are strings, `count` a number.
 pub fn page<T: Serialize>(items: Vec<T>, page: usize, limit: usize, count: u64) -> ApiResult {
-    let hasnext = ((page - 1) * limit + items.len()) < count as usize;
+    let shown = (page - 1).saturating_mul(limit).saturating_add(items.len());
+    let hasnext = (shown as u64) < count;
     Ok(json!({
         "code": 0,
         "meta": {"page": page.to_string(), "limit": limit.to_string(), "hasnext": hasnext, "count": count},

@@ -466,6 +466,18 @@ async fn products_crud_paging_and_errors() {
         400,
         "_limit must be a positive integer",
     );
+    let (s, b) = api
+        .root("GET", "/api/v1/products?_page=18446744073709551615", None)
+        .await;
+    assert_eq!(
+        (
+            s,
+            b["data"].as_array().unwrap().len(),
+            b["meta"]["hasnext"].clone()
+        ),
+        (200, 0, json!(false)),
+        "a page past the end is empty"
+    );
 
     let (s, b) = api.root("GET", "/api/v1/products/1", None).await;
     assert_eq!(s, 200);

@@ -227,8 +227,8 @@ impl Config {
         if m.connect_timeout == 0 {
             errs.push("mqtt.connect_timeout must be at least 1 second".into());
         }
-        if self.api.token_ttl == 0 {
-            errs.push("api.token_ttl must be at least 1 second".into());
+        if !(1..=10 * 365 * 86_400).contains(&self.api.token_ttl) {
+            errs.push("api.token_ttl must be between 1 second and 10 years".into());
         }
         if self.api.max_body < 1024 {
             errs.push("api.max_body must be at least 1024 bytes".into());
