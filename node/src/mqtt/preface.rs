@@ -164,6 +164,20 @@ mod tests {
         pkt
     }
 
+    /// Whatever a client sends first, inspecting it never panics.
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        for len in 0..64 {
+            for _ in 0..500 {
+                let mut bytes: Vec<u8> = (0..len).map(|_| rand::random()).collect();
+                if len > 0 && rand::random::<bool>() {
+                    bytes[0] = 0x10;
+                }
+                let _ = inspect(&bytes);
+            }
+        }
+    }
+
     #[test]
     fn verdicts_table() {
         let cases = [
