@@ -17,8 +17,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use ntex::codec::Encoder;
 use ntex::io::IoRef;
 use ntex::service::Middleware;
+use ntex_bytes::{BytePages, Bytes, BytesMut};
 use ntex_mqtt::{v3, v5};
 
 use crate::auth::ClientInfo;
@@ -27,6 +29,23 @@ use crate::broker::{Broker, Closed};
 use crate::message::{ByteString, CloseReason, Delivery, Message, QoS, Will};
 use crate::metrics::inc;
 use crate::session::{ConnLink, Outgoing, SessionCell};
+
+/// ntex-bytes copies appended data up to this size into the current page; larger `Bytes`
+/// (payloads, Correlation Data) become pages of their own.
+const APPEND_COPY_LIMIT: usize = 4096;
+
+/// Encodes `item` into the write buffer. With `copy`, the packet is encoded aside and copied in:
+/// ntex-net 4.0's tokio writer sends from a moved-from copy of any page short enough to be
+/// stored inline, and appending a large `Bytes` right behind a lone PUBLISH header leaves the
+/// header in such a page (the subscriber would receive garbage in its place).
+fn encode<C: Encoder>(io: &IoRef, codec: &C, item: C::Item, copy: bool) -> bool {
+    if !copy {
+        return io.encode(item, codec).is_ok();
+    }
+    let mut scratch = BytePages::default();
+    codec.encodev(item, &mut scratch).is_ok()
+        && std::iter::from_fn(|| scratch.take()).all(|page| io.encode_slice(page.as_ref()).is_ok())
+}
 
 /// Most packets one flush encodes before yielding to other connections on the worker.
 const FLUSH_BATCH: usize = 256;
@@ -106,11 +125,17 @@ impl Wire {
                     packet_id,
                     payload_size: payload.len() as u32,
                 };
-                io.encode(v3::codec::Encoded::Publish(pkt, Some(payload)), codec)
-                    .is_ok()
+                let copy = payload.len() > APPEND_COPY_LIMIT;
+                encode(
+                    io,
+                    codec,
+                    v3::codec::Encoded::Publish(pkt, Some(payload)),
+                    copy,
+                )
             }
             Wire::V5 { codec, aliases, .. } => {
                 let props = &d.msg.properties;
+                let correlation = props.correlation_data.as_ref().map_or(0, Bytes::len);
                 let (alias, with_topic) = aliases.borrow_mut().resolve(&d.msg.topic);
                 let pkt = v5::codec::Publish {
                     dup,
@@ -138,8 +163,13 @@ impl Wire {
                             .collect(),
                     },
                 };
-                io.encode(v5::codec::Encoded::Publish(pkt, Some(payload)), codec)
-                    .is_ok()
+                let copy = payload.len().max(correlation) > APPEND_COPY_LIMIT;
+                encode(
+                    io,
+                    codec,
+                    v5::codec::Encoded::Publish(pkt, Some(payload)),
+                    copy,
+                )
             }
         };
         ok.then_some(size)
@@ -459,23 +489,99 @@ impl Drop for Conn {
 /// wraps the dispatcher in `SessionService`, whose `Service` impls live in `v3.rs` and `v5.rs`.
 pub(super) struct SessionLayer;
 
-impl<S, Sink> Middleware<S, ntex_mqtt::Session<Sink, Rc<Conn>>> for SessionLayer {
-    type Service = SessionService<S>;
+/// The PUBLISH packet type of a protocol version, named by its sink type.
+pub(super) trait Version {
+    type Publish: PayloadSize;
+}
 
-    fn create(&self, st: &ntex_mqtt::Session<Sink, Rc<Conn>>, service: S) -> SessionService<S> {
+impl Version for v3::MqttSink {
+    type Publish = v3::codec::Publish;
+}
+
+impl Version for v5::MqttSink {
+    type Publish = v5::codec::Publish;
+}
+
+pub(super) trait PayloadSize {
+    fn payload_size(&self) -> u32;
+}
+
+impl PayloadSize for v3::codec::Publish {
+    fn payload_size(&self) -> u32 {
+        self.payload_size
+    }
+}
+
+impl PayloadSize for v5::codec::Publish {
+    fn payload_size(&self) -> u32 {
+        self.payload_size
+    }
+}
+
+impl<S, Sink: Version> Middleware<S, ntex_mqtt::Session<Sink, Rc<Conn>>> for SessionLayer {
+    type Service = SessionService<S, Sink::Publish>;
+
+    fn create(&self, st: &ntex_mqtt::Session<Sink, Rc<Conn>>, service: S) -> Self::Service {
         // The handshake is complete and CONNACK encoded: from here on the writer may send.
         let conn: Rc<Conn> = (**st).clone();
         ntex::rt::spawn(writer(conn.clone()));
         SessionService {
             inner: service,
             conn,
+            partial: RefCell::new(None),
         }
     }
 }
 
-pub(super) struct SessionService<S> {
+pub(super) struct SessionService<S, P> {
     pub(super) inner: S,
     pub(super) conn: Rc<Conn>,
+    /// A PUBLISH whose payload is still arriving: the codec hands out the header with the bytes
+    /// read so far, then the rest as payload chunks (nothing else can come in between).
+    partial: RefCell<Option<(P, BytesMut)>>,
+}
+
+impl<S, P: PayloadSize> SessionService<S, P> {
+    /// A decoded PUBLISH: complete, or held until its payload chunks arrive.
+    pub(super) fn publish_start(&self, pkt: P, payload: Bytes) -> Option<(P, Bytes)> {
+        let want = pkt.payload_size() as usize;
+        if payload.len() >= want {
+            return Some((pkt, payload));
+        }
+        // With `min_chunk_size` at the packet limit the codec sends the header alone and the
+        // whole payload as one chunk, so usually nothing is copied here.
+        let buf = if payload.is_empty() {
+            BytesMut::new()
+        } else {
+            let mut buf = BytesMut::with_capacity(want);
+            buf.extend_from_slice(&payload);
+            buf
+        };
+        *self.partial.borrow_mut() = Some((pkt, buf));
+        None
+    }
+
+    /// A payload chunk; returns the PUBLISH once its payload is complete.
+    pub(super) fn publish_chunk(&self, chunk: Bytes, eof: bool) -> Option<(P, Bytes)> {
+        let mut partial = self.partial.borrow_mut();
+        let Some((_, buf)) = partial.as_mut() else {
+            // No PUBLISH is waiting for it: the codec's contract was broken.
+            self.conn
+                .violation(v5::codec::DisconnectReasonCode::MalformedPacket);
+            return None;
+        };
+        if !eof {
+            buf.extend_from_slice(&chunk);
+            return None;
+        }
+        let (pkt, buf) = partial.take()?;
+        if buf.is_empty() {
+            return Some((pkt, chunk));
+        }
+        let mut buf = buf;
+        buf.extend_from_slice(&chunk);
+        Some((pkt, buf.freeze()))
+    }
 }
 
 /// The writer task: re-sends what a resumed session had in flight, then writes whatever the

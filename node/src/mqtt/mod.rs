@@ -82,8 +82,8 @@ fn service_config(l: &MqttConfig) -> SharedCfg {
                 // ntex-mqtt 9.0 defaults to QoS 1.
                 .set_max_qos(ntex_mqtt::QoS::ExactlyOnce)
                 .set_max_size(l.max_packet_size)
-                // Decode every PUBLISH whole (up to max_packet_size) so the middleware routes it
-                // in one synchronous step: see `conn::Conn::publish`.
+                // A PUBLISH split across reads arrives as its header plus the whole payload in
+                // one chunk (never several), which `SessionService` joins before routing.
                 .set_min_chunk_size(l.max_packet_size)
                 .set_max_receive(l.receive_maximum)
                 .set_max_topic_alias(l.topic_alias_maximum)

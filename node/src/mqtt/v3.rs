@@ -114,7 +114,7 @@ pub(super) async fn control(
 type DispErr = DispatcherError<MqttFail>;
 
 /// The v3.1.1 packets `SessionLayer` answers itself; see `v5.rs`.
-impl<S, St> Service<St, Decoded> for SessionService<S>
+impl<S, St> Service<St, Decoded> for SessionService<S, codec::Publish>
 where
     S: Service<St, Decoded, Res = Option<Encoded>, Error = DispErr>,
 {
@@ -148,8 +148,13 @@ where
             }
             Decoded::Publish(pkt, payload, size) => {
                 conn.received(size);
-                Ok(publish_in(conn, pkt, payload))
+                Ok(self
+                    .publish_start(pkt, payload)
+                    .and_then(|(pkt, payload)| publish_in(conn, pkt, payload)))
             }
+            Decoded::PayloadChunk(chunk, eof) => Ok(self
+                .publish_chunk(chunk, eof)
+                .and_then(|(pkt, payload)| publish_in(conn, pkt, payload))),
             Decoded::Packet(Packet::PublishRelease { packet_id }, size) => {
                 // Inbound QoS 2 state lives in the session, so this also completes flows an
                 // earlier connection began; 3.1.1 always answers PUBCOMP.
@@ -216,11 +221,6 @@ where
             Decoded::Packet(_, size) => {
                 conn.received(size);
                 ctx.call(&self.inner, req).await
-            }
-            // Cannot occur: `min_chunk_size` makes the codec decode whole packets.
-            Decoded::PayloadChunk(..) => {
-                conn.violation(Dr::ImplementationSpecificError);
-                Ok(None)
             }
         }
     }

@@ -188,7 +188,7 @@ fn protocol_reason(e: &MqttProtocolError) -> Dr {
 type DispErr = DispatcherError<MqttFail>;
 
 /// The v5 packets `SessionLayer` answers itself; see the module docs.
-impl<S, St> Service<St, Decoded> for SessionService<S>
+impl<S, St> Service<St, Decoded> for SessionService<S, codec::Publish>
 where
     S: Service<St, Decoded, Res = Option<Encoded>, Error = DispErr>,
 {
@@ -227,8 +227,13 @@ where
             }
             Decoded::Publish(pkt, payload, size) => {
                 conn.received(size);
-                Ok(publish_in(conn, pkt, payload))
+                Ok(self
+                    .publish_start(pkt, payload)
+                    .and_then(|(pkt, payload)| publish_in(conn, pkt, payload)))
             }
+            Decoded::PayloadChunk(chunk, eof) => Ok(self
+                .publish_chunk(chunk, eof)
+                .and_then(|(pkt, payload)| publish_in(conn, pkt, payload))),
             Decoded::Packet(Packet::PublishRelease(rel), size) => {
                 // Inbound QoS 2 state lives in the session, so this also completes flows an
                 // earlier connection of the session began.
@@ -279,11 +284,6 @@ where
             Decoded::Packet(_, size) => {
                 conn.received(size);
                 ctx.call(&self.inner, req).await
-            }
-            // Payload chunks cannot occur: `min_chunk_size` makes the codec decode whole packets.
-            Decoded::PayloadChunk(..) => {
-                conn.violation(Dr::ImplementationSpecificError);
-                Ok(None)
             }
         }
     }

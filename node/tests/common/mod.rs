@@ -183,13 +183,27 @@ impl Wire {
     }
 
     /// Next decoded item, `None` once the server closed the connection, panics after `WAIT`.
+    /// A PUBLISH comes with its whole payload.
     async fn next<C: Decoder>(&mut self, codec: &C, wait: Duration) -> Option<C::Item>
     where
         C::Error: std::fmt::Debug,
+        C::Item: Joined,
     {
         tokio::time::timeout(wait, async {
+            let mut publish: Option<C::Item> = None;
             loop {
                 if let Some(item) = codec.decode(&mut self.buf).expect("decode") {
+                    let item = match publish.take() {
+                        Some(mut p) => {
+                            p.append(item);
+                            p
+                        }
+                        None => item,
+                    };
+                    if !item.complete() {
+                        publish = Some(item);
+                        continue;
+                    }
                     return Some(item);
                 }
                 let mut chunk = [0u8; 16 * 1024];
@@ -206,6 +220,7 @@ impl Wire {
     async fn idle<C: Decoder>(&mut self, codec: &C, wait: Duration) -> Option<C::Item>
     where
         C::Error: std::fmt::Debug,
+        C::Item: Joined,
     {
         tokio::time::timeout(wait, self.next(codec, WAIT))
             .await
@@ -213,6 +228,44 @@ impl Wire {
             .flatten()
     }
 }
+
+/// The codecs hand out a PUBLISH that straddles reads as its header plus payload chunks.
+pub trait Joined {
+    fn complete(&self) -> bool;
+    /// Adds a payload chunk to this PUBLISH.
+    fn append(&mut self, chunk: Self);
+}
+
+macro_rules! joined {
+    ($v:ident) => {
+        impl Joined for $v::codec::Decoded {
+            fn complete(&self) -> bool {
+                match self {
+                    $v::codec::Decoded::Publish(p, payload, _) => {
+                        payload.len() == p.payload_size as usize
+                    }
+                    _ => true,
+                }
+            }
+
+            fn append(&mut self, chunk: Self) {
+                match (self, chunk) {
+                    (
+                        $v::codec::Decoded::Publish(_, payload, _),
+                        $v::codec::Decoded::PayloadChunk(more, _),
+                    ) => {
+                        let mut joined = BytesMut::from(&payload[..]);
+                        joined.extend_from_slice(&more);
+                        *payload = joined.freeze();
+                    }
+                    (_, other) => panic!("expected a payload chunk, got {other:?}"),
+                }
+            }
+        }
+    };
+}
+joined!(v3);
+joined!(v5);
 
 /// A raw MQTT 5 client.
 pub struct Raw5 {
@@ -252,9 +305,14 @@ impl Raw5 {
     }
 
     pub async fn send_encoded(&mut self, item: v5::codec::Encoded) {
+        let bytes = self.encode(item);
+        self.wire.write_raw(&bytes).await;
+    }
+
+    pub fn encode(&self, item: v5::codec::Encoded) -> Bytes {
         let mut out = ntex_bytes::BytePages::default();
         self.codec.encodev(item, &mut out).expect("encode");
-        self.wire.write_raw(&Bytes::from(out)).await;
+        Bytes::from(out)
     }
 
     pub async fn publish(
@@ -379,9 +437,14 @@ impl Raw3 {
     }
 
     pub async fn send_encoded(&mut self, item: v3::codec::Encoded) {
+        let bytes = self.encode(item);
+        self.wire.write_raw(&bytes).await;
+    }
+
+    pub fn encode(&self, item: v3::codec::Encoded) -> Bytes {
         let mut out = ntex_bytes::BytePages::default();
         self.codec.encodev(item, &mut out).expect("encode");
-        self.wire.write_raw(&Bytes::from(out)).await;
+        Bytes::from(out)
     }
 
     pub async fn publish(
