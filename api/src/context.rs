@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use realmq_raft_store::Registry;
-use realmq_raft_store::typ::Raft;
+use realmq_raft_store::client::Writer;
 
 use crate::auth::CredentialCache;
 
@@ -77,7 +77,7 @@ impl Default for ApiConfig {
 
 #[derive(Clone)]
 pub struct ApiContext {
-    pub raft: Raft,
+    pub writer: Writer,
     pub registry: Registry,
     pub node: Arc<dyn NodeOps>,
     pub config: Arc<ApiConfig>,
@@ -85,9 +85,14 @@ pub struct ApiContext {
 }
 
 impl ApiContext {
-    pub fn new(raft: Raft, registry: Registry, node: Arc<dyn NodeOps>, config: ApiConfig) -> Self {
+    pub fn new(
+        writer: Writer,
+        registry: Registry,
+        node: Arc<dyn NodeOps>,
+        config: ApiConfig,
+    ) -> Self {
         ApiContext {
-            raft,
+            writer,
             registry,
             node,
             config: Arc::new(config),

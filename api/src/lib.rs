@@ -6,7 +6,7 @@
 //!   `health`, `openapi`), each a set of warp filters ending in plain async handlers
 //! - `context.rs`: `ApiContext` and `NodeOps`, the only way the API reaches the broker
 //! - `auth.rs`: Basic and Bearer authentication, password hashing, tokens
-//! - `write.rs`: `submit`, every metadata write, through `raft_store::client::write`
+//! - `write.rs`: `submit`, every metadata write, through `raft_store::client::Writer`
 //! - `json.rs`, `query.rs`, `time.rs`: request parsing and the contract's formats
 //! - `error.rs`, `response.rs`: the one error → status mapping and the envelopes
 //! - `openapi.rs`: the OpenAPI document

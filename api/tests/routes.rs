@@ -75,7 +75,7 @@ async fn api_with(config: ApiConfig) -> Api {
         .await
         .unwrap();
     let node = Arc::new(Recorder::default());
-    let ctx = ApiContext::new(member.raft, member.registry, node.clone(), config);
+    let ctx = ApiContext::new(member.writer, member.registry, node.clone(), config);
     assert!(
         realmq_api::bootstrap(&ctx).await.unwrap(),
         "first start creates root"

@@ -93,7 +93,7 @@ impl Node {
             config.mqtt.clone(),
             auth,
             runtime.handle().clone(),
-            Ownership::start(meta.raft.clone(), runtime.handle()),
+            Ownership::new(meta.writer.clone()),
         );
         let restored = broker.restore(
             meta.registry
@@ -107,7 +107,7 @@ impl Node {
 
         let listening = Arc::new(AtomicBool::new(false));
         let api_ctx = ApiContext::new(
-            meta.raft.clone(),
+            meta.writer.clone(),
             meta.registry.clone(),
             Arc::new(BrokerOps {
                 broker: broker.clone(),

@@ -13,12 +13,14 @@
 //! - `log_store.rs`: the raft log (`RaftLogStorage`)
 //! - `state_machine/`: `apply` (one `match`, one fn per command), snapshots, the write set
 //! - `read.rs`: `Registry`, every read, through secondary indexes
-//! - `client.rs`: `write()`, the single call site of `Raft::client_write`
+//! - `client.rs`: `Writer`, the group-committing proposer and single call site of
+//!   `Raft::client_write`
 //!
 //! ## How a write flows
 //!
-//! REST handler or MQTT session code → `client::write` → `Raft::client_write` → (replicated to a
-//! quorum) → `LogStore::append` (one synced batch) → `StateMachineStore::apply`
+//! REST handler or MQTT session code → `client::Writer` (batches concurrent commands into one
+//! entry) → `Raft::client_write` → (replicated to a quorum) → `LogStore::append` (one synced
+//! batch) → `StateMachineStore::apply`
 //! (`state_machine/apply.rs` into one `Tx`) → one synced `WriteBatch` with the applied log id →
 //! the `CommandResult` goes back to the caller → `Registry` reads see the write.
 
@@ -108,9 +110,10 @@ pub fn open(dir: &Path) -> Result<Store, OpenError> {
     })
 }
 
-/// A started raft member and the registry that reads its state.
+/// A started raft member, the writer that proposes to it and the registry that reads its state.
 pub struct Member {
     pub raft: typ::Raft,
+    pub writer: client::Writer,
     pub registry: Registry,
 }
 
@@ -164,6 +167,7 @@ where
         .await
         .map_err(|e| StartError::Raft(format!("this node did not become leader: {e}")))?;
     Ok(Member {
+        writer: client::Writer::start(raft.clone()),
         raft,
         registry: store.registry,
     })

@@ -1,7 +1,9 @@
 //! `LogStore`: openraft's `RaftLogStorage` on the `logs` and `raft_meta` column families.
 //!
 //! Appends are one `WriteBatch` per call, written with `sync`, and openraft is told the entries
-//! are flushed only after that write returns. Blocking RocksDB calls run on tokio's blocking pool.
+//! are flushed only after that write returns. (openraft 0.9 awaits that before proposing the
+//! next entry, which is why `client::Writer` batches commands.) Blocking RocksDB calls run on
+//! tokio's blocking pool.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -136,8 +138,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta(keys::VOTE)?)
     }
 
+    /// Written without `sync`, as it is on raft's critical path: the state machine records its
+    /// applied id durably itself, and a committed id lost in a crash is re-established from the
+    /// recovered log when the leader commits again.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        Ok(self.put_meta(keys::COMMITTED, &committed).await?)
+        let raw = serde_json::to_vec(&committed).map_err(|e| StorageIOError::write(&e))?;
+        self.db
+            .put_cf(self.cf(keys::RAFT_META), keys::COMMITTED, raw)
+            .map_err(|e| StorageIOError::write(&e))?;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {

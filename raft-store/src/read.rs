@@ -212,53 +212,96 @@ impl Registry {
             return self.devices_by_name_scan(q, like);
         }
         let counts = self.device_counts(q.product_id.unwrap_or(0))?;
-        let (total, ids): (u64, Box<dyn Iterator<Item = Result<u64>>>) =
-            match (q.product_id, q.status) {
-                (Some(p), status) => {
-                    let ids = self
-                        .prefixed(keys::DEVICE_BY_PRODUCT, keys::id(p).to_vec())
-                        .map(|k| k.map(|k| keys::parse_id(&k[8..]).unwrap_or(0)));
-                    match status {
-                        None => (counts.total(), Box::new(ids)),
-                        Some(s) => {
-                            let total = counts.by_status.get(usize::from(s)).copied().unwrap_or(0);
-                            let filtered = ids.filter(move |r| match r {
-                                Ok(id) => self
-                                    .device(*id)
-                                    .ok()
-                                    .flatten()
-                                    .is_some_and(|d| d.status() == s),
-                                Err(_) => true,
-                            });
-                            (total, Box::new(filtered))
-                        }
-                    }
+        let with_status = |s: u8| counts.by_status.get(usize::from(s)).copied().unwrap_or(0);
+        let (ids, total) = match (q.product_id, q.status) {
+            (Some(p), None) => {
+                let total = counts.total();
+                let ids = self.index_page(keys::DEVICE_BY_PRODUCT, &keys::id(p), total, q)?;
+                (ids, total)
+            }
+            (None, Some(s)) => {
+                let total = with_status(s);
+                (
+                    self.index_page(keys::DEVICE_BY_STATUS, &[s], total, q)?,
+                    total,
+                )
+            }
+            (None, None) => {
+                let total = counts.total();
+                (self.index_page(keys::DEVICES, &[], total, q)?, total)
+            }
+            // No index covers both: walk the product's devices and check each one's status.
+            (Some(p), Some(s)) => {
+                let mut ids = Vec::with_capacity(q.limit);
+                let matching = self
+                    .prefixed(keys::DEVICE_BY_PRODUCT, keys::id(p).to_vec())
+                    .map(|k| k.map(|k| keys::parse_id(&k[8..]).unwrap_or(0)))
+                    .filter(|r| match r {
+                        Ok(id) => self
+                            .device(*id)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|d| d.status() == s),
+                        Err(_) => true,
+                    });
+                for id in matching.skip(q.offset).take(q.limit) {
+                    ids.push(id?);
                 }
-                (None, Some(s)) => {
-                    let total = counts.by_status.get(usize::from(s)).copied().unwrap_or(0);
-                    let ids = self
-                        .prefixed(keys::DEVICE_BY_STATUS, vec![s])
-                        .map(|k| k.map(|k| keys::parse_id(&k[1..]).unwrap_or(0)));
-                    (total, Box::new(ids))
-                }
-                (None, None) => {
-                    let ids = self
-                        .db
-                        .iterator_cf(self.cf(keys::DEVICES), IteratorMode::Start)
-                        .map(|r| {
-                            r.map(|(k, _)| keys::parse_id(&k).unwrap_or(0))
-                                .map_err(ReadError::from)
-                        });
-                    (counts.total(), Box::new(ids))
-                }
-            };
-        let mut items = Vec::with_capacity(q.limit);
-        for id in ids.skip(q.offset).take(q.limit) {
-            if let Some(d) = self.device(id?)? {
+                (ids, with_status(s))
+            }
+        };
+        let mut items = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(d) = self.device(id)? {
                 items.push(d);
             }
         }
         Ok(Page { items, total })
+    }
+
+    /// The ids at `q.offset .. q.offset + q.limit` among the `total` keys of `cf` under
+    /// `prefix` (an id is a key's last 8 bytes). Skipped keys are stepped over in place, from
+    /// whichever end of the range is nearer, so the last page costs what the first does and
+    /// no page walks more than half the range.
+    fn index_page(&self, cf: &str, prefix: &[u8], total: u64, q: &DeviceQuery) -> Result<Vec<u64>> {
+        let total = usize::try_from(total).unwrap_or(usize::MAX);
+        let n = q.limit.min(total.saturating_sub(q.offset));
+        let mut ids = Vec::with_capacity(n);
+        if n == 0 {
+            return Ok(ids);
+        }
+        let id_of = |k: &[u8]| keys::parse_id(&k[k.len().saturating_sub(8)..]).unwrap_or(0);
+        let mut it = self.db.raw_iterator_cf(self.cf(cf));
+        let after = total - q.offset - n;
+        let (mut skip, forward) = if q.offset <= after {
+            it.seek(prefix);
+            (q.offset, true)
+        } else {
+            match keys::prefix_end(prefix) {
+                Some(end) => it.seek_for_prev(&end),
+                None => it.seek_to_last(),
+            }
+            if it.key().is_some_and(|k| !k.starts_with(prefix)) {
+                it.prev();
+            }
+            (after, false)
+        };
+        while ids.len() < n {
+            let Some(key) = it.key().filter(|k| k.starts_with(prefix)) else {
+                break;
+            };
+            if skip > 0 {
+                skip -= 1;
+            } else {
+                ids.push(id_of(key));
+            }
+            if forward { it.next() } else { it.prev() }
+        }
+        it.status()?;
+        if !forward {
+            ids.reverse();
+        }
+        Ok(ids)
     }
 
     fn devices_by_name_scan(&self, q: &DeviceQuery, like: &str) -> Result<Page<Device>> {

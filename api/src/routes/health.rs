@@ -31,7 +31,7 @@ pub(crate) fn health() -> ApiResult {
     responses((status = 200, description = "Ready to serve", body = crate::openapi::Envelope),
               (status = 503, description = "No raft leader or MQTT not listening", body = crate::openapi::ErrorBody)))]
 pub(crate) fn ready(ctx: &ApiContext) -> ApiResult {
-    let leader = ctx.raft.metrics().borrow().current_leader;
+    let leader = ctx.writer.raft().metrics().borrow().current_leader;
     match leader {
         None => Err(ApiError::Unavailable("no raft leader is known".into())),
         Some(_) if !ctx.node.listening() => Err(ApiError::Unavailable(

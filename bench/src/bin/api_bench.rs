@@ -10,7 +10,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -178,14 +177,20 @@ async fn create_phase(args: &Args, node: &Node) -> anyhow::Result<(String, Value
     ))
 }
 
-/// Page latencies: the first page, random pages among the first hundred, and the last page.
+/// Page latencies: the first page, random pages among the first hundred, the middle page (the
+/// deepest walk, half the index) and the last page.
 async fn page_phase(args: &Args, node: &Node, key: &str) -> anyhow::Result<Value> {
     let http = reqwest::Client::new();
     let last = args.devices.div_ceil(10).max(1);
     let mut result = json!({});
-    for (label, pick) in [("first", 0usize), ("random_first_100", 1), ("last", 2)] {
+    for (label, pick) in [
+        ("first", 0usize),
+        ("random_first_100", 1),
+        ("middle", 3),
+        ("last", 2),
+    ] {
         let mut h = Histogram::<u64>::new(3)?;
-        let n = if pick == 2 {
+        let n = if pick >= 2 {
             (args.pages / 10).max(10)
         } else {
             args.pages
@@ -194,7 +199,8 @@ async fn page_phase(args: &Args, node: &Node, key: &str) -> anyhow::Result<Value
             let page = match pick {
                 0 => 1,
                 1 => rand::random_range(1..=100.min(last)),
-                _ => last,
+                2 => last,
+                _ => last.div_ceil(2),
             };
             let url = format!(
                 "{}/devices?product_key={key}&_page={page}&_limit=10",
@@ -234,11 +240,10 @@ async fn seed(dir: &Path, n: usize) -> anyhow::Result<()> {
         created_at: now,
     };
     let CommandResult::Created { id: product_id } =
-        realmq_raft_store::client::write(&member.raft, Cmd::CreateProduct { product }).await?
+        member.writer.write(Cmd::CreateProduct { product }).await?
     else {
         bail!("seeding the product failed");
     };
-    let raft = Arc::new(member.raft);
     for chunk in 0..n.div_ceil(1000) {
         let batch = (chunk * 1000..((chunk + 1) * 1000).min(n))
             .map(|i| Cmd::CreateDevice {
@@ -262,9 +267,9 @@ async fn seed(dir: &Path, n: usize) -> anyhow::Result<()> {
                 },
             })
             .collect();
-        realmq_raft_store::client::write(&raft, Cmd::Batch(batch)).await?;
+        member.writer.write(Cmd::Batch(batch)).await?;
     }
-    raft.shutdown().await.ok();
+    member.raft.shutdown().await.ok();
     Ok(())
 }
 

@@ -541,3 +541,86 @@ fn users_retained_and_token_secret() {
     one(&reg, Command::SetRetained { record: rec(b"") });
     assert!(reg.retained().unwrap().is_empty(), "empty payload clears");
 }
+
+/// Every page (walked from the front or the back of its index) is exactly the matching slice
+/// of a plain scan, for each index and for the product + status walk.
+#[test]
+fn pages_are_the_matching_slice_from_either_end() {
+    let (_dir, reg) = store();
+    run(
+        &reg,
+        vec![
+            Command::CreateProduct {
+                product: product("a", "aaaaaaaaaa"),
+            },
+            Command::CreateProduct {
+                product: product("b", "bbbbbbbbbb"),
+            },
+        ],
+    );
+    // Interleaved products; every third device of product 1 disabled.
+    let mut cmds = Vec::new();
+    for i in 0..40u64 {
+        cmds.push(Command::CreateDevice {
+            device: device(1 + i % 2, &format!("d{i}")),
+        });
+    }
+    run(&reg, cmds);
+    let disabled: Vec<u64> = (1..=40).filter(|id| id % 2 == 1 && id % 3 == 0).collect();
+    run(
+        &reg,
+        disabled
+            .iter()
+            .map(|&id| Command::UpdateDevice {
+                id,
+                patch: DevicePatch {
+                    enable: Some(false),
+                    ..Default::default()
+                },
+            })
+            .collect(),
+    );
+    let all: Vec<Device> = (1..=40)
+        .map(|id| reg.device(id).unwrap().unwrap())
+        .collect();
+    let filters: [(Option<u64>, Option<u8>); 5] = [
+        (Some(1), None),
+        (Some(2), None),
+        (None, Some(0)),
+        (None, None),
+        (Some(1), Some(1)),
+    ];
+    for (product_id, status) in filters {
+        let expected: Vec<u64> = all
+            .iter()
+            .filter(|d| product_id.is_none_or(|p| d.product_id == p))
+            .filter(|d| status.is_none_or(|s| d.status() == s))
+            .map(|d| d.id)
+            .collect();
+        for limit in [1, 3, 7, 50] {
+            for offset in 0..expected.len() + 2 {
+                let q = DeviceQuery {
+                    offset,
+                    limit,
+                    product_id,
+                    status,
+                    ..Default::default()
+                };
+                let page = reg.devices(&q).unwrap();
+                let got: Vec<u64> = page.items.iter().map(|d| d.id).collect();
+                let want: Vec<u64> = expected.iter().skip(offset).take(limit).copied().collect();
+                assert_eq!(got, want, "{q:?}");
+                assert_eq!(page.total, expected.len() as u64, "{q:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn prefix_end_is_the_first_key_past_the_prefix() {
+    use crate::keys::prefix_end;
+    assert_eq!(prefix_end(&[1, 2]), Some(vec![1, 3]));
+    assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+    assert_eq!(prefix_end(&[0xff, 0xff]), None);
+    assert_eq!(prefix_end(&[]), None);
+}
