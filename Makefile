@@ -37,8 +37,11 @@ bench-deps: deps
 	@command -v mosquitto >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto; }
 
 RELEASE := $(CARGO_TARGET_DIR)/release
+# The idle-connection scenario opens as many connections as the soft open-file limit allows,
+# so the suite runs with the soft limit raised to the hard one.
 bench: bench-deps ## Benchmarks: RealMQ vs Mosquitto side by side, and the REST API (release build)
 	$(CARGO) build --release --workspace --bins
+	ulimit -n $$(ulimit -Hn) 2>/dev/null || true; \
 	$(RELEASE)/bench-suite --realmq $(RELEASE)/realmq --bench $(RELEASE)/realmq-bench --out bench/results/latest.json
 	$(RELEASE)/api-bench --realmq $(RELEASE)/realmq --cpu 0 > bench/results/api-latest.json
 	@cat bench/results/api-latest.json

@@ -509,9 +509,9 @@ fn own_cpu_seconds() -> f64 {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let (cpu0, wall0) = (own_cpu_seconds(), Instant::now());
-    // One worker thread: the generator's share of the machine is one core (pin it with taskset).
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+    // One thread: the generator's share of the machine is one core (pin it with taskset), and
+    // a second thread on that core would only add context switches to the latencies measured.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let summary = rt.block_on(async {

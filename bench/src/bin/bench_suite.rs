@@ -393,8 +393,13 @@ fn main() -> anyhow::Result<()> {
         } else {
             mmed / rmed
         };
+        let generator = |b: &str| {
+            share(b, "generator_cpu_share")["median"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+        };
         table.push(format!(
-            "| {} | {} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {:.2}x | {} |",
+            "| {} | {} | {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} | {:.2}x | {} | {:.2} / {:.2} |",
             s.name,
             s.metric,
             mq["min"].as_f64().unwrap_or(0.0),
@@ -404,7 +409,9 @@ fn main() -> anyhow::Result<()> {
             rmed,
             rq["max"].as_f64().unwrap_or(0.0),
             ratio,
-            s.target
+            s.target,
+            generator("mosquitto"),
+            generator("realmq"),
         ));
         report["scenarios"][s.name] = json!({
             "metric": s.metric, "target": s.target, "ratio_of_medians": ratio,
@@ -426,7 +433,7 @@ fn main() -> anyhow::Result<()> {
         };
         let (mq, rq) = (m("mosquitto"), m("realmq"));
         table.push(format!(
-            "| idle_connections | {key} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.2}x | {} |",
+            "| idle_connections | {key} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.2}x | {} | |",
             mq["min"].as_f64().unwrap_or(0.0), mq["median"].as_f64().unwrap_or(0.0), mq["max"].as_f64().unwrap_or(0.0),
             rq["min"].as_f64().unwrap_or(0.0), rq["median"].as_f64().unwrap_or(0.0), rq["max"].as_f64().unwrap_or(0.0),
             mq["median"].as_f64().unwrap_or(f64::NAN) / rq["median"].as_f64().unwrap_or(f64::NAN),
@@ -436,9 +443,9 @@ fn main() -> anyhow::Result<()> {
     }
     report["scenarios"]["idle_connections_raw"] = json!(idle);
     println!(
-        "| scenario | metric | mosquitto min / median / max | realmq min / median / max | ratio | target |"
+        "| scenario | metric | mosquitto min / median / max | realmq min / median / max | ratio | target | generator CPU (mosquitto / realmq runs) |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for row in &table {
         println!("{row}");
     }
