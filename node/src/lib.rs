@@ -5,7 +5,7 @@
 //! - `config.rs`: the one `Config` (defaults < TOML file < `REALMQ_*` env < flags), `validate()`
 //! - `telemetry.rs`: the tracing subscriber
 //! - `message.rs`: broker-level `Message`, `Delivery`, `QoS`, `Will`; no ntex types
-//! - `mqtt/`: the only ntex-mqtt code: listener, v3.1.1 and v5 adapters, per-connection writer
+//! - `mqtt/`: the only ntex-mqtt code: listener, the v3.1.1 driver, the v5 adapter, the writer
 //! - `auth.rs`: the authentication / authorization seam: devices from the registry, the ACL
 //! - `broker/`: the protocol-independent core: connect, publish, subscribe, disconnect, and
 //!   what is recorded in (and restored from) the replicated store
@@ -18,14 +18,14 @@
 //!
 //! ## How a message flows
 //!
-//! CONNECT → `mqtt/v5.rs::connect` → `Broker::connect` (`broker/lifecycle.rs`: auth seam,
+//! CONNECT → `mqtt/preface.rs` → `mqtt/v3.rs::connect` or `mqtt/v5.rs::connect` → `Broker::connect` (`broker/lifecycle.rs`: auth seam,
 //! session registered through raft by `session/ownership.rs`, `Sessions::open`, takeover) →
 //! CONNACK → writer task starts (`mqtt/conn.rs`).
 //!
-//! SUBSCRIBE → `mqtt/v5.rs::SessionLayer` → `Broker::subscribe` (`broker/subscribe.rs`) →
+//! SUBSCRIBE → `mqtt/v3.rs::handle` or `mqtt/v5.rs::SessionLayer` → `Broker::subscribe` (`broker/subscribe.rs`) →
 //! `Router::subscribe` (`routing/topic_tree.rs`) → retained messages queued to the session.
 //!
-//! PUBLISH → `mqtt/v5.rs::publish` → `Broker::publish` (`broker/mod.rs`) → `Router::route`
+//! PUBLISH → `publish_in` in `mqtt/v3.rs` / `mqtt/v5.rs` → `Broker::publish` (`broker/mod.rs`) → `Router::route`
 //! (`routing/mod.rs`) → `SessionCell::deliver` (`session/mod.rs`: queue + wake) → the
 //! subscriber's writer task → `SessionState::transmit` (`session/state.rs`) → socket.
 

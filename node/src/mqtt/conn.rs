@@ -1,14 +1,16 @@
 //! `Conn`: one accepted connection on its ntex worker, and its writer task.
 //!
-//! ntex-mqtt decodes packets and runs the CONNECT handshake and keep-alive. The QoS flows in both
+//! For v5, ntex-mqtt decodes packets and runs the CONNECT handshake and keep-alive (for 3.1.1,
+//! `v3::serve` does all of that itself, in the same connection future as the writer). The QoS
+//! flows in both
 //! directions are RealMQ's own: a broker must choose outbound packet ids and DUP flags itself to
 //! resume sessions, must keep inbound QoS 2 state across reconnects, and must route a PUBLISH even
 //! when the client already closed the socket behind it (ntex-mqtt 9.0's dispatcher drops those).
-//! So the session middleware (`SessionLayer` here, its per-version packet handling in `v3.rs` and
-//! `v5.rs`) answers PUBLISH, the acks and SUBSCRIBE itself through the methods here, and outbound
+//! So the v5 session middleware (`SessionLayer` here, its packet handling in `v5.rs`) and the v3
+//! driver answer PUBLISH, the acks and SUBSCRIBE itself through the methods here, and outbound
 //! PUBLISH / PUBREL packets are encoded straight into the connection's write buffer from two
-//! places on the worker thread: the writer task (woken by `ConnLink` when deliveries are queued)
-//! and the middleware (when an ack frees window).
+//! places on the worker thread: the writer (woken by `ConnLink` when deliveries are queued) and the
+//! packet handling (when an ack frees window).
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -52,10 +54,8 @@ const FLUSH_BATCH: usize = 256;
 
 /// The version-specific encoder of outbound packets.
 pub(super) enum Wire {
-    V3 {
-        codec: v3::codec::Codec,
-        sink: v3::MqttSink,
-    },
+    /// 3.1.1 connections are driven by `v3::serve`, which owns the connection outright.
+    V3 { codec: v3::codec::Codec },
     V5 {
         codec: v5::codec::Codec,
         sink: v5::MqttSink,
@@ -199,19 +199,23 @@ impl Wire {
     }
 
     /// Closes the connection for a server-side reason (v5 sends DISCONNECT with the reason code).
-    fn close(&self, reason: CloseReason) {
+    fn close(&self, io: &IoRef, reason: CloseReason) {
         use v5::codec::DisconnectReasonCode as Dr;
-        self.close_with(match reason {
-            CloseReason::SessionTakenOver => Dr::SessionTakenOver,
-            CloseReason::ServerShuttingDown => Dr::ServerShuttingDown,
-            CloseReason::NotAuthorized => Dr::NotAuthorized,
-        });
+        self.close_with(
+            io,
+            match reason {
+                CloseReason::SessionTakenOver => Dr::SessionTakenOver,
+                CloseReason::ServerShuttingDown => Dr::ServerShuttingDown,
+                CloseReason::NotAuthorized => Dr::NotAuthorized,
+            },
+        );
     }
 
     /// Closes the connection; v5 clients get DISCONNECT with `code`, v3.1.1 has no such packet.
-    fn close_with(&self, code: v5::codec::DisconnectReasonCode) {
+    fn close_with(&self, io: &IoRef, code: v5::codec::DisconnectReasonCode) {
         match self {
-            Wire::V3 { sink, .. } => sink.close(),
+            // Graceful: what is already encoded (acks, deliveries) is written first.
+            Wire::V3 { .. } => io.close(),
             Wire::V5 { sink, .. } => sink.close_with_reason(v5::codec::Disconnect::new(code)),
         }
     }
@@ -233,8 +237,9 @@ pub(crate) struct Conn {
     pub(super) link: Arc<ConnLink>,
     pub(super) client: ClientInfo,
     io: IoRef,
-    wire: Wire,
-    will: RefCell<Option<Will>>,
+    pub(super) wire: Wire,
+    /// Boxed: most clients set no will, and every connection would pay for its size.
+    will: RefCell<Option<Box<Will>>>,
     /// Inbound topic aliases (v5) and their limit.
     aliases_in: RefCell<HashMap<u16, ByteString>>,
     alias_max: u16,
@@ -276,7 +281,7 @@ impl Conn {
             client: accepted.client,
             io,
             wire,
-            will: RefCell::new(will),
+            will: RefCell::new(will.map(Box::new)),
             aliases_in: RefCell::new(HashMap::new()),
             alias_max,
             receive_max,
@@ -461,11 +466,27 @@ impl Conn {
     /// Ends the connection for a protocol violation the middleware found.
     pub(super) fn violation(&self, code: v5::codec::DisconnectReasonCode) {
         tracing::debug!(client_id = %self.client.client_id, ?code, "closing connection: protocol violation");
-        self.wire.close_with(code);
+        self.wire.close_with(&self.io, code);
+    }
+
+    /// Re-sends what a resumed session had in flight; the first write after CONNACK.
+    pub(super) fn resume(&self) {
+        let mut out = Vec::new();
+        self.session.lock().state.resume(Instant::now(), &mut out);
+        for o in out {
+            self.send(o);
+        }
+    }
+
+    /// The link was woken: deliveries are queued (the caller flushes) or a close was requested.
+    pub(super) fn on_woken(&self) {
+        if let Some(reason) = self.link.close_requested() {
+            self.wire.close(&self.io, reason);
+        }
     }
 
     /// Reports the end of the connection to the broker, once.
-    fn finish(&self) {
+    pub(super) fn finish(&self) {
         if self.finished.replace(true) {
             return;
         }
@@ -473,7 +494,7 @@ impl Conn {
             client: self.client.clone(),
             session: self.session.clone(),
             conn_id: self.link.conn_id,
-            will: self.will.borrow_mut().take(),
+            will: self.will.borrow_mut().take().map(|w| *w),
         });
     }
 }
@@ -485,17 +506,13 @@ impl Drop for Conn {
     }
 }
 
-/// Middleware in front of ntex's dispatcher (either protocol version): it starts the writer and
-/// wraps the dispatcher in `SessionService`, whose `Service` impls live in `v3.rs` and `v5.rs`.
+/// Middleware in front of ntex-mqtt's v5 dispatcher: it starts the writer and wraps the
+/// dispatcher in `SessionService`, whose `Service` impl lives in `v5.rs`.
 pub(super) struct SessionLayer;
 
 /// The PUBLISH packet type of a protocol version, named by its sink type.
 pub(super) trait Version {
     type Publish: PayloadSize;
-}
-
-impl Version for v3::MqttSink {
-    type Publish = v3::codec::Publish;
 }
 
 impl Version for v5::MqttSink {
@@ -528,7 +545,7 @@ impl<S, Sink: Version> Middleware<S, ntex_mqtt::Session<Sink, Rc<Conn>>> for Ses
         SessionService {
             inner: service,
             conn,
-            partial: RefCell::new(None),
+            partial: Partial::default(),
         }
     }
 }
@@ -536,14 +553,32 @@ impl<S, Sink: Version> Middleware<S, ntex_mqtt::Session<Sink, Rc<Conn>>> for Ses
 pub(super) struct SessionService<S, P> {
     pub(super) inner: S,
     pub(super) conn: Rc<Conn>,
-    /// A PUBLISH whose payload is still arriving: the codec hands out the header with the bytes
-    /// read so far, then the rest as payload chunks (nothing else can come in between).
-    partial: RefCell<Option<(P, BytesMut)>>,
+    partial: Partial<P>,
 }
 
 impl<S, P: PayloadSize> SessionService<S, P> {
-    /// A decoded PUBLISH: complete, or held until its payload chunks arrive.
     pub(super) fn publish_start(&self, pkt: P, payload: Bytes) -> Option<(P, Bytes)> {
+        self.partial.start(pkt, payload)
+    }
+
+    pub(super) fn publish_chunk(&self, chunk: Bytes, eof: bool) -> Option<(P, Bytes)> {
+        self.partial.chunk(&self.conn, chunk, eof)
+    }
+}
+
+/// A PUBLISH whose payload is still arriving: the codec hands out the header with the bytes read
+/// so far, then the rest as payload chunks (nothing else can come in between).
+pub(super) struct Partial<P>(RefCell<Option<(P, BytesMut)>>);
+
+impl<P> Default for Partial<P> {
+    fn default() -> Self {
+        Partial(RefCell::new(None))
+    }
+}
+
+impl<P: PayloadSize> Partial<P> {
+    /// A decoded PUBLISH: complete, or held until its payload chunks arrive.
+    pub(super) fn start(&self, pkt: P, payload: Bytes) -> Option<(P, Bytes)> {
         let want = pkt.payload_size() as usize;
         if payload.len() >= want {
             return Some((pkt, payload));
@@ -557,17 +592,16 @@ impl<S, P: PayloadSize> SessionService<S, P> {
             buf.extend_from_slice(&payload);
             buf
         };
-        *self.partial.borrow_mut() = Some((pkt, buf));
+        *self.0.borrow_mut() = Some((pkt, buf));
         None
     }
 
     /// A payload chunk; returns the PUBLISH once its payload is complete.
-    pub(super) fn publish_chunk(&self, chunk: Bytes, eof: bool) -> Option<(P, Bytes)> {
-        let mut partial = self.partial.borrow_mut();
+    pub(super) fn chunk(&self, conn: &Conn, chunk: Bytes, eof: bool) -> Option<(P, Bytes)> {
+        let mut partial = self.0.borrow_mut();
         let Some((_, buf)) = partial.as_mut() else {
             // No PUBLISH is waiting for it: the codec's contract was broken.
-            self.conn
-                .violation(v5::codec::DisconnectReasonCode::MalformedPacket);
+            conn.violation(v5::codec::DisconnectReasonCode::MalformedPacket);
             return None;
         };
         if !eof {
@@ -589,21 +623,11 @@ impl<S, P: PayloadSize> SessionService<S, P> {
 pub(super) async fn writer(conn: Rc<Conn>) {
     let closed = conn.io.on_disconnect();
     tokio::pin!(closed);
-    {
-        let mut out = Vec::new();
-        conn.session.lock().state.resume(Instant::now(), &mut out);
-        for o in out {
-            conn.send(o);
-        }
-    }
+    conn.resume();
     loop {
         conn.flush();
         tokio::select! {
-            () = conn.link.woken() => {
-                if let Some(reason) = conn.link.close_requested() {
-                    conn.wire.close(reason);
-                }
-            }
+            () = conn.link.woken() => conn.on_woken(),
             () = &mut closed => break,
         }
     }

@@ -1,9 +1,10 @@
 //! The MQTT edge: the only module that names ntex-mqtt types.
 //!
 //! `start` binds the TCP listener and runs ntex's server on its own OS thread (ntex workers are
-//! single-threaded runtimes of their own). Each worker builds one `MqttServer` that answers
-//! MQTT 3.1.1 (`v3.rs`) and 5.0 (`v5.rs`) on the same port; `conn.rs` holds the per-connection
-//! state both share, including the outbound writer.
+//! single-threaded runtimes of their own). Every connection first meets `preface.rs`, which reads
+//! the CONNECT header and sends 3.1.1 connections to RealMQ's own driver (`v3.rs`, on ntex-io with
+//! ntex-mqtt's codec) and 5.0 ones to ntex-mqtt's v5 server (`v5.rs`); `conn.rs` holds the
+//! per-connection state both share, including the outbound writer.
 
 mod conn;
 mod preface;
@@ -17,7 +18,7 @@ use std::thread::JoinHandle;
 use anyhow::Context;
 use ntex::SharedCfg;
 use ntex::time::Seconds;
-use ntex_mqtt::{MqttServer, MqttServiceConfig, v3 as mqtt3, v5 as mqtt5};
+use ntex_mqtt::{MqttServer, MqttServiceConfig, v5 as mqtt5};
 
 use crate::broker::Broker;
 use crate::config::{Config, MqttConfig};
@@ -172,20 +173,18 @@ fn build(
     broker: Arc<Broker>,
 ) -> impl ntex::service::Service<(), ntex::io::Io, Res = (), Error = ntex_mqtt::MqttError<MqttFail>>
 {
-    let b3 = broker.clone();
+    let b5 = broker.clone();
     let wait = ntex::time::Millis(u32::from(broker.limits.connect_timeout) * 1000);
-    let mqtt = MqttServer::new()
-        .v3(mqtt3::MqttServer::new(v3::publish)
-            .protocol(v3::protocol)
-            .control(v3::control)
-            .replace_middlewares(conn::SessionLayer)
-            .build(async move |hs: mqtt3::Connect| v3::connect(&b3, hs).await))
-        .v5(mqtt5::MqttServer::new(v5::publish)
-            .protocol(v5::protocol)
-            .control(v5::control)
-            .replace_middlewares(conn::SessionLayer)
-            .build(async move |hs: mqtt5::Connect| v5::connect(&broker, hs).await));
-    preface::Preface { inner: mqtt, wait }
+    let mqtt = MqttServer::new().v5(mqtt5::MqttServer::new(v5::publish)
+        .protocol(v5::protocol)
+        .control(v5::control)
+        .replace_middlewares(conn::SessionLayer)
+        .build(async move |hs: mqtt5::Connect| v5::connect(&b5, hs).await));
+    preface::Preface {
+        inner: mqtt,
+        broker,
+        wait,
+    }
 }
 
 #[cfg(test)]

@@ -6,16 +6,24 @@
 //! - a 3.1.1 CONNECT with an empty client id and clean session 0 gets CONNACK 0x02 "identifier
 //!   rejected" [MQTT-3.1.3-9].
 //!
-//! Nothing is consumed: accepted connections reach the MQTT service with their bytes untouched.
+//! It also routes: 3.1.1 connections to RealMQ's own driver (`v3::serve`), everything else to
+//! ntex-mqtt's v5 server (which also rejects what is not MQTT at all). Nothing is consumed:
+//! connections reach either with their bytes untouched.
+
+use std::sync::Arc;
 
 use ntex::io::Io;
 use ntex::service::{Ctx, Service};
 use ntex::time::{Millis, timeout};
 
+use crate::broker::Broker;
+
 /// What the first bytes of a connection say.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Verdict {
-    /// Hand the connection to the MQTT service (which also rejects what is not MQTT at all).
+    /// An acceptable MQTT 3.1.1 CONNECT.
+    V311,
+    /// Hand the connection to ntex-mqtt's v5 server (which also rejects what is not MQTT at all).
     Pass,
     /// Answer with a 3.1.1-format CONNACK carrying this return code, then close.
     Refuse(u8),
@@ -61,7 +69,7 @@ pub(super) fn inspect(buf: &[u8]) -> Verdict {
     if client_id.is_empty() && !clean_session {
         Verdict::Refuse(0x02)
     } else {
-        Verdict::Pass
+        Verdict::V311
     }
 }
 
@@ -102,9 +110,10 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Wraps the MQTT service with the check above.
+/// Wraps the v5 service with the check above.
 pub(super) struct Preface<S> {
     pub(super) inner: S,
+    pub(super) broker: Arc<Broker>,
     pub(super) wait: Millis,
 }
 
@@ -115,8 +124,13 @@ where
     type Res = ();
     type Error = S::Error;
 
-    ntex::forward_ready!(St, inner);
     ntex::forward_shutdown!(St, inner);
+
+    /// Boxed: ntex-server calls a connection's service as one future, readiness check included,
+    /// so ntex-mqtt's readiness state would otherwise stay inside every connection's future.
+    async fn ready(&self, ctx: Ctx<'_, Self, St>) -> Result<(), S::Error> {
+        Box::pin(ctx.ready(&self.inner)).await
+    }
 
     async fn call(&self, io: Io, ctx: Ctx<'_, Self, St>) -> Result<(), S::Error> {
         let peek = timeout(self.wait, async {
@@ -139,8 +153,14 @@ where
                 let _ = io.shutdown().await;
                 Ok(())
             }
+            // Each branch is boxed at its own size: inline, every connection would hold a future
+            // as large as the larger of the two (ntex-mqtt's v5 dispatcher).
+            Ok(Some(Verdict::V311)) => {
+                Box::pin(super::v3::serve(&self.broker, io, self.wait)).await;
+                Ok(())
+            }
             // Pass, a closed socket or a timeout: the MQTT service applies its own rules.
-            _ => ctx.call(&self.inner, io).await,
+            _ => Box::pin(ctx.call(&self.inner, io)).await,
         }
     }
 }
@@ -181,9 +201,9 @@ mod tests {
     #[test]
     fn verdicts_table() {
         let cases = [
-            (connect(b"MQTT", 4, 0x02, b"id"), Verdict::Pass),
-            (connect(b"MQTT", 4, 0x00, b"id"), Verdict::Pass),
-            (connect(b"MQTT", 4, 0x02, b""), Verdict::Pass),
+            (connect(b"MQTT", 4, 0x02, b"id"), Verdict::V311),
+            (connect(b"MQTT", 4, 0x00, b"id"), Verdict::V311),
+            (connect(b"MQTT", 4, 0x02, b""), Verdict::V311),
             (connect(b"MQTT", 4, 0x00, b""), Verdict::Refuse(0x02)),
             (connect(b"MQTT", 5, 0x00, b""), Verdict::Pass),
             (connect(b"MQIsdp", 3, 0x02, b"id"), Verdict::Refuse(0x01)),

@@ -1,30 +1,67 @@
-//! MQTT 3.1.1 adapter: ntex-mqtt v3 packets <-> broker calls. Same shape as `v5.rs`, without
-//! properties and reason codes: the protocol's only refusals are CONNACK return codes and the
-//! SUBACK failure code 0x80, and every other error closes the connection.
+//! MQTT 3.1.1: RealMQ drives these connections itself, on ntex-io with ntex-mqtt's v3 codec.
+//!
+//! Why not ntex-mqtt's v3 server: it holds about 6 KB of per-connection state (service
+//! pipelines, boxed call futures, its own dispatcher and sink) for a protocol whose whole
+//! dispatch is the `match` in `handle`; an idle connection here is one future. Flow of one
+//! connection: `serve` reads the CONNECT (the preface already saw its header) → `connect`
+//! (`Broker::connect` → CONNACK) → `run`: one loop that decodes packets (`handle` → `Conn`'s QoS
+//! flows and `Broker`), writes what the session has queued when `ConnLink` wakes it, and enforces
+//! the keep-alive → `Conn::finish` reports the disconnect.
 
+use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 
 use ntex::io::types::PeerAddr;
-use ntex::service::{Ctx, Service};
-use ntex_mqtt::error::DispatcherError;
-use ntex_mqtt::v3::codec::{self, Decoded, Encoded, Packet, SubscribeReturnCode};
+use ntex::io::{Io, RecvError};
+use ntex::time::{Millis, Seconds, timeout};
+use ntex_mqtt::v3::codec::{
+    self, ConnectAck, ConnectAckReason, Decoded, Encoded, Packet, SubscribeReturnCode,
+};
 use ntex_mqtt::v5::codec::DisconnectReasonCode as Dr;
-use ntex_mqtt::{Control, v3};
 
-use super::conn::{Conn, PubRecReply, SessionService, Wire};
-use super::{MqttFail, qos_in, qos_out};
+use super::conn::{Conn, Partial, PubRecReply, Wire};
+use super::{qos_in, qos_out};
 use crate::broker::{Broker, ConnectRefused, ConnectRequest, SubRequest, SubResult};
 use crate::message::{Message, MessageProperties, Protocol, QoS, SubOptions, Will};
 use crate::routing::topic::valid_topic_name;
 
-pub(super) type Session = v3::Session<Rc<Conn>>;
+/// Serves one 3.1.1 connection from its first byte to its end.
+pub(super) async fn serve(broker: &Arc<Broker>, io: Io, wait: Millis) {
+    let codec = codec::Codec::new();
+    codec.set_max_size(broker.limits.max_packet_size);
+    // A PUBLISH split across reads arrives as its header plus the whole payload in one chunk,
+    // which `Partial` joins before routing.
+    codec.set_min_chunk_size(broker.limits.max_packet_size);
+    // Anything but a well-formed CONNECT first, in time, ends the connection [MQTT-3.1.0-1].
+    if let Ok(Ok(Some(Decoded::Packet(Packet::Connect(pkt), size)))) =
+        timeout(wait, io.recv(&codec)).await
+        // Boxed so the handshake's state is freed once it is done, not held for the connection.
+        && let Some((conn, keep_alive)) = Box::pin(connect(broker, &io, codec, *pkt)).await
+    {
+        conn.received(size);
+        run(&io, &conn, keep_alive).await;
+        conn.finish();
+    }
+    let _ = io.shutdown().await;
+}
 
-pub(super) async fn connect(
+/// CONNECT → CONNACK. `None` when refused (the CONNACK with the reason is already encoded).
+async fn connect(
     broker: &Arc<Broker>,
-    hs: v3::Connect,
-) -> Result<v3::ConnectAck<Rc<Conn>>, MqttFail> {
-    let pkt = hs.packet();
+    io: &Io,
+    codec: codec::Codec,
+    pkt: codec::Connect,
+) -> Option<(Rc<Conn>, Seconds)> {
+    let refuse = |return_code| {
+        let ack = ConnectAck {
+            return_code,
+            session_present: false,
+        };
+        let _ = io.encode(Encoded::Packet(Packet::ConnectAck(ack)), &codec);
+        None
+    };
     let will = pkt.last_will.as_ref().map(|w| Will {
         topic: w.topic.clone(),
         payload: w.message.clone(),
@@ -36,191 +73,197 @@ pub(super) async fn connect(
     });
     if will.as_ref().is_some_and(|w| !valid_topic_name(&w.topic)) {
         // 3.1.1 has no return code for a bad will topic; refuse as not authorized.
-        return Ok(hs.not_authorized());
+        return refuse(ConnectAckReason::NotAuthorized);
     }
     let req = ConnectRequest {
         protocol: Protocol::V311,
-        client_id: pkt.client_id.clone(),
+        client_id: pkt.client_id,
         clean_start: pkt.clean_session,
         // A clean session ends with the connection; a persistent one never expires.
         session_expiry: if pkt.clean_session { 0 } else { u32::MAX },
         receive_max: u16::MAX,
-        username: pkt.username.clone(),
-        password: pkt.password.clone(),
-        peer: hs.io().query::<PeerAddr>().get().map(|a| a.0),
+        username: pkt.username,
+        password: pkt.password,
+        peer: io.query::<PeerAddr>().get().map(|a| a.0),
     };
-    let keep_alive = pkt.keep_alive;
     let accepted = match broker.connect(req).await {
         Ok(a) => a,
-        Err(ConnectRefused::IdentifierRejected) => return Ok(hs.identifier_rejected()),
-        Err(ConnectRefused::BadCredentials) => return Ok(hs.bad_username_or_pwd()),
-        Err(ConnectRefused::NotAuthorized) => return Ok(hs.not_authorized()),
-        Err(ConnectRefused::Unavailable) => return Ok(hs.service_unavailable()),
+        Err(ConnectRefused::IdentifierRejected) => {
+            return refuse(ConnectAckReason::IdentifierRejected);
+        }
+        Err(ConnectRefused::BadCredentials) => {
+            return refuse(ConnectAckReason::BadUserNameOrPassword);
+        }
+        Err(ConnectRefused::NotAuthorized) => return refuse(ConnectAckReason::NotAuthorized),
+        Err(ConnectRefused::Unavailable) => return refuse(ConnectAckReason::ServiceUnavailable),
     };
-    let present = accepted.present;
-    let wire = Wire::V3 {
-        codec: codec::Codec::default(),
-        sink: hs.sink(),
+    let ack = ConnectAck {
+        return_code: ConnectAckReason::ConnectionAccepted,
+        session_present: accepted.present,
     };
-    let conn = Conn::new(broker.clone(), accepted, hs.io().get_ref(), wire, will);
+    let _ = io.encode(Encoded::Packet(Packet::ConnectAck(ack)), &codec);
+    let conn = Conn::new(
+        broker.clone(),
+        accepted,
+        io.get_ref(),
+        Wire::V3 { codec },
+        will,
+    );
     // 3.1.1 has no Server Keep Alive: the client's value, enforced at 1.5x [MQTT-3.1.2-24];
     // 0 turns the mechanism off.
-    let timeout = match keep_alive {
+    let keep_alive = match pkt.keep_alive {
         0 => 0,
         k => k.saturating_add(k / 2),
     };
-    Ok(hs
-        .ack(conn, present)
-        .idle_timeout(ntex::time::Seconds(timeout)))
+    Some((conn, Seconds(keep_alive)))
 }
 
-/// ntex's publish service; unreachable while `SessionLayer` answers every PUBLISH (see
-/// `v5::publish`).
-pub(super) async fn publish(_: &Session, _: v3::Publish) -> Result<(), MqttFail> {
-    Err(MqttFail::Unrouted)
+/// What the socket produced next.
+enum Event {
+    Packet(Decoded),
+    /// The write buffer is over its high-water mark: stop reading until it drains.
+    Backpressure,
+    /// The peer went away, sent something undecodable, or let the keep-alive expire.
+    End,
 }
 
-pub(super) async fn protocol(
-    s: &Session,
-    msg: v3::ProtocolMessage,
-) -> Result<v3::ProtocolMessageAck, MqttFail> {
-    let conn: &Conn = s;
-    Ok(match msg {
-        v3::ProtocolMessage::Ping(p) => p.ack(),
-        v3::ProtocolMessage::Disconnect(d) => {
-            conn.clear_will();
-            d.ack()
+fn next(io: &Io, codec: &codec::Codec) -> impl Future<Output = Event> {
+    poll_fn(move |cx| match io.poll_recv(codec, cx) {
+        Poll::Ready(Ok(item)) => Poll::Ready(Event::Packet(item)),
+        Poll::Ready(Err(RecvError::WriteBackpressure)) => Poll::Ready(Event::Backpressure),
+        Poll::Ready(Err(e)) => {
+            tracing::debug!(error = ?e, "mqtt 3.1.1 connection ends");
+            Poll::Ready(Event::End)
         }
-        // SessionLayer answers these itself; should one slip through, close the connection
-        // rather than confirm what was not done.
-        v3::ProtocolMessage::PublishRelease(_)
-        | v3::ProtocolMessage::Subscribe(_)
-        | v3::ProtocolMessage::Unsubscribe(_) => msg.disconnect(),
+        Poll::Pending => Poll::Pending,
     })
 }
 
-pub(super) async fn control(
-    s: &Session,
-    ctl: Control<MqttFail>,
-) -> Result<Option<Encoded>, MqttFail> {
-    if let Control::WrBackpressure(b) = ctl
-        && !b.enabled()
-    {
-        s.link.wake();
+/// The connection's one loop: inbound packets, outbound deliveries, keep-alive.
+async fn run(io: &Io, conn: &Conn, keep_alive: Seconds) {
+    let Wire::V3 { codec } = &conn.wire else {
+        return;
+    };
+    let partial = Partial::default();
+    io.start_timer(keep_alive);
+    conn.resume();
+    while !io.is_closed() {
+        conn.flush();
+        let event = tokio::select! {
+            event = next(io, codec) => event,
+            () = conn.link.woken() => {
+                conn.on_woken();
+                continue;
+            }
+        };
+        match event {
+            Event::Packet(Decoded::Packet(Packet::Disconnect, size)) => {
+                conn.received(size);
+                conn.clear_will();
+                break;
+            }
+            Event::Packet(packet) => {
+                io.start_timer(keep_alive);
+                if let Some(reply) = handle(conn, &partial, packet) {
+                    let _ = io.encode(reply, codec);
+                }
+            }
+            Event::Backpressure => tokio::select! {
+                flushed = io.flush(false) => if flushed.is_err() {
+                    break;
+                },
+                () = conn.link.woken() => conn.on_woken(),
+            },
+            Event::End => break,
+        }
     }
-    Ok(None)
 }
 
-type DispErr = DispatcherError<MqttFail>;
-
-/// The v3.1.1 packets `SessionLayer` answers itself; see `v5.rs`.
-impl<S, St> Service<St, Decoded> for SessionService<S, codec::Publish>
-where
-    S: Service<St, Decoded, Res = Option<Encoded>, Error = DispErr>,
-{
-    type Res = Option<Encoded>;
-    type Error = DispErr;
-
-    ntex::forward_ready!(St, inner);
-    ntex::forward_shutdown!(St, inner);
-
-    async fn call(&self, req: Decoded, ctx: Ctx<'_, Self, St>) -> Result<Self::Res, Self::Error> {
-        let conn = &self.conn;
-        match req {
-            Decoded::Packet(Packet::PublishAck { packet_id }, size) => {
-                conn.received(size);
-                conn.on_puback(packet_id.get());
-                Ok(None)
-            }
-            Decoded::Packet(Packet::PublishReceived { packet_id }, size) => {
-                conn.received(size);
-                Ok(match conn.on_pubrec(packet_id.get(), true) {
-                    PubRecReply::Release | PubRecReply::NotFound => {
-                        Some(Packet::PublishRelease { packet_id }.into())
+/// One decoded packet: its effect, and the reply to encode, if any.
+fn handle(conn: &Conn, partial: &Partial<codec::Publish>, req: Decoded) -> Option<Encoded> {
+    match req {
+        Decoded::Publish(pkt, payload, size) => {
+            conn.received(size);
+            partial
+                .start(pkt, payload)
+                .and_then(|(pkt, payload)| publish_in(conn, pkt, payload))
+        }
+        Decoded::PayloadChunk(chunk, eof) => partial
+            .chunk(conn, chunk, eof)
+            .and_then(|(pkt, payload)| publish_in(conn, pkt, payload)),
+        Decoded::Packet(packet, size) => {
+            conn.received(size);
+            match packet {
+                Packet::PublishAck { packet_id } => {
+                    conn.on_puback(packet_id.get());
+                    None
+                }
+                Packet::PublishReceived { packet_id } => {
+                    match conn.on_pubrec(packet_id.get(), true) {
+                        PubRecReply::Release | PubRecReply::NotFound => {
+                            Some(Packet::PublishRelease { packet_id }.into())
+                        }
+                        PubRecReply::Done => None,
                     }
-                    PubRecReply::Done => None,
-                })
-            }
-            Decoded::Packet(Packet::PublishComplete { packet_id }, size) => {
-                conn.received(size);
-                conn.on_pubcomp(packet_id.get());
-                Ok(None)
-            }
-            Decoded::Publish(pkt, payload, size) => {
-                conn.received(size);
-                Ok(self
-                    .publish_start(pkt, payload)
-                    .and_then(|(pkt, payload)| publish_in(conn, pkt, payload)))
-            }
-            Decoded::PayloadChunk(chunk, eof) => Ok(self
-                .publish_chunk(chunk, eof)
-                .and_then(|(pkt, payload)| publish_in(conn, pkt, payload))),
-            Decoded::Packet(Packet::PublishRelease { packet_id }, size) => {
-                // Inbound QoS 2 state lives in the session, so this also completes flows an
-                // earlier connection began; 3.1.1 always answers PUBCOMP.
-                conn.received(size);
-                conn.release_inbound(packet_id.get());
-                Ok(Some(Packet::PublishComplete { packet_id }.into()))
-            }
-            Decoded::Packet(
+                }
+                Packet::PublishComplete { packet_id } => {
+                    conn.on_pubcomp(packet_id.get());
+                    None
+                }
+                Packet::PublishRelease { packet_id } => {
+                    // Inbound QoS 2 state lives in the session, so this also completes flows an
+                    // earlier connection began; 3.1.1 always answers PUBCOMP.
+                    conn.release_inbound(packet_id.get());
+                    Some(Packet::PublishComplete { packet_id }.into())
+                }
                 Packet::Subscribe {
                     packet_id,
                     topic_filters,
-                },
-                size,
-            ) if !topic_filters.is_empty() => {
-                conn.received(size);
-                let requests = topic_filters
-                    .into_iter()
-                    .map(|(filter, qos)| SubRequest {
-                        filter,
-                        opts: SubOptions {
-                            qos: qos_in(qos),
-                            ..SubOptions::default()
-                        },
-                    })
-                    .collect();
-                let status = conn
-                    .broker
-                    .subscribe(&conn.session, &conn.client, requests)
-                    .into_iter()
-                    .map(|r| match r {
-                        SubResult::Granted(q) => SubscribeReturnCode::Success(qos_out(q)),
-                        _ => SubscribeReturnCode::Failure,
-                    })
-                    .collect();
-                Ok(Some(Packet::SubscribeAck { packet_id, status }.into()))
-            }
-            Decoded::Packet(
+                } if !topic_filters.is_empty() => {
+                    let requests = topic_filters
+                        .into_iter()
+                        .map(|(filter, qos)| SubRequest {
+                            filter,
+                            opts: SubOptions {
+                                qos: qos_in(qos),
+                                ..SubOptions::default()
+                            },
+                        })
+                        .collect();
+                    let status = conn
+                        .broker
+                        .subscribe(&conn.session, &conn.client, requests)
+                        .into_iter()
+                        .map(|r| match r {
+                            SubResult::Granted(q) => SubscribeReturnCode::Success(qos_out(q)),
+                            _ => SubscribeReturnCode::Failure,
+                        })
+                        .collect();
+                    Some(Packet::SubscribeAck { packet_id, status }.into())
+                }
                 Packet::Unsubscribe {
                     packet_id,
                     topic_filters,
-                },
-                size,
-            ) if !topic_filters.is_empty() => {
-                conn.received(size);
-                conn.broker.unsubscribe(&conn.session, &topic_filters);
-                Ok(Some(Packet::UnsubscribeAck { packet_id }.into()))
-            }
-            // A second CONNECT [MQTT-3.1.0-2], packets only a server sends, and SUBSCRIBE /
-            // UNSUBSCRIBE without filters [MQTT-3.8.3-3, MQTT-3.10.3-2] close the connection.
-            Decoded::Packet(
+                } if !topic_filters.is_empty() => {
+                    conn.broker.unsubscribe(&conn.session, &topic_filters);
+                    Some(Packet::UnsubscribeAck { packet_id }.into())
+                }
+                Packet::PingRequest => Some(Packet::PingResponse.into()),
+                // `run` ends the connection on DISCONNECT before it gets here.
+                Packet::Disconnect => None,
+                // A second CONNECT [MQTT-3.1.0-2], packets only a server sends, and SUBSCRIBE /
+                // UNSUBSCRIBE without filters [MQTT-3.8.3-3, MQTT-3.10.3-2] close the
+                // connection.
                 Packet::Connect(_)
                 | Packet::ConnectAck(_)
                 | Packet::SubscribeAck { .. }
                 | Packet::UnsubscribeAck { .. }
                 | Packet::PingResponse
                 | Packet::Subscribe { .. }
-                | Packet::Unsubscribe { .. },
-                size,
-            ) => {
-                conn.received(size);
-                conn.violation(Dr::ProtocolError);
-                Ok(None)
-            }
-            Decoded::Packet(_, size) => {
-                conn.received(size);
-                ctx.call(&self.inner, req).await
+                | Packet::Unsubscribe { .. } => {
+                    conn.violation(Dr::ProtocolError);
+                    None
+                }
             }
         }
     }

@@ -217,6 +217,19 @@ async fn malformed_input_closes_the_connection_and_harms_no_one_else() {
     let (mut c, _) = Raw3::connect(node.mqtt, connect3("nosubs", true)).await;
     c.wire.write_raw(b"\x82\x02\x00\x01").await;
     c.expect_closed().await;
+    // 3.1.1 after CONNECT: a second CONNECT, a reserved packet type, a server-only packet.
+    let (mut c, _) = Raw3::connect(node.mqtt, connect3("twice3", true)).await;
+    c.send(c3::Packet::Connect(Box::new(connect3("twice3", true))))
+        .await;
+    c.expect_closed().await;
+    for (what, bytes) in [
+        ("reserved type 0", &b"\x00\x00"[..]),
+        ("CONNACK from a client", &b"\x20\x02\x00\x00"[..]),
+    ] {
+        let (mut c, _) = Raw3::connect(node.mqtt, connect3("odd3", true)).await;
+        c.wire.write_raw(bytes).await;
+        assert_closed(&mut c.wire, what).await;
+    }
 
     let (mut p, _) = Raw5::connect(node.mqtt, connect5("p")).await;
     p.publish(

@@ -260,7 +260,23 @@ async fn silent_clients_are_dropped_after_one_and_a_half_keep_alives() {
     );
     assert!(after < Duration::from_secs(4), "closed too late: {after:?}");
 
-    // A client that pings stays.
+    // A client that pings stays, in either version.
+    let (mut c, _) = Raw3::connect(
+        node.mqtt,
+        c3::Connect {
+            keep_alive: 1,
+            ..connect3("pinger3", true)
+        },
+    )
+    .await;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        c.send(c3::Packet::PingRequest).await;
+        assert!(matches!(
+            c.recv().await,
+            Some(c3::Decoded::Packet(c3::Packet::PingResponse, _))
+        ));
+    }
     let (mut c, _) = Raw5::connect(
         node.mqtt,
         c5::Connect {
