@@ -567,8 +567,9 @@ impl<S, P: PayloadSize> SessionService<S, P> {
 }
 
 /// A PUBLISH whose payload is still arriving: the codec hands out the header with the bytes read
-/// so far, then the rest as payload chunks (nothing else can come in between).
-pub(super) struct Partial<P>(RefCell<Option<(P, BytesMut)>>);
+/// so far, then the rest as payload chunks (nothing else can come in between). Boxed: it lives in
+/// every connection's state and is rarely used.
+pub(super) struct Partial<P>(RefCell<Option<Box<(P, BytesMut)>>>);
 
 impl<P> Default for Partial<P> {
     fn default() -> Self {
@@ -592,14 +593,14 @@ impl<P: PayloadSize> Partial<P> {
             buf.extend_from_slice(&payload);
             buf
         };
-        *self.0.borrow_mut() = Some((pkt, buf));
+        *self.0.borrow_mut() = Some(Box::new((pkt, buf)));
         None
     }
 
     /// A payload chunk; returns the PUBLISH once its payload is complete.
     pub(super) fn chunk(&self, conn: &Conn, chunk: Bytes, eof: bool) -> Option<(P, Bytes)> {
         let mut partial = self.0.borrow_mut();
-        let Some((_, buf)) = partial.as_mut() else {
+        let Some((_, buf)) = partial.as_deref_mut() else {
             // No PUBLISH is waiting for it: the codec's contract was broken.
             conn.violation(v5::codec::DisconnectReasonCode::MalformedPacket);
             return None;
@@ -608,7 +609,7 @@ impl<P: PayloadSize> Partial<P> {
             buf.extend_from_slice(&chunk);
             return None;
         }
-        let (pkt, buf) = partial.take()?;
+        let (pkt, buf) = *partial.take()?;
         if buf.is_empty() {
             return Some((pkt, chunk));
         }

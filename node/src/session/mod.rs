@@ -71,8 +71,9 @@ pub struct SessionInner {
     /// Set once the session is discarded (clean start, expiry); it no longer routes or queues.
     pub ended: bool,
     /// A v5 will waiting out its Will Delay Interval; a resuming connection cancels it and the end
-    /// of the session publishes it [MQTT-3.1.3-9].
-    pub pending_will: Option<Will>,
+    /// of the session publishes it [MQTT-3.1.3-9]. Boxed: rare, and every session would carry its
+    /// size.
+    pub pending_will: Option<Box<Will>>,
 }
 
 #[derive(Debug)]
@@ -235,7 +236,7 @@ impl Sessions {
             }
             inner.ended = true;
             let kicked = inner.conn.take();
-            let due_will = inner.pending_will.take();
+            let due_will = inner.pending_will.take().map(|w| *w);
             cell.online.store(false, Ordering::Relaxed);
             drop(inner);
             let fresh = self.new_cell(client_id.clone(), link, window, expiry);
@@ -304,7 +305,7 @@ impl Sessions {
             return None;
         }
         inner.ended = true;
-        let will = inner.pending_will.take();
+        let will = inner.pending_will.take().map(|w| *w);
         drop(inner);
         if map
             .get(&cell.client_id)
@@ -317,14 +318,14 @@ impl Sessions {
 
     /// Parks a delayed will on an offline session.
     pub fn park_will(&self, cell: &SessionCell, will: Will) {
-        cell.lock().pending_will = Some(will);
+        cell.lock().pending_will = Some(Box::new(will));
     }
 
     /// Takes the parked will if the session is still offline at `generation` (delay elapsed).
     pub fn take_due_will(&self, cell: &SessionCell, generation: u64) -> Option<Will> {
         let mut inner = cell.lock();
         if inner.conn.is_none() && inner.generation == generation {
-            inner.pending_will.take()
+            inner.pending_will.take().map(|w| *w)
         } else {
             None
         }
