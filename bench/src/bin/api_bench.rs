@@ -291,7 +291,18 @@ async fn main() -> anyhow::Result<()> {
         let data = dir.path().join("restart");
         eprintln!("restart: seeding {} devices ...", args.restart_devices);
         let t = Instant::now();
-        seed(&data, args.restart_devices).await?;
+        // Seeded on a runtime of its own, dropped before the node starts: that ends every task
+        // still holding the store (raft's, the writer's), so RocksDB's lock on the directory
+        // is free when the node opens it.
+        let (seed_dir, n) = (data.clone(), args.restart_devices);
+        std::thread::spawn(move || -> anyhow::Result<()> {
+            let rt = tokio::runtime::Runtime::new()?;
+            let seeded = rt.block_on(seed(&seed_dir, n));
+            drop(rt);
+            seeded
+        })
+        .join()
+        .map_err(|_| anyhow::anyhow!("the seeding thread panicked"))??;
         let seeded = t.elapsed().as_secs_f64();
         let (node, ready) = start(&args, &data).await?;
         let http = reqwest::Client::new();

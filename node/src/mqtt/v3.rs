@@ -38,7 +38,7 @@ pub(super) async fn serve(broker: &Arc<Broker>, io: Io, wait: Millis) {
     if let Ok(Ok(Some(Decoded::Packet(Packet::Connect(pkt), size)))) =
         timeout(wait, io.recv(&codec)).await
         // Boxed so the handshake's state is freed once it is done, not held for the connection.
-        && let Some((conn, keep_alive)) = Box::pin(connect(broker, &io, codec, *pkt)).await
+        && let Some((conn, keep_alive)) = Box::pin(connect(broker, &io, codec, pkt)).await
     {
         conn.received(size);
         run(&io, &conn, keep_alive).await;
@@ -52,8 +52,11 @@ async fn connect(
     broker: &Arc<Broker>,
     io: &Io,
     codec: codec::Codec,
-    pkt: codec::Connect,
+    // Taken boxed and unboxed here, so the decoder's allocation is freed with the handshake
+    // rather than held by `serve` for the connection's life.
+    pkt: Box<codec::Connect>,
 ) -> Option<(Rc<Conn>, Seconds)> {
+    let pkt = *pkt;
     let refuse = |return_code| {
         let ack = ConnectAck {
             return_code,
