@@ -56,11 +56,15 @@ const FLUSH_BATCH: usize = 256;
 pub(super) enum Wire {
     /// 3.1.1 connections are driven by `v3::serve`, which owns the connection outright.
     V3 { codec: v3::codec::Codec },
-    V5 {
-        codec: v5::codec::Codec,
-        sink: v5::MqttSink,
-        aliases: RefCell<OutAliases>,
-    },
+    /// Boxed: the variant is several times the size of `V3`, and every 3.1.1 connection would
+    /// pay for it.
+    V5(Box<V5Wire>),
+}
+
+pub(super) struct V5Wire {
+    pub(super) codec: v5::codec::Codec,
+    pub(super) sink: v5::MqttSink,
+    pub(super) aliases: RefCell<OutAliases>,
 }
 
 /// Server-to-client topic aliases (v5): the first `max` distinct topics get an alias; later
@@ -133,7 +137,8 @@ impl Wire {
                     copy,
                 )
             }
-            Wire::V5 { codec, aliases, .. } => {
+            Wire::V5(w) => {
+                let (codec, aliases) = (&w.codec, &w.aliases);
                 let props = &d.msg.properties;
                 let correlation = props.correlation_data.as_ref().map_or(0, Bytes::len);
                 let (alias, with_topic) = aliases.borrow_mut().resolve(&d.msg.topic);
@@ -184,7 +189,7 @@ impl Wire {
                 v3::codec::Encoded::Packet(v3::codec::Packet::PublishRelease { packet_id }),
                 codec,
             ),
-            Wire::V5 { codec, .. } => io.encode(
+            Wire::V5(w) => io.encode(
                 v5::codec::Encoded::Packet(v5::codec::Packet::PublishRelease(
                     v5::codec::PublishAck2 {
                         packet_id,
@@ -193,7 +198,7 @@ impl Wire {
                         reason_string: None,
                     },
                 )),
-                codec,
+                &w.codec,
             ),
         };
     }
@@ -216,7 +221,7 @@ impl Wire {
         match self {
             // Graceful: what is already encoded (acks, deliveries) is written first.
             Wire::V3 { .. } => io.close(),
-            Wire::V5 { sink, .. } => sink.close_with_reason(v5::codec::Disconnect::new(code)),
+            Wire::V5(w) => w.sink.close_with_reason(v5::codec::Disconnect::new(code)),
         }
     }
 }
@@ -269,7 +274,7 @@ impl Conn {
     ) -> Rc<Conn> {
         let (alias_max, receive_max) = match wire {
             Wire::V3 { .. } => (0, 0),
-            Wire::V5 { .. } => (
+            Wire::V5(_) => (
                 broker.limits.topic_alias_maximum,
                 broker.limits.receive_maximum,
             ),

@@ -17,7 +17,7 @@ use ntex_mqtt::error::{DecodeError, DispatcherError, MqttProtocolError};
 use ntex_mqtt::v5::codec::{self, Decoded, DisconnectReasonCode as Dr, Encoded, Packet};
 use ntex_mqtt::{Control, Reason, v5};
 
-use super::conn::{Conn, Inbound, OutAliases, PubRecReply, SessionService, Wire};
+use super::conn::{Conn, Inbound, OutAliases, PubRecReply, SessionService, V5Wire, Wire};
 use super::{MqttFail, qos_in};
 use crate::broker::{Broker, ConnectRefused, ConnectRequest, SubRequest, SubResult};
 use crate::message::{Message, MessageProperties, Protocol, QoS, RetainHandling, SubOptions, Will};
@@ -75,11 +75,11 @@ pub(super) async fn connect(
     if let Some(max) = max_packet {
         out_codec.set_max_outbound_size(max.get());
     }
-    let wire = Wire::V5 {
+    let wire = Wire::V5(Box::new(V5Wire {
         codec: out_codec,
         sink: hs.sink(),
         aliases: std::cell::RefCell::new(OutAliases::new(alias_max)),
-    };
+    }));
     let conn = Conn::new(broker.clone(), accepted, hs.io().get_ref(), wire, will);
     let (timeout, server_keep_alive) = super::keep_alive(keep_alive, broker.limits.max_keepalive);
     let retain = broker.limits.retain_available;
