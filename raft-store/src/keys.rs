@@ -2,7 +2,7 @@
 //!
 //! Numeric ids are big-endian so that RocksDB's bytewise order is numeric order: iterating
 //! `devices` yields devices by id, and a `device_by_product` prefix scan yields one product's
-//! devices by id. Records are JSON (`serde_json`) values.
+//! devices by id. Values are encoded by `codec.rs`.
 
 /// The raft log: `u64` index -> entry.
 pub const LOGS: &str = "logs";

@@ -9,7 +9,7 @@
 //! - `typ.rs`: every openraft alias
 //! - `command.rs`: `Command` (each replicated write) and `CommandResult`
 //! - `model/`: the records
-//! - `keys.rs`: column families and key encoding
+//! - `keys.rs`: column families and key encoding; `codec.rs`: value encoding
 //! - `log_store.rs`: the raft log (`RaftLogStorage`)
 //! - `state_machine/`: `apply` (one `match`, one fn per command), snapshots, the write set
 //! - `read.rs`: `Registry`, every read, through secondary indexes
@@ -29,6 +29,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod client;
+mod codec;
 pub mod command;
 pub mod error;
 pub mod keys;

@@ -52,7 +52,7 @@ impl LogStore {
             .db
             .get_cf(self.cf(keys::RAFT_META), key)
             .map_err(|e| StorageIOError::read(&e))?;
-        raw.map(|v| serde_json::from_slice(&v).map_err(|e| StorageIOError::read(&e)))
+        raw.map(|v| crate::codec::decode(&v).map_err(|e| StorageIOError::read(&e)))
             .transpose()
     }
 
@@ -61,7 +61,7 @@ impl LogStore {
         batch.put_cf(
             self.cf(keys::RAFT_META),
             key,
-            serde_json::to_vec(value).map_err(|e| StorageIOError::write(&e))?,
+            crate::codec::encode(value).map_err(|e| StorageIOError::write(&e))?,
         );
         write_sync(&self.db, batch)
             .await
@@ -70,7 +70,7 @@ impl LogStore {
 }
 
 fn decode(raw: &[u8]) -> Result<Entry, StorageIOError> {
-    serde_json::from_slice(raw).map_err(|e| StorageIOError::read_logs(&e))
+    crate::codec::decode(raw).map_err(|e| StorageIOError::read_logs(&e))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -142,7 +142,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// applied id durably itself, and a committed id lost in a crash is re-established from the
     /// recovered log when the leader commits again.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        let raw = serde_json::to_vec(&committed).map_err(|e| StorageIOError::write(&e))?;
+        let raw = crate::codec::encode(&committed).map_err(|e| StorageIOError::write(&e))?;
         self.db
             .put_cf(self.cf(keys::RAFT_META), keys::COMMITTED, raw)
             .map_err(|e| StorageIOError::write(&e))?;
@@ -160,7 +160,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = WriteBatch::default();
         for entry in entries {
-            let raw = serde_json::to_vec(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
+            let raw = crate::codec::encode(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
             batch.put_cf(self.cf(keys::LOGS), keys::id(entry.log_id.index), raw);
         }
         let res = write_sync(&self.db, batch).await;

@@ -19,7 +19,7 @@ pub enum ReadError {
     #[error("rocksdb read failed: {0}")]
     Rocks(#[from] rocksdb::Error),
     #[error("stored record is malformed: {0}")]
-    Decode(#[from] serde_json::Error),
+    Decode(#[from] crate::codec::Error),
 }
 
 type Result<T> = std::result::Result<T, ReadError>;
@@ -93,9 +93,9 @@ impl Registry {
         Ok(self.db.get_cf(self.cf(cf), key)?)
     }
 
-    fn get_json<T: DeserializeOwned>(&self, cf: &str, key: &[u8]) -> Result<Option<T>> {
+    fn get_value<T: DeserializeOwned>(&self, cf: &str, key: &[u8]) -> Result<Option<T>> {
         Ok(match self.get(cf, key)? {
-            Some(v) => Some(serde_json::from_slice(&v)?),
+            Some(v) => Some(crate::codec::decode(&v)?),
             None => None,
         })
     }
@@ -108,7 +108,7 @@ impl Registry {
         records: &str,
     ) -> Result<Option<T>> {
         match self.get(index, key)? {
-            Some(id) => self.get_json(records, &id),
+            Some(id) => self.get_value(records, &id),
             None => Ok(None),
         }
     }
@@ -123,7 +123,7 @@ impl Registry {
 
     pub fn last_applied(&self) -> Result<Option<LogId>> {
         Ok(self
-            .get_json::<Option<LogId>>(keys::SM_META, keys::LAST_APPLIED)?
+            .get_value::<Option<LogId>>(keys::SM_META, keys::LAST_APPLIED)?
             .flatten())
     }
 
@@ -132,18 +132,18 @@ impl Registry {
     }
 
     pub fn user(&self, username: &str) -> Result<Option<User>> {
-        self.get_json(keys::USERS, username.as_bytes())
+        self.get_value(keys::USERS, username.as_bytes())
     }
 
     pub fn users(&self) -> Result<Vec<User>> {
         self.db
             .iterator_cf(self.cf(keys::USERS), IteratorMode::Start)
-            .map(|r| Ok(serde_json::from_slice(&r?.1)?))
+            .map(|r| Ok(crate::codec::decode(&r?.1)?))
             .collect()
     }
 
     pub fn product(&self, id: u64) -> Result<Option<Product>> {
-        self.get_json(keys::PRODUCTS, &keys::id(id))
+        self.get_value(keys::PRODUCTS, &keys::id(id))
     }
 
     pub fn product_by_key(&self, product_key: &str) -> Result<Option<Product>> {
@@ -162,7 +162,7 @@ impl Registry {
             .db
             .iterator_cf(self.cf(keys::PRODUCTS), IteratorMode::Start)
         {
-            let p: Product = serde_json::from_slice(&r?.1)?;
+            let p: Product = crate::codec::decode(&r?.1)?;
             if q.name_like.as_deref().is_some_and(|n| !p.name.contains(n)) {
                 continue;
             }
@@ -187,7 +187,7 @@ impl Registry {
     }
 
     pub fn device(&self, id: u64) -> Result<Option<Device>> {
-        self.get_json(keys::DEVICES, &keys::id(id))
+        self.get_value(keys::DEVICES, &keys::id(id))
     }
 
     pub fn device_by_name(&self, name: &str) -> Result<Option<Device>> {
@@ -315,7 +315,7 @@ impl Registry {
             if !String::from_utf8_lossy(&name).contains(like) {
                 continue;
             }
-            let Some(d) = self.get_json::<Device>(keys::DEVICES, &id)? else {
+            let Some(d) = self.get_value::<Device>(keys::DEVICES, &id)? else {
                 continue;
             };
             if q.product_id.is_some_and(|p| d.product_id != p)
@@ -333,20 +333,20 @@ impl Registry {
     }
 
     pub fn session(&self, client_id: &str) -> Result<Option<SessionRecord>> {
-        self.get_json(keys::SESSIONS, client_id.as_bytes())
+        self.get_value(keys::SESSIONS, client_id.as_bytes())
     }
 
     pub fn sessions(&self) -> Result<Vec<SessionRecord>> {
         self.db
             .iterator_cf(self.cf(keys::SESSIONS), IteratorMode::Start)
-            .map(|r| Ok(serde_json::from_slice(&r?.1)?))
+            .map(|r| Ok(crate::codec::decode(&r?.1)?))
             .collect()
     }
 
     pub fn retained(&self) -> Result<Vec<RetainedRecord>> {
         self.db
             .iterator_cf(self.cf(keys::RETAINED), IteratorMode::Start)
-            .map(|r| Ok(serde_json::from_slice(&r?.1)?))
+            .map(|r| Ok(crate::codec::decode(&r?.1)?))
             .collect()
     }
 }

@@ -33,7 +33,6 @@ pub struct SubscriptionRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetainedRecord {
     pub topic: String,
-    #[serde(with = "serde_bytes_b64")]
     pub payload: Vec<u8>,
     pub qos: u8,
     /// Absolute expiry (Unix ms) from the Message Expiry Interval.
@@ -41,41 +40,6 @@ pub struct RetainedRecord {
     pub payload_is_utf8: bool,
     pub content_type: Option<String>,
     pub response_topic: Option<String>,
-    #[serde(with = "serde_opt_bytes_b64", default)]
     pub correlation_data: Option<Vec<u8>>,
     pub user_properties: Vec<(String, String)>,
-}
-
-/// Payload bytes as base64 in the JSON encoding, not as an array of numbers.
-mod serde_bytes_b64 {
-    use base64::Engine;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-mod serde_opt_bytes_b64 {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(b) => super::serde_bytes_b64::serialize(b, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        #[derive(Deserialize)]
-        struct W(#[serde(with = "super::serde_bytes_b64")] Vec<u8>);
-        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
-    }
 }

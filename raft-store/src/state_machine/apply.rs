@@ -80,12 +80,12 @@ fn create_user(tx: &mut Tx<'_>, user: User) -> IoResult<CommandResult> {
     if tx.exists(keys::USERS, user.username.as_bytes())? {
         return exists("username");
     }
-    tx.put_json(keys::USERS, user.username.as_bytes(), &user);
+    tx.put_value(keys::USERS, user.username.as_bytes(), &user);
     Ok(CommandResult::Ok)
 }
 
 fn update_user(tx: &mut Tx<'_>, username: &str, patch: UserPatch) -> IoResult<CommandResult> {
-    let Some(mut user) = tx.get_json::<User>(keys::USERS, username.as_bytes())? else {
+    let Some(mut user) = tx.get_value::<User>(keys::USERS, username.as_bytes())? else {
         return not_found("user");
     };
     if let Some(h) = patch.password_hash {
@@ -94,7 +94,7 @@ fn update_user(tx: &mut Tx<'_>, username: &str, patch: UserPatch) -> IoResult<Co
     if let Some(r) = patch.role {
         user.role = r;
     }
-    tx.put_json(keys::USERS, username.as_bytes(), &user);
+    tx.put_value(keys::USERS, username.as_bytes(), &user);
     Ok(CommandResult::Ok)
 }
 
@@ -113,7 +113,7 @@ fn write_product(tx: &mut Tx<'_>, old: Option<&Product>, new: &Product) {
         tx.delete(keys::PRODUCT_BY_KEY, o.product_key.as_bytes());
     }
     let id = keys::id(new.id);
-    tx.put_json(keys::PRODUCTS, &id, new);
+    tx.put_value(keys::PRODUCTS, &id, new);
     tx.put(keys::PRODUCT_BY_NAME, new.name.as_bytes(), id.to_vec());
     tx.put(
         keys::PRODUCT_BY_KEY,
@@ -139,7 +139,7 @@ fn update_product(
     id: u64,
     patch: crate::model::ProductPatch,
 ) -> IoResult<CommandResult> {
-    let Some(old) = tx.get_json::<Product>(keys::PRODUCTS, &keys::id(id))? else {
+    let Some(old) = tx.get_value::<Product>(keys::PRODUCTS, &keys::id(id))? else {
         return not_found("product");
     };
     let mut new = old.clone();
@@ -173,7 +173,7 @@ pub(crate) fn device_count(tx: &Tx<'_>, product_id: u64) -> IoResult<u64> {
 }
 
 fn delete_product(tx: &mut Tx<'_>, id: u64) -> IoResult<CommandResult> {
-    let Some(old) = tx.get_json::<Product>(keys::PRODUCTS, &keys::id(id))? else {
+    let Some(old) = tx.get_value::<Product>(keys::PRODUCTS, &keys::id(id))? else {
         return not_found("product");
     };
     let n = device_count(tx, id)?;
@@ -208,7 +208,7 @@ fn write_device(tx: &mut Tx<'_>, old: Option<&Device>, new: Option<&Device>) -> 
     }
     if let Some(n) = new {
         let id = keys::id(n.id);
-        tx.put_json(keys::DEVICES, &id, n);
+        tx.put_value(keys::DEVICES, &id, n);
         tx.put(keys::DEVICE_BY_NAME, n.name.as_bytes(), id.to_vec());
         tx.put(keys::DEVICE_BY_USERNAME, n.username.as_bytes(), id.to_vec());
         tx.put(
@@ -279,7 +279,7 @@ fn update_device(
     id: u64,
     patch: crate::model::DevicePatch,
 ) -> IoResult<CommandResult> {
-    let Some(old) = tx.get_json::<Device>(keys::DEVICES, &keys::id(id))? else {
+    let Some(old) = tx.get_value::<Device>(keys::DEVICES, &keys::id(id))? else {
         return not_found("device");
     };
     let mut new = old.clone();
@@ -310,7 +310,7 @@ fn update_device(
 }
 
 fn delete_device(tx: &mut Tx<'_>, id: u64) -> IoResult<CommandResult> {
-    let Some(old) = tx.get_json::<Device>(keys::DEVICES, &keys::id(id))? else {
+    let Some(old) = tx.get_value::<Device>(keys::DEVICES, &keys::id(id))? else {
         return not_found("device");
     };
     write_device(tx, Some(&old), None)?;
@@ -319,7 +319,7 @@ fn delete_device(tx: &mut Tx<'_>, id: u64) -> IoResult<CommandResult> {
 
 fn register_device(tx: &mut Tx<'_>, device: Device) -> IoResult<CommandResult> {
     let existing = match tx.get(keys::DEVICE_BY_NAME, device.name.as_bytes())? {
-        Some(id) => tx.get_json::<Device>(keys::DEVICES, &id)?,
+        Some(id) => tx.get_value::<Device>(keys::DEVICES, &id)?,
         None => None,
     };
     let Some(old) = existing else {
@@ -354,7 +354,7 @@ fn register_device(tx: &mut Tx<'_>, device: Device) -> IoResult<CommandResult> {
 
 fn device_by_client(tx: &Tx<'_>, client_id: &str) -> IoResult<Option<Device>> {
     match tx.get(keys::DEVICE_BY_CLIENT_ID, client_id.as_bytes())? {
-        Some(id) => tx.get_json(keys::DEVICES, &id),
+        Some(id) => tx.get_value(keys::DEVICES, &id),
         None => Ok(None),
     }
 }
@@ -368,14 +368,14 @@ fn client_connected(
 ) -> IoResult<CommandResult> {
     let key = session.client_id.clone();
     if !clean_start
-        && let Some(old) = tx.get_json::<SessionRecord>(keys::SESSIONS, key.as_bytes())?
+        && let Some(old) = tx.get_value::<SessionRecord>(keys::SESSIONS, key.as_bytes())?
         && session.subscriptions.is_empty()
     {
         session.subscriptions = old.subscriptions;
     }
     session.connected = true;
     session.disconnected_at = None;
-    tx.put_json(keys::SESSIONS, key.as_bytes(), &session);
+    tx.put_value(keys::SESSIONS, key.as_bytes(), &session);
     if let Some(old) = device_by_client(tx, &key)? {
         let new = Device {
             conn: ConnState::Online,
@@ -397,7 +397,7 @@ fn client_disconnected(
     conn_id: u64,
     at: i64,
 ) -> IoResult<CommandResult> {
-    let Some(mut session) = tx.get_json::<SessionRecord>(keys::SESSIONS, client_id.as_bytes())?
+    let Some(mut session) = tx.get_value::<SessionRecord>(keys::SESSIONS, client_id.as_bytes())?
     else {
         return Ok(CommandResult::Ok);
     };
@@ -409,7 +409,7 @@ fn client_disconnected(
     } else {
         session.connected = false;
         session.disconnected_at = Some(at);
-        tx.put_json(keys::SESSIONS, client_id.as_bytes(), &session);
+        tx.put_value(keys::SESSIONS, client_id.as_bytes(), &session);
     }
     if let Some(old) = device_by_client(tx, client_id)?
         && old.conn == ConnState::Online
@@ -425,23 +425,23 @@ fn client_disconnected(
 }
 
 fn subscribe(tx: &mut Tx<'_>, client_id: &str, sub: SubscriptionRecord) -> IoResult<CommandResult> {
-    let Some(mut session) = tx.get_json::<SessionRecord>(keys::SESSIONS, client_id.as_bytes())?
+    let Some(mut session) = tx.get_value::<SessionRecord>(keys::SESSIONS, client_id.as_bytes())?
     else {
         return not_found("session");
     };
     session.subscriptions.retain(|s| s.filter != sub.filter);
     session.subscriptions.push(sub);
-    tx.put_json(keys::SESSIONS, client_id.as_bytes(), &session);
+    tx.put_value(keys::SESSIONS, client_id.as_bytes(), &session);
     Ok(CommandResult::Ok)
 }
 
 fn unsubscribe(tx: &mut Tx<'_>, client_id: &str, filter: &str) -> IoResult<CommandResult> {
-    let Some(mut session) = tx.get_json::<SessionRecord>(keys::SESSIONS, client_id.as_bytes())?
+    let Some(mut session) = tx.get_value::<SessionRecord>(keys::SESSIONS, client_id.as_bytes())?
     else {
         return not_found("session");
     };
     session.subscriptions.retain(|s| s.filter != filter);
-    tx.put_json(keys::SESSIONS, client_id.as_bytes(), &session);
+    tx.put_value(keys::SESSIONS, client_id.as_bytes(), &session);
     Ok(CommandResult::Ok)
 }
 
@@ -449,7 +449,7 @@ fn set_retained(tx: &mut Tx<'_>, record: RetainedRecord) -> IoResult<CommandResu
     if record.payload.is_empty() {
         tx.delete(keys::RETAINED, record.topic.as_bytes());
     } else {
-        tx.put_json(keys::RETAINED, record.topic.as_bytes(), &record);
+        tx.put_value(keys::RETAINED, record.topic.as_bytes(), &record);
     }
     Ok(CommandResult::Ok)
 }

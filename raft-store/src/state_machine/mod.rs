@@ -39,9 +39,9 @@ pub struct StateMachineStore {
 impl StateMachineStore {
     pub(crate) fn new(db: Arc<DB>, snapshot_dir: PathBuf) -> Result<Self, StorageError> {
         let tx = Tx::new(&db);
-        let last_applied = tx.get_json(keys::SM_META, keys::LAST_APPLIED)?.flatten();
+        let last_applied = tx.get_value(keys::SM_META, keys::LAST_APPLIED)?.flatten();
         let last_membership = tx
-            .get_json(keys::SM_META, keys::LAST_MEMBERSHIP)?
+            .get_value(keys::SM_META, keys::LAST_MEMBERSHIP)?
             .unwrap_or_default();
         drop(tx);
         Ok(StateMachineStore {
@@ -80,8 +80,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             });
         }
-        tx.put_json(keys::SM_META, keys::LAST_APPLIED, &last_applied);
-        tx.put_json(keys::SM_META, keys::LAST_MEMBERSHIP, &membership);
+        tx.put_value(keys::SM_META, keys::LAST_APPLIED, &last_applied);
+        tx.put_value(keys::SM_META, keys::LAST_MEMBERSHIP, &membership);
         let batch = std::mem::take(&mut tx.batch);
         drop(tx);
         write_sync(&self.db, batch)

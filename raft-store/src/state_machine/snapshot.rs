@@ -65,11 +65,11 @@ fn write_snapshot(db: &DB, dir: &Path) -> Result<SnapshotMeta, StorageError> {
         snap.get_cf(cf(db, keys::SM_META), key).map_err(io_err)
     };
     let last_log_id: Option<LogId> = match read(keys::LAST_APPLIED)? {
-        Some(v) => serde_json::from_slice(&v).map_err(io_err)?,
+        Some(v) => crate::codec::decode(&v).map_err(io_err)?,
         None => None,
     };
     let last_membership: StoredMembership = match read(keys::LAST_MEMBERSHIP)? {
-        Some(v) => serde_json::from_slice(&v).map_err(io_err)?,
+        Some(v) => crate::codec::decode(&v).map_err(io_err)?,
         None => StoredMembership::default(),
     };
     let stamp = std::time::SystemTime::now()
@@ -114,7 +114,7 @@ fn write_snapshot(db: &DB, dir: &Path) -> Result<SnapshotMeta, StorageError> {
 fn save_meta(db: &DB, meta: &SnapshotMeta) -> Result<(), StorageError> {
     let mut opts = WriteOptions::default();
     opts.set_sync(true);
-    let raw = serde_json::to_vec(meta).map_err(io_err)?;
+    let raw = crate::codec::encode(meta).map_err(io_err)?;
     db.put_cf_opt(cf(db, keys::SM_META), keys::SNAPSHOT_META, raw, &opts)
         .map_err(io_err)
 }
@@ -204,12 +204,12 @@ fn install_blocking(
     batch.put_cf(
         cf(db, keys::SM_META),
         keys::LAST_APPLIED,
-        serde_json::to_vec(&meta.last_log_id).map_err(io_err)?,
+        crate::codec::encode(&meta.last_log_id).map_err(io_err)?,
     );
     batch.put_cf(
         cf(db, keys::SM_META),
         keys::LAST_MEMBERSHIP,
-        serde_json::to_vec(&meta.last_membership).map_err(io_err)?,
+        crate::codec::encode(&meta.last_membership).map_err(io_err)?,
     );
     let mut sync = WriteOptions::default();
     sync.set_sync(true);
@@ -242,7 +242,7 @@ pub(super) async fn current(db: &Arc<DB>, dir: &Path) -> Result<Option<Snapshot>
         return Ok(None);
     };
     let meta: SnapshotMeta =
-        serde_json::from_slice(&raw).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        crate::codec::decode(&raw).map_err(|e| StorageIOError::read_snapshot(None, &e))?;
     match tokio::fs::File::open(current_path(dir)).await {
         Ok(file) => Ok(Some(Snapshot {
             meta,

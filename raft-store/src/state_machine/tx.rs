@@ -43,13 +43,13 @@ impl<'a> Tx<'a> {
         self.db.get_cf(handle, key).map_err(read_err)
     }
 
-    pub(crate) fn get_json<T: DeserializeOwned>(
+    pub(crate) fn get_value<T: DeserializeOwned>(
         &self,
         cf: &'static str,
         key: &[u8],
     ) -> IoResult<Option<T>> {
         match self.get(cf, key)? {
-            Some(v) => serde_json::from_slice(&v).map(Some).map_err(read_err),
+            Some(v) => crate::codec::decode(&v).map(Some).map_err(read_err),
             None => Ok(None),
         }
     }
@@ -67,8 +67,8 @@ impl<'a> Tx<'a> {
         self.overlay.insert((cf, key.to_vec()), Some(value));
     }
 
-    pub(crate) fn put_json<T: Serialize>(&mut self, cf: &'static str, key: &[u8], value: &T) {
-        let bytes = serde_json::to_vec(value).expect("records serialize to JSON");
+    pub(crate) fn put_value<T: Serialize>(&mut self, cf: &'static str, key: &[u8], value: &T) {
+        let bytes = crate::codec::encode(value).expect("records always encode");
         self.put(cf, key, bytes);
     }
 
