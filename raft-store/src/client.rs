@@ -77,11 +77,9 @@ async fn propose(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
         let (cmds, replies): (Vec<Command>, Vec<Option<Reply>>) =
             batch.drain(..).map(|p| (p.cmd, p.reply)).unzip();
         let n = cmds.len();
-        let results = match cmds.len() {
-            1 => client_write(&raft, cmds.into_iter().next().expect("one command"))
-                .await
-                .map(|r| vec![r]),
-            _ => match client_write(&raft, Command::Batch(cmds)).await {
+        let results = match <[Command; 1]>::try_from(cmds) {
+            Ok([cmd]) => client_write(&raft, cmd).await.map(|r| vec![r]),
+            Err(cmds) => match client_write(&raft, Command::Batch(cmds)).await {
                 Ok(CommandResult::Batch(results)) if results.len() == n => Ok(results),
                 Ok(other) => Err(WriteError::Unavailable(format!(
                     "a batch of {n} commands was answered with {other:?}"

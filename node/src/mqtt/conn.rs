@@ -515,15 +515,6 @@ impl Drop for Conn {
 /// dispatcher in `SessionService`, whose `Service` impl lives in `v5.rs`.
 pub(super) struct SessionLayer;
 
-/// The PUBLISH packet type of a protocol version, named by its sink type.
-pub(super) trait Version {
-    type Publish: PayloadSize;
-}
-
-impl Version for v5::MqttSink {
-    type Publish = v5::codec::Publish;
-}
-
 pub(super) trait PayloadSize {
     fn payload_size(&self) -> u32;
 }
@@ -540,10 +531,10 @@ impl PayloadSize for v5::codec::Publish {
     }
 }
 
-impl<S, Sink: Version> Middleware<S, ntex_mqtt::Session<Sink, Rc<Conn>>> for SessionLayer {
-    type Service = SessionService<S, Sink::Publish>;
+impl<S> Middleware<S, ntex_mqtt::Session<v5::MqttSink, Rc<Conn>>> for SessionLayer {
+    type Service = SessionService<S, v5::codec::Publish>;
 
-    fn create(&self, st: &ntex_mqtt::Session<Sink, Rc<Conn>>, service: S) -> Self::Service {
+    fn create(&self, st: &ntex_mqtt::Session<v5::MqttSink, Rc<Conn>>, service: S) -> Self::Service {
         // The handshake is complete and CONNACK encoded: from here on the writer may send.
         let conn: Rc<Conn> = (**st).clone();
         ntex::rt::spawn(writer(conn.clone()));
