@@ -169,10 +169,7 @@ pub fn start(broker: Arc<Broker>, config: &Config) -> anyhow::Result<MqttListene
 
 /// The per-worker service: v3.1.1 and v5 on one port, chosen by the CONNECT's protocol level,
 /// behind the `preface` check for the refusals ntex-mqtt does not send.
-fn build(
-    broker: Arc<Broker>,
-) -> impl ntex::service::Service<(), ntex::io::Io, Res = (), Error = ntex_mqtt::MqttError<MqttFail>>
-{
+fn build(broker: Arc<Broker>) -> preface::Preface {
     let b5 = broker.clone();
     let wait = ntex::time::Millis(u32::from(broker.limits.connect_timeout) * 1000);
     let mqtt = MqttServer::new().v5(mqtt5::MqttServer::new(v5::publish)
@@ -181,7 +178,7 @@ fn build(
         .replace_middlewares(conn::SessionLayer)
         .build(async move |hs: mqtt5::Connect| v5::connect(&b5, hs).await));
     preface::Preface {
-        inner: mqtt,
+        v5: ntex::service::Pipeline::new((), mqtt),
         broker,
         wait,
     }

@@ -28,7 +28,7 @@ use crate::message::{Message, MessageProperties, Protocol, QoS, SubOptions, Will
 use crate::routing::topic::valid_topic_name;
 
 /// Serves one 3.1.1 connection from its first byte to its end.
-pub(super) async fn serve(broker: &Arc<Broker>, io: Io, wait: Millis) {
+pub(super) async fn serve(broker: Arc<Broker>, io: Io, wait: Millis) {
     let codec = codec::Codec::new();
     codec.set_max_size(broker.limits.max_packet_size);
     // A PUBLISH split across reads arrives as its header plus the whole payload in one chunk,
@@ -38,7 +38,7 @@ pub(super) async fn serve(broker: &Arc<Broker>, io: Io, wait: Millis) {
     if let Ok(Ok(Some(Decoded::Packet(Packet::Connect(pkt), size)))) =
         timeout(wait, io.recv(&codec)).await
         // Boxed so the handshake's state is freed once it is done, not held for the connection.
-        && let Some((conn, keep_alive)) = Box::pin(connect(broker, &io, codec, pkt)).await
+        && let Some((conn, keep_alive)) = Box::pin(connect(&broker, &io, codec, pkt)).await
     {
         conn.received(size);
         run(&io, &conn, keep_alive).await;
