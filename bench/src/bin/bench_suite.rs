@@ -277,6 +277,10 @@ fn idle_run(a: &Args, broker: Broker) -> anyhow::Result<Value> {
             &n.to_string(),
             "--rate",
             "2000",
+            // Spread over four source addresses: from one, the previous run's ~20k ports still
+            // in TIME_WAIT leave too few free ones, and connects stall or fail.
+            "--source",
+            "127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5",
             "--duration",
             &hold.to_string(),
             "--port",
