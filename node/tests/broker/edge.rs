@@ -308,6 +308,33 @@ async fn sigterm_disconnects_clients_with_0x8b_and_exits_zero() {
     assert!(status.success(), "exit status {status}");
 }
 
+/// 3.1.1 connections run as tasks of their own, outside ntex-server's bookkeeping: shutdown must
+/// still close them itself rather than sit out the grace period.
+#[tokio::test]
+async fn sigterm_closes_v311_clients_without_waiting_out_the_grace() {
+    let mut node = Node::start_with(
+        &["--allow-anonymous"],
+        "shutdown_grace = 30\n[mqtt]\nsys_interval = 0\n",
+    );
+    let (mut c, ack) = Raw3::connect(node.mqtt, connect3("leaving-3", true)).await;
+    assert_eq!(ack.return_code, c3::ConnectAckReason::ConnectionAccepted);
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        let s = node.terminate();
+        (s, node)
+    });
+    tokio::time::timeout(Duration::from_secs(10), c.expect_closed())
+        .await
+        .expect("the 3.1.1 connection was not closed on shutdown");
+    let (status, _node) = status.await.unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn unsupported_protocol_levels_get_connack_0x01() {
     let node = Node::start("");
