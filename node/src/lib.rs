@@ -18,16 +18,19 @@
 //!
 //! ## How a message flows
 //!
-//! CONNECT → `mqtt/preface.rs` → `mqtt/v3.rs::connect` or `mqtt/v5.rs::connect` → `Broker::connect` (`broker/lifecycle.rs`: auth seam,
-//! session registered through raft by `session/ownership.rs`, `Sessions::open`, takeover) →
-//! CONNACK → writer task starts (`mqtt/conn.rs`).
+//! CONNECT → `mqtt/preface.rs` (spawns the connection's task) → `mqtt/v3.rs::connect` or
+//! `mqtt/v5.rs::connect` → `Broker::connect` (`broker/lifecycle.rs`: auth seam, session
+//! registered through raft by `session/ownership.rs`, `Sessions::open`, takeover) → CONNACK →
+//! the connection's writer starts (`v3::run`'s loop, or the v5 writer task in `mqtt/conn.rs`).
 //!
-//! SUBSCRIBE → `mqtt/v3.rs::handle` or `mqtt/v5.rs::SessionLayer` → `Broker::subscribe` (`broker/subscribe.rs`) →
-//! `Router::subscribe` (`routing/topic_tree.rs`) → retained messages queued to the session.
+//! SUBSCRIBE → `mqtt/v3.rs::handle` or `mqtt/v5.rs::SessionLayer` → `Broker::subscribe`
+//! (`broker/subscribe.rs`) → `Router::subscribe` (`routing/topic_tree.rs`) → retained messages
+//! queued to the session.
 //!
-//! PUBLISH → `publish_in` in `mqtt/v3.rs` / `mqtt/v5.rs` → `Broker::publish` (`broker/mod.rs`) → `Router::route`
-//! (`routing/mod.rs`) → `SessionCell::deliver` (`session/mod.rs`: queue + wake) → the
-//! subscriber's writer task → `SessionState::transmit` (`session/state.rs`) → socket.
+//! PUBLISH → `publish_in` in `mqtt/v3.rs` / `mqtt/v5.rs` → `Broker::publish` (`broker/mod.rs`) →
+//! `Router::route` (`routing/mod.rs`) → `SessionCell::deliver` (`session/mod.rs`: queue + wake)
+//! → the subscriber's writer → `Conn::flush` → `SessionState::transmit` (`session/state.rs`) →
+//! socket.
 
 pub mod api_ops;
 pub mod auth;

@@ -101,6 +101,14 @@ impl Registry {
     }
 
     /// Follows an index entry (`key` -> big-endian id) to the record in `records`.
+    /// Every record of `cf`, in key order.
+    fn all<T: DeserializeOwned>(&self, cf: &str) -> Result<Vec<T>> {
+        self.db
+            .iterator_cf(self.cf(cf), IteratorMode::Start)
+            .map(|r| Ok(crate::codec::decode(&r?.1)?))
+            .collect()
+    }
+
     fn by_index<T: DeserializeOwned>(
         &self,
         index: &str,
@@ -136,10 +144,7 @@ impl Registry {
     }
 
     pub fn users(&self) -> Result<Vec<User>> {
-        self.db
-            .iterator_cf(self.cf(keys::USERS), IteratorMode::Start)
-            .map(|r| Ok(crate::codec::decode(&r?.1)?))
-            .collect()
+        self.all(keys::USERS)
     }
 
     pub fn product(&self, id: u64) -> Result<Option<Product>> {
@@ -337,16 +342,10 @@ impl Registry {
     }
 
     pub fn sessions(&self) -> Result<Vec<SessionRecord>> {
-        self.db
-            .iterator_cf(self.cf(keys::SESSIONS), IteratorMode::Start)
-            .map(|r| Ok(crate::codec::decode(&r?.1)?))
-            .collect()
+        self.all(keys::SESSIONS)
     }
 
     pub fn retained(&self) -> Result<Vec<RetainedRecord>> {
-        self.db
-            .iterator_cf(self.cf(keys::RETAINED), IteratorMode::Start)
-            .map(|r| Ok(crate::codec::decode(&r?.1)?))
-            .collect()
+        self.all(keys::RETAINED)
     }
 }

@@ -2,8 +2,7 @@
 //!
 //! For v5, ntex-mqtt decodes packets and runs the CONNECT handshake and keep-alive (for 3.1.1,
 //! `v3::serve` does all of that itself, in the same connection future as the writer). The QoS
-//! flows in both
-//! directions are RealMQ's own: a broker must choose outbound packet ids and DUP flags itself to
+//! flows in both directions are RealMQ's own: a broker must choose outbound packet ids and DUP flags itself to
 //! resume sessions, must keep inbound QoS 2 state across reconnects, and must route a PUBLISH even
 //! when the client already closed the socket behind it (ntex-mqtt 9.0's dispatcher drops those).
 //! So the v5 session middleware (`SessionLayer` here, its packet handling in `v5.rs`) and the v3
@@ -549,17 +548,7 @@ impl<S> Middleware<S, ntex_mqtt::Session<v5::MqttSink, Rc<Conn>>> for SessionLay
 pub(super) struct SessionService<S, P> {
     pub(super) inner: S,
     pub(super) conn: Rc<Conn>,
-    partial: Partial<P>,
-}
-
-impl<S, P: PayloadSize> SessionService<S, P> {
-    pub(super) fn publish_start(&self, pkt: P, payload: Bytes) -> Option<(P, Bytes)> {
-        self.partial.start(pkt, payload)
-    }
-
-    pub(super) fn publish_chunk(&self, chunk: Bytes, eof: bool) -> Option<(P, Bytes)> {
-        self.partial.chunk(&self.conn, chunk, eof)
-    }
+    pub(super) partial: Partial<P>,
 }
 
 /// A PUBLISH whose payload is still arriving: the codec hands out the header with the bytes read

@@ -228,11 +228,13 @@ where
             Decoded::Publish(pkt, payload, size) => {
                 conn.received(size);
                 Ok(self
-                    .publish_start(pkt, payload)
+                    .partial
+                    .start(pkt, payload)
                     .and_then(|(pkt, payload)| publish_in(conn, pkt, payload)))
             }
             Decoded::PayloadChunk(chunk, eof) => Ok(self
-                .publish_chunk(chunk, eof)
+                .partial
+                .chunk(conn, chunk, eof)
                 .and_then(|(pkt, payload)| publish_in(conn, pkt, payload))),
             Decoded::Packet(Packet::PublishRelease(rel), size) => {
                 // Inbound QoS 2 state lives in the session, so this also completes flows an
