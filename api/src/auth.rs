@@ -2,13 +2,12 @@
 //! argon2 hashes) or a Bearer token from `POST /auth` (HS256, signed with the replicated secret so
 //! every node accepts it, expiring after `token_ttl`). Argon2 is deliberately slow, so a verified
 //! Basic credential is remembered for a minute (by a SHA-256 of the password, never the password)
-//! and forgotten whenever any user changes.
+//! and forgotten whenever any user changes; `passwords.rs` bounds what the checks may cost.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use realmq_raft_store::model::Role;
@@ -40,20 +39,17 @@ impl Principal {
     }
 }
 
-pub fn hash_password(password: &str) -> Result<String, ApiError> {
-    let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| ApiError::Internal(format!("password hashing failed: {e}")))
+/// What a request says about its caller: the raw `Authorization` header (checked by the
+/// handler, so errors use the envelope) and the peer's address (for failed-login limits).
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    pub authorization: Option<String>,
+    pub addr: Option<IpAddr>,
 }
 
-fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|h| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &h)
-            .is_ok()
-    })
+/// Hashes a new password (bounded like every argon2 job, see `passwords.rs`).
+pub async fn hash_password(ctx: &ApiContext, password: &str) -> Result<String, ApiError> {
+    ctx.passwords.hash(password).await
 }
 
 /// (user name, SHA-256 of the password).
@@ -98,23 +94,28 @@ fn token_secret(ctx: &ApiContext) -> Result<Vec<u8>, ApiError> {
         .ok_or_else(|| ApiError::Unavailable("the token secret is not initialised yet".into()))
 }
 
-/// Checks a user name and password; the caller gets the user's role.
-pub async fn login(ctx: &ApiContext, username: &str, password: &str) -> Result<Role, ApiError> {
+/// Checks a user name and password sent from `addr`; the caller gets the user's role.
+pub async fn login(
+    ctx: &ApiContext,
+    username: &str,
+    password: &str,
+    addr: Option<IpAddr>,
+) -> Result<Role, ApiError> {
     let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
     if let Some(role) = ctx.creds.get(username, &digest) {
         return Ok(role);
     }
-    let denied = || ApiError::Unauthorized("wrong user name or password".into());
-    let user = ctx.registry.user(username)?.ok_or_else(denied)?;
-    let (pw, hash) = (password.to_string(), user.password_hash.clone());
-    let ok = tokio::task::spawn_blocking(move || verify_password(&pw, &hash))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    if !ok {
-        return Err(denied());
+    let user = ctx.registry.user(username)?;
+    let hash = user.as_ref().map(|u| u.password_hash.clone());
+    // Unknown users are verified too (against a dummy hash): same timing, same limits.
+    let ok = ctx.passwords.verify(username, addr, password, hash).await?;
+    match user {
+        Some(user) if ok => {
+            ctx.creds.put(username, digest, user.role);
+            Ok(user.role)
+        }
+        _ => Err(ApiError::Unauthorized("wrong user name or password".into())),
     }
-    ctx.creds.put(username, digest, user.role);
-    Ok(user.role)
 }
 
 pub fn issue_token(ctx: &ApiContext, username: &str, role: Role) -> Result<String, ApiError> {
@@ -154,8 +155,8 @@ fn verify_token(ctx: &ApiContext, token: &str) -> Result<Principal, ApiError> {
 }
 
 /// Authenticates a request from its `Authorization` header.
-pub async fn authenticate(ctx: &ApiContext, header: Option<&str>) -> Result<Principal, ApiError> {
-    let header = header.ok_or_else(|| {
+pub async fn authenticate(ctx: &ApiContext, caller: &Caller) -> Result<Principal, ApiError> {
+    let header = caller.authorization.as_deref().ok_or_else(|| {
         ApiError::Unauthorized(
             "missing Authorization header: use Basic credentials or a Bearer token".into(),
         )
@@ -176,25 +177,9 @@ pub async fn authenticate(ctx: &ApiContext, header: Option<&str>) -> Result<Prin
     let (username, password) = decoded
         .split_once(':')
         .ok_or_else(|| ApiError::Unauthorized("malformed Basic credentials".into()))?;
-    let role = login(ctx, username, password).await?;
+    let role = login(ctx, username, password, caller.addr).await?;
     Ok(Principal {
         username: username.to_string(),
         role,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn password_hashes_are_salted_and_verify() {
-        let a = hash_password("123456").unwrap();
-        let b = hash_password("123456").unwrap();
-        assert_ne!(a, b, "salted");
-        assert!(a.starts_with("$argon2"));
-        assert!(verify_password("123456", &a));
-        assert!(!verify_password("1234567", &a));
-        assert!(!verify_password("123456", "not a hash"));
-    }
 }

@@ -9,6 +9,7 @@ use realmq_raft_store::Registry;
 use realmq_raft_store::client::Writer;
 
 use crate::auth::CredentialCache;
+use crate::passwords::Passwords;
 
 /// A message to publish on the broker, as `POST /mqtt/publish` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +65,8 @@ pub struct ApiConfig {
     pub token_ttl: Duration,
     /// Largest request body accepted.
     pub max_body: u64,
+    /// Wrong passwords per minute, per user name and per source address, before HTTP 429.
+    pub failed_login_limit: u32,
 }
 
 impl Default for ApiConfig {
@@ -71,6 +74,7 @@ impl Default for ApiConfig {
         ApiConfig {
             token_ttl: Duration::from_secs(24 * 3600),
             max_body: 1024 * 1024,
+            failed_login_limit: 10,
         }
     }
 }
@@ -82,6 +86,7 @@ pub struct ApiContext {
     pub node: Arc<dyn NodeOps>,
     pub config: Arc<ApiConfig>,
     pub(crate) creds: Arc<CredentialCache>,
+    pub(crate) passwords: Arc<Passwords>,
 }
 
 impl ApiContext {
@@ -95,6 +100,7 @@ impl ApiContext {
             writer,
             registry,
             node,
+            passwords: Arc::new(Passwords::new(config.failed_login_limit)),
             config: Arc::new(config),
             creds: Arc::new(CredentialCache::default()),
         }

@@ -5,7 +5,8 @@
 //! - `routes/`: one file per resource (`products`, `devices`, `users`, `auth`, `mqtt`,
 //!   `health`, `openapi`), each a set of warp filters ending in plain async handlers
 //! - `context.rs`: `ApiContext` and `NodeOps`, the only way the API reaches the broker
-//! - `auth.rs`: Basic and Bearer authentication, password hashing, tokens
+//! - `auth.rs`: Basic and Bearer authentication, tokens
+//! - `passwords.rs`: argon2 hashing and verification, bounded per core, failed-login limits
 //! - `write.rs`: `submit`, every metadata write, through `raft_store::client::Writer`
 //! - `json.rs`, `query.rs`, `time.rs`: request parsing and the contract's formats
 //! - `error.rs`, `response.rs`: the one error → status mapping and the envelopes
@@ -22,6 +23,7 @@ pub mod context;
 pub mod error;
 mod json;
 pub mod openapi;
+mod passwords;
 mod query;
 mod response;
 mod routes;
@@ -78,7 +80,7 @@ pub async fn bootstrap(ctx: &ApiContext) -> Result<bool, ApiError> {
     rand::fill(&mut secret[..]);
     let root = User {
         username: "root".into(),
-        password_hash: auth::hash_password("123456")?,
+        password_hash: auth::hash_password(ctx, "123456").await?,
         role: Role::Administrator,
         created_at: chrono::Utc::now().timestamp_millis(),
     };

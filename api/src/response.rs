@@ -3,12 +3,13 @@
 
 use serde::Serialize;
 use serde_json::{Value, json};
+use warp::Reply as _;
 use warp::http::StatusCode;
-use warp::reply::{Json, WithStatus};
+use warp::http::header::{HeaderValue, RETRY_AFTER};
 
 use crate::error::ApiError;
 
-pub type Reply = WithStatus<Json>;
+pub type Reply = warp::reply::Response;
 pub type ApiResult = Result<Value, ApiError>;
 
 /// `{"code":0}`.
@@ -34,7 +35,18 @@ pub fn page<T: Serialize>(items: Vec<T>, page: usize, limit: usize, count: u64) 
 
 pub fn into_reply(result: ApiResult) -> Reply {
     match result {
-        Ok(body) => warp::reply::with_status(warp::reply::json(&body), StatusCode::OK),
-        Err(e) => warp::reply::with_status(warp::reply::json(&e.body()), e.status()),
+        Ok(body) => {
+            warp::reply::with_status(warp::reply::json(&body), StatusCode::OK).into_response()
+        }
+        Err(e) => {
+            let mut reply =
+                warp::reply::with_status(warp::reply::json(&e.body()), e.status()).into_response();
+            if let ApiError::TooManyRequests { retry_after, .. } = e {
+                reply
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            reply
+        }
     }
 }

@@ -259,6 +259,82 @@ async fn authentication_basic_bearer_and_failures() {
     );
 }
 
+/// Past `failed_login_limit` wrong passwords a minute, a user name is refused with 429 (the error
+/// envelope and Retry-After) from any address, and so is the address for any user; neither runs
+/// argon2 again. A correct password from a fresh address for another user still works.
+#[tokio::test]
+async fn failed_logins_are_limited_per_user_and_per_address() {
+    let api = api_with(ApiConfig {
+        failed_login_limit: 3,
+        ..ApiConfig::default()
+    })
+    .await;
+    let attempt = |user: &'static str, pw: &'static str, from: [u8; 4]| {
+        let req = warp::test::request()
+            .method("GET")
+            .path("/api/v1/products")
+            .header("authorization", basic(user, pw))
+            .remote_addr((from, 40000).into());
+        let ctx = api.ctx.clone();
+        async move {
+            let res = req.reply(&realmq_api::routes(ctx)).await;
+            let body: Value = serde_json::from_slice(res.body()).unwrap();
+            let retry = res.headers().get("retry-after").cloned();
+            (res.status().as_u16(), body, retry)
+        }
+    };
+    let (s, b) = api
+        .root(
+            "POST",
+            "/api/v1/users",
+            Some(json!({"username": "alice", "password": "alice-pw-1", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+
+    let attacker = [10, 0, 0, 1];
+    for i in 0..3 {
+        let (s, _, _) = attempt("root", "wrong", attacker).await;
+        assert_eq!(s, 401, "attempt {i} is checked");
+    }
+    let (s, b, retry) = attempt("root", "wrong", attacker).await;
+    assert_eq!(s, 429, "{b}");
+    assert_eq!(b["code"], 429);
+    assert!(
+        b["message"]
+            .as_str()
+            .unwrap()
+            .contains("too many failed logins"),
+        "{b}"
+    );
+    let secs: u64 = retry
+        .expect("Retry-After")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&secs), "{secs}");
+    // The user name is blocked from anywhere; a credential verified before the flood is still
+    // accepted, since it never reaches argon2.
+    assert_eq!(attempt("root", "guess", [10, 0, 0, 2]).await.0, 429);
+    assert_eq!(attempt("root", "123456", [10, 0, 0, 2]).await.0, 200);
+    // The address is blocked for every user name, known or not.
+    assert_eq!(attempt("alice", "alice-pw-1", attacker).await.0, 429);
+    assert_eq!(attempt("nobody", "x", attacker).await.0, 429);
+    // Another user from another address is unaffected.
+    assert_eq!(attempt("alice", "alice-pw-1", [10, 0, 0, 3]).await.0, 200);
+    // POST /auth counts the same way.
+    let (s, b) = api
+        .call(
+            "POST",
+            "/api/v1/auth",
+            None,
+            Some(json!({"username": "root", "password": "guess"})),
+        )
+        .await;
+    assert_eq!(s, 429, "{b}");
+}
+
 #[tokio::test]
 async fn bearer_tokens_expire() {
     let api = api_with(ApiConfig {

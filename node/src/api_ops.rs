@@ -74,9 +74,10 @@ impl NodeOps for BrokerOps {
         let qos =
             QoS::from_u8(qos).ok_or_else(|| OpError::Invalid("qos must be 0, 1 or 2".into()))?;
         let session = self.session(client_id)?;
+        // Decided by the ACL as the session's own user's subscription would be.
         let client = ClientInfo {
             client_id: session.client_id.clone(),
-            username: None,
+            username: session.lock().username.clone(),
         };
         let request = SubRequest {
             filter: ByteString::from(filter.to_string()),

@@ -43,17 +43,13 @@ pub enum AuthError {
     Unavailable,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    Publish,
-    Subscribe,
-}
-
 pub trait Authenticator: Send + Sync + 'static {
     /// Decides a CONNECT.
     fn authenticate<'a>(&'a self, info: &'a ConnectInfo) -> BoxFuture<'a, Result<(), AuthError>>;
-    /// Decides one PUBLISH topic or SUBSCRIBE filter; called on the hot path, so it must not block.
-    fn authorize(&self, client: &ClientInfo, action: Action, topic: &str) -> bool;
+    /// Decides a PUBLISH topic; called on the hot path, so it must not block.
+    fn may_publish(&self, client: &ClientInfo, topic: &str) -> bool;
+    /// Decides a SUBSCRIBE filter once, when it is made; see `SubAccess`.
+    fn subscribe_access(&self, client: &ClientInfo, filter: &str) -> SubAccess;
 }
 
 /// Devices from the registry, anonymous clients when allowed, and the config file's ACL.
@@ -73,11 +69,22 @@ impl DeviceAuth {
             None => None,
         };
         let Some(device) = device else {
-            // No device claims this user name: the client is anonymous.
-            return if self.allow_anonymous {
-                Ok(())
-            } else {
-                Err(AuthError::NotAuthorized)
+            // No device claims this user name: the client is anonymous. Anonymous access covers
+            // only client ids no device owns; a device's client id needs that device's
+            // credentials, or anyone could take over its session and status.
+            if !self.allow_anonymous {
+                return Err(AuthError::NotAuthorized);
+            }
+            let owned = self
+                .registry
+                .device_by_client_id(&info.client_id)
+                .map_err(|e| {
+                    tracing::error!(error = %e, "device lookup failed");
+                    AuthError::Unavailable
+                })?;
+            return match owned {
+                Some(_) => Err(AuthError::NotAuthorized),
+                None => Ok(()),
             };
         };
         let password_ok = info
@@ -97,8 +104,12 @@ impl Authenticator for DeviceAuth {
         Box::pin(std::future::ready(self.decide(info)))
     }
 
-    fn authorize(&self, client: &ClientInfo, action: Action, topic: &str) -> bool {
-        self.acl.allows(client, action, topic)
+    fn may_publish(&self, client: &ClientInfo, topic: &str) -> bool {
+        self.acl.may_publish(client, topic)
+    }
+
+    fn subscribe_access(&self, client: &ClientInfo, filter: &str) -> SubAccess {
+        self.acl.subscribe(client, filter)
     }
 }
 
@@ -131,9 +142,47 @@ pub struct AclRule {
 }
 
 /// Ordered rules, first match wins; with no matching rule the action is allowed.
+///
+/// A PUBLISH topic is decided by the first rule whose filter matches it. A SUBSCRIBE filter is
+/// decided by the first rule whose filter covers all of it: a deny rule refuses the subscription
+/// only then (`secret/#` refuses `secret/a` and `secret/#`, not `#`). A filter that merely
+/// overlaps a deny rule is granted, and each message through it is decided as a subscription to
+/// that exact topic would be, so `#` does not receive what `secret/#` denies.
 #[derive(Debug, Clone, Default)]
 pub struct Acl {
     rules: Vec<AclRule>,
+}
+
+/// What the ACL says about one SUBSCRIBE filter: whether it is granted, and the check each
+/// delivery through it needs (`None`, the common case, costs nothing per message).
+#[derive(Debug, Clone)]
+pub struct SubAccess {
+    pub granted: bool,
+    pub guard: Option<Arc<TopicGuard>>,
+}
+
+impl SubAccess {
+    pub const OPEN: SubAccess = SubAccess {
+        granted: true,
+        guard: None,
+    };
+}
+
+/// The ACL rules that can decide a message delivered through one subscription, in order, with
+/// `%c` and `%u` expanded: those that overlap its filter, up to the first that covers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicGuard {
+    rules: Vec<(Permission, String)>,
+}
+
+impl TopicGuard {
+    /// Whether a message on `topic` may be delivered.
+    pub fn allows(&self, topic: &str) -> bool {
+        self.rules
+            .iter()
+            .find(|(_, filter)| filter_matches(filter, topic))
+            .is_none_or(|(p, _)| *p == Permission::Allow)
+    }
 }
 
 impl Acl {
@@ -141,37 +190,53 @@ impl Acl {
         Acl { rules }
     }
 
-    pub fn allows(&self, client: &ClientInfo, action: Action, topic: &str) -> bool {
-        for rule in &self.rules {
-            if !rule_applies(rule, client, action) {
-                continue;
+    fn applicable<'a>(
+        &'a self,
+        client: &'a ClientInfo,
+        action: AclAction,
+    ) -> impl Iterator<Item = (Permission, String)> + 'a {
+        self.rules
+            .iter()
+            .filter(move |r| rule_applies(r, client, action))
+            .map(|r| {
+                let filter = r
+                    .topic
+                    .replace("%c", &client.client_id)
+                    .replace("%u", client.username.as_deref().unwrap_or(""));
+                (r.permission, filter)
+            })
+    }
+
+    pub fn may_publish(&self, client: &ClientInfo, topic: &str) -> bool {
+        self.applicable(client, AclAction::Publish)
+            .find(|(_, filter)| filter_matches(filter, topic))
+            .is_none_or(|(p, _)| p == Permission::Allow)
+    }
+
+    pub fn subscribe(&self, client: &ClientInfo, filter: &str) -> SubAccess {
+        let mut rules = Vec::new();
+        let mut granted = true;
+        for (permission, pattern) in self.applicable(client, AclAction::Subscribe) {
+            if filter_covers(&pattern, filter) {
+                granted = permission == Permission::Allow;
+                rules.push((permission, pattern));
+                break;
             }
-            let pattern = rule
-                .topic
-                .replace("%c", &client.client_id)
-                .replace("%u", client.username.as_deref().unwrap_or(""));
-            let hit = match (action, rule.permission) {
-                (Action::Publish, _) => filter_matches(&pattern, topic),
-                // A subscription is allowed by a rule only if the rule covers every topic it can
-                // receive, and denied by a rule if it could receive any topic the rule names.
-                (Action::Subscribe, Permission::Allow) => filter_covers(&pattern, topic),
-                (Action::Subscribe, Permission::Deny) => filters_overlap(&pattern, topic),
-            };
-            if hit {
-                return rule.permission == Permission::Allow;
+            if filters_overlap(&pattern, filter) {
+                rules.push((permission, pattern));
             }
         }
-        true
+        // Without a deny rule among them, every message through the filter is allowed.
+        let guard = rules
+            .iter()
+            .any(|(p, _)| *p == Permission::Deny)
+            .then(|| Arc::new(TopicGuard { rules }));
+        SubAccess { granted, guard }
     }
 }
 
-fn rule_applies(rule: &AclRule, client: &ClientInfo, action: Action) -> bool {
-    let action_ok = matches!(
-        (rule.action, action),
-        (AclAction::All, _)
-            | (AclAction::Publish, Action::Publish)
-            | (AclAction::Subscribe, Action::Subscribe)
-    );
+fn rule_applies(rule: &AclRule, client: &ClientInfo, action: AclAction) -> bool {
+    let action_ok = rule.action == AclAction::All || rule.action == action;
     let user_ok = rule
         .username
         .as_deref()
@@ -286,27 +351,90 @@ mod tests {
         ]);
         let alice = client("dev1", Some("alice"));
         let bob = client("dev2", Some("bob"));
-        let cases = [
-            (&alice, Action::Subscribe, "secret/x", false),
-            (&alice, Action::Subscribe, "#", false),
-            (&alice, Action::Subscribe, "public/#", true),
-            (&alice, Action::Publish, "secret/x", true),
-            (&alice, Action::Publish, "$SYS/x", false),
-            (&bob, Action::Publish, "users/bob/x", true),
-            (&bob, Action::Subscribe, "users/bob/#", true),
-            (&bob, Action::Subscribe, "users/+/x", false),
-            (&alice, Action::Publish, "users/alice/x", false),
-            (&alice, Action::Publish, "devices/dev1/up", true),
-            (&alice, Action::Publish, "devices/dev2/up", false),
-            (&alice, Action::Publish, "anything", true),
+        // (who, filter, granted)
+        let subscribes = [
+            (&alice, "secret/x", false),
+            (&alice, "secret/#", false),
+            (&alice, "#", true),
+            (&alice, "+/x", true),
+            (&alice, "public/#", true),
+            (&bob, "users/bob/#", true),
+            (&bob, "users/+/x", false),
+            (&bob, "users/alice/x", false),
+            (&alice, "users/alice/x", false),
         ];
-        for (who, action, topic, want) in cases {
+        for (who, filter, want) in subscribes {
             assert_eq!(
-                acl.allows(who, action, topic),
+                acl.subscribe(who, filter).granted,
                 want,
-                "{} {action:?} {topic}",
+                "{} subscribe {filter}",
                 who.client_id
             );
         }
+        let publishes = [
+            (&alice, "secret/x", true),
+            (&alice, "$SYS/x", false),
+            (&bob, "users/bob/x", true),
+            (&alice, "users/alice/x", false),
+            (&alice, "devices/dev1/up", true),
+            (&alice, "devices/dev2/up", false),
+            (&alice, "anything", true),
+        ];
+        for (who, topic, want) in publishes {
+            assert_eq!(
+                acl.may_publish(who, topic),
+                want,
+                "{} publish {topic}",
+                who.client_id
+            );
+        }
+    }
+
+    /// A granted filter that overlaps a deny rule carries a guard that decides each message as a
+    /// subscription to its exact topic would be decided; one that overlaps none carries nothing.
+    #[test]
+    fn overlapping_filters_get_a_per_message_guard() {
+        use AclAction::*;
+        use Permission::*;
+        let mut bobs = rule(Allow, Subscribe, "users/%u/#");
+        bobs.username = Some("bob".into());
+        let acl = Acl::new(vec![
+            rule(Allow, Subscribe, "secret/public"),
+            rule(Deny, Subscribe, "secret/#"),
+            bobs,
+            rule(Deny, Subscribe, "users/+/private"),
+            rule(Deny, Publish, "#"),
+        ]);
+        let alice = client("a", Some("alice"));
+        let bob = client("b", Some("bob"));
+        // (who, filter, topic, delivered)
+        let cases = [
+            (&alice, "#", "secret/public", true),
+            (&alice, "#", "secret/x", false),
+            (&alice, "#", "secret", false),
+            (&alice, "#", "other/x", true),
+            (&alice, "+/+", "secret/x", false),
+            (&alice, "+/+", "other/x", true),
+            (&alice, "+/private", "users/private", true),
+            (&alice, "users/#", "users/alice/private", false),
+            (&bob, "users/#", "users/bob/private", true),
+            (&bob, "users/#", "users/carol/private", false),
+        ];
+        for (who, filter, topic, want) in cases {
+            let access = acl.subscribe(who, filter);
+            assert!(access.granted, "{filter}");
+            let got = access.guard.as_ref().is_none_or(|g| g.allows(topic));
+            assert_eq!(got, want, "{} {filter} -> {topic}", who.client_id);
+        }
+        for filter in ["public/#", "secret/public", "users/bob/#"] {
+            assert!(
+                acl.subscribe(&bob, filter).guard.is_none(),
+                "{filter} overlaps no deny rule"
+            );
+        }
+        // The guard of a refused filter refuses everything it matches.
+        let refused = acl.subscribe(&alice, "secret/+");
+        assert!(!refused.granted);
+        assert!(!refused.guard.expect("guard").allows("secret/x"));
     }
 }

@@ -93,6 +93,9 @@ pub struct MqttConfig {
     pub max_packet_size: u32,
     /// Topic aliases a v5 client may use towards the broker.
     pub topic_alias_maximum: u16,
+    /// Topic aliases the broker assigns towards one v5 client, at most (also capped by the
+    /// client's Topic Alias Maximum); 0 sends every topic by name.
+    pub max_outbound_topic_aliases: u16,
     /// Outbound QoS 1/2 messages in flight per client (further capped by its Receive Maximum).
     pub max_inflight: u16,
     /// Messages queued per session (offline or behind the in-flight window).
@@ -115,6 +118,7 @@ impl Default for MqttConfig {
             receive_maximum: 128,
             max_packet_size: 1024 * 1024,
             topic_alias_maximum: 64,
+            max_outbound_topic_aliases: 64,
             max_inflight: 64,
             max_queued_messages: 10_000,
             queue_drop_policy: DropPolicy::DropOldest,
@@ -135,6 +139,9 @@ pub struct ApiSettings {
     pub token_ttl: u64,
     /// Largest request body accepted, in bytes.
     pub max_body: u64,
+    /// Wrong passwords allowed per minute, per user name and per source address; further
+    /// logins from either get HTTP 429 until the minute is over.
+    pub failed_login_limit: u32,
 }
 
 impl Default for ApiSettings {
@@ -142,6 +149,7 @@ impl Default for ApiSettings {
         ApiSettings {
             token_ttl: 86_400,
             max_body: 1024 * 1024,
+            failed_login_limit: 10,
         }
     }
 }
@@ -229,6 +237,9 @@ impl Config {
         }
         if !(1..=10 * 365 * 86_400).contains(&self.api.token_ttl) {
             errs.push("api.token_ttl must be between 1 second and 10 years".into());
+        }
+        if self.api.failed_login_limit == 0 {
+            errs.push("api.failed_login_limit must be at least 1".into());
         }
         if self.api.max_body < 1024 {
             errs.push("api.max_body must be at least 1024 bytes".into());

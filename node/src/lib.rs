@@ -119,6 +119,7 @@ impl Node {
             ApiConfig {
                 token_ttl: Duration::from_secs(config.api.token_ttl),
                 max_body: config.api.max_body,
+                failed_login_limit: config.api.failed_login_limit,
             },
         );
         if runtime

@@ -14,7 +14,7 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 
 use super::{body, with_ctx};
-use crate::auth::authenticate;
+use crate::auth::{Caller, authenticate};
 use crate::context::ApiContext;
 use crate::error::ApiError;
 use crate::json::{lenient_bool, parse};
@@ -168,7 +168,7 @@ fn random_password() -> String {
     responses((status = 200, description = "Created; `data` holds the id and credentials", body = crate::openapi::Envelope),
               (status = 400, description = "Invalid field or a unique field already in use", body = crate::openapi::ErrorBody),
               (status = 404, description = "Unknown product_key", body = crate::openapi::ErrorBody)))]
-pub(crate) async fn create(ctx: &ApiContext, auth: Option<&str>, body: &[u8]) -> ApiResult {
+pub(crate) async fn create(ctx: &ApiContext, auth: &Caller, body: &[u8]) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
     let req: NewDevice = parse(body)?;
     for (field, v) in [
@@ -216,7 +216,7 @@ pub(crate) async fn create(ctx: &ApiContext, auth: Option<&str>, body: &[u8]) ->
            ("device_name" = Option<String>, Query, description = "Substring of the name"),
            ("status" = Option<String>, Query, description = "0 disabled, 1 inactive, 2 offline, 3 online")),
     responses((status = 200, description = "A page of devices with `meta`", body = crate::openapi::Envelope)))]
-pub(crate) async fn list(ctx: &ApiContext, auth: Option<&str>, q: &Query) -> ApiResult {
+pub(crate) async fn list(ctx: &ApiContext, auth: &Caller, q: &Query) -> ApiResult {
     authenticate(ctx, auth).await?;
     let paging = paging(q)?;
     let status = match text(q, "status") {
@@ -269,7 +269,7 @@ fn load(ctx: &ApiContext, raw: &str) -> Result<Device, ApiError> {
 #[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices", params(("id" = u64, Path)), security(("basic" = []), ("bearer" = [])),
     responses((status = 200, description = "`data` is a one-element array with password, shadow, tags and product_type", body = crate::openapi::Envelope),
               (status = 404, description = "No such device", body = crate::openapi::ErrorBody)))]
-pub(crate) async fn get(ctx: &ApiContext, auth: Option<&str>, raw: &str) -> ApiResult {
+pub(crate) async fn get(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult {
     authenticate(ctx, auth).await?;
     let d = load(ctx, raw)?;
     let product = ctx.registry.product(d.product_id)?;
@@ -292,12 +292,7 @@ pub(crate) async fn get(ctx: &ApiContext, auth: Option<&str>, raw: &str) -> ApiR
     responses((status = 200, description = "Updated", body = crate::openapi::Envelope),
               (status = 400, description = "Invalid field or a unique field already in use", body = crate::openapi::ErrorBody),
               (status = 404, description = "No such device or product", body = crate::openapi::ErrorBody)))]
-pub(crate) async fn update(
-    ctx: &ApiContext,
-    auth: Option<&str>,
-    raw: &str,
-    body: &[u8],
-) -> ApiResult {
+pub(crate) async fn update(ctx: &ApiContext, auth: &Caller, raw: &str, body: &[u8]) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
     let old = load(ctx, raw)?;
     let req: DeviceUpdate = parse(body)?;
@@ -342,7 +337,7 @@ pub(crate) async fn update(
 #[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "devices", params(("id" = u64, Path)), security(("basic" = []), ("bearer" = [])),
     responses((status = 200, description = "Deleted; a connected device is disconnected", body = crate::openapi::Envelope),
               (status = 404, description = "No such device", body = crate::openapi::ErrorBody)))]
-pub(crate) async fn delete(ctx: &ApiContext, auth: Option<&str>, raw: &str) -> ApiResult {
+pub(crate) async fn delete(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
     let old = load(ctx, raw)?;
     submit(ctx, Command::DeleteDevice { id: old.id }).await?;

@@ -8,11 +8,11 @@ macro_rules! collection {
         warp::path!("api" / "v1" / $res)
             .and(warp::get())
             .and($crate::routes::with_ctx($ctx.clone()))
-            .and($crate::routes::auth_header())
+            .and($crate::routes::caller())
             .and($crate::routes::query())
             .then(
-                |ctx: ApiContext, a: Option<String>, q: $crate::query::Query| async move {
-                    $crate::response::into_reply($handler(&ctx, a.as_deref(), &q).await)
+                |ctx: ApiContext, a: $crate::auth::Caller, q: $crate::query::Query| async move {
+                    $crate::response::into_reply($handler(&ctx, &a, &q).await)
                 },
             )
     };
@@ -20,11 +20,11 @@ macro_rules! collection {
         warp::path!("api" / "v1" / $res)
             .and(warp::post())
             .and($crate::routes::with_ctx($ctx.clone()))
-            .and($crate::routes::auth_header())
+            .and($crate::routes::caller())
             .and($crate::routes::body($ctx.config.max_body))
             .then(
-                |ctx: ApiContext, a: Option<String>, b: bytes::Bytes| async move {
-                    $crate::response::into_reply($handler(&ctx, a.as_deref(), &b).await)
+                |ctx: ApiContext, a: $crate::auth::Caller, b: bytes::Bytes| async move {
+                    $crate::response::into_reply($handler(&ctx, &a, &b).await)
                 },
             )
     };
@@ -37,11 +37,11 @@ macro_rules! member {
         warp::path!("api" / "v1" / $res / String)
             .and(warp::put())
             .and($crate::routes::with_ctx($ctx.clone()))
-            .and($crate::routes::auth_header())
+            .and($crate::routes::caller())
             .and($crate::routes::body($ctx.config.max_body))
             .then(
-                |key: String, ctx: ApiContext, a: Option<String>, b: bytes::Bytes| async move {
-                    $crate::response::into_reply($handler(&ctx, a.as_deref(), &key, &b).await)
+                |key: String, ctx: ApiContext, a: $crate::auth::Caller, b: bytes::Bytes| async move {
+                    $crate::response::into_reply($handler(&ctx, &a, &key, &b).await)
                 },
             )
     };
@@ -49,10 +49,10 @@ macro_rules! member {
         warp::path!("api" / "v1" / $res / String)
             .and(warp::$method())
             .and($crate::routes::with_ctx($ctx.clone()))
-            .and($crate::routes::auth_header())
+            .and($crate::routes::caller())
             .then(
-                |key: String, ctx: ApiContext, a: Option<String>| async move {
-                    $crate::response::into_reply($handler(&ctx, a.as_deref(), &key).await)
+                |key: String, ctx: ApiContext, a: $crate::auth::Caller| async move {
+                    $crate::response::into_reply($handler(&ctx, &a, &key).await)
                 },
             )
     };
@@ -67,11 +67,13 @@ pub(crate) mod products;
 pub(crate) mod users;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use warp::filters::BoxedFilter;
 use warp::{Filter, Rejection};
 
+use crate::auth::Caller;
 use crate::context::ApiContext;
 use crate::query::Query;
 use crate::response::Reply;
@@ -100,9 +102,15 @@ pub(crate) fn with_ctx(
     warp::any().map(move || ctx.clone())
 }
 
-/// The raw `Authorization` header, checked by the handler (so errors use the envelope).
-pub(crate) fn auth_header() -> impl Filter<Extract = (Option<String>,), Error = Rejection> + Clone {
+/// The caller's `Authorization` header and address, checked by the handler (so errors use the
+/// envelope).
+pub(crate) fn caller() -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization")
+        .and(warp::addr::remote())
+        .map(|authorization, addr: Option<SocketAddr>| Caller {
+            authorization,
+            addr: addr.map(|a| a.ip()),
+        })
 }
 
 /// The request body, at most `max` bytes.

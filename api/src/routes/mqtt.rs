@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 
-use super::{auth_header, body, with_ctx};
-use crate::auth::authenticate;
+use super::{body, caller, with_ctx};
+use crate::auth::{Caller, authenticate};
 use crate::context::{ApiContext, OpError, Properties, Publish};
 use crate::error::ApiError;
 use crate::json::{lenient_bool, parse};
@@ -81,13 +81,13 @@ pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
             .and(warp::path::end())
             .and(warp::post())
             .and(with_ctx(ctx.clone()))
-            .and(auth_header())
+            .and(caller())
             .and(body(max))
     };
     macro_rules! endpoint {
         ($name:literal, $handler:ident) => {
-            post($name).then(|ctx: ApiContext, a: Option<String>, b: Bytes| async move {
-                into_reply(guarded(&ctx, a.as_deref(), &b, $handler).await)
+            post($name).then(|ctx: ApiContext, a: Caller, b: Bytes| async move {
+                into_reply(guarded(&ctx, &a, &b, $handler).await)
             })
         };
     }
@@ -108,7 +108,7 @@ pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
 /// Every endpoint here changes broker state: administrators only.
 async fn guarded(
     ctx: &ApiContext,
-    auth: Option<&str>,
+    auth: &Caller,
     body: &[u8],
     handler: fn(&ApiContext, &[u8]) -> ApiResult,
 ) -> ApiResult {

@@ -8,7 +8,7 @@ use serde_json::json;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 
-use crate::auth::authenticate;
+use crate::auth::{Caller, authenticate};
 use crate::context::ApiContext;
 use crate::error::ApiError;
 use crate::json::{lenient_u8, parse};
@@ -138,7 +138,7 @@ fn random_hex(bytes: usize) -> String {
 #[utoipa::path(post, path = "/api/v1/products", tag = "products", request_body = NewProduct, security(("basic" = []), ("bearer" = [])),
     responses((status = 200, description = "`data.product_key` and `data.secret`", body = crate::openapi::Envelope),
               (status = 400, description = "Invalid field or duplicate name", body = crate::openapi::ErrorBody)))]
-pub(crate) async fn create(ctx: &ApiContext, auth: Option<&str>, body: &[u8]) -> ApiResult {
+pub(crate) async fn create(ctx: &ApiContext, auth: &Caller, body: &[u8]) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
     let req: NewProduct = parse(body)?;
     check_fields(
@@ -180,7 +180,7 @@ pub(crate) async fn create(ctx: &ApiContext, auth: Option<&str>, body: &[u8]) ->
     params(("_page" = Option<u32>, Query, description = "Page, from 1"), ("_limit" = Option<u32>, Query, description = "Page size (default 10)"),
            ("product_name" = Option<String>, Query, description = "Substring of the name")),
     responses((status = 200, description = "A page of products with `meta`", body = crate::openapi::Envelope)))]
-pub(crate) async fn list(ctx: &ApiContext, auth: Option<&str>, q: &Query) -> ApiResult {
+pub(crate) async fn list(ctx: &ApiContext, auth: &Caller, q: &Query) -> ApiResult {
     authenticate(ctx, auth).await?;
     let paging = paging(q)?;
     let found = ctx.registry.products(&ProductQuery {
@@ -206,7 +206,7 @@ fn load(ctx: &ApiContext, raw: &str) -> Result<Product, ApiError> {
 #[utoipa::path(get, path = "/api/v1/products/{id}", tag = "products", params(("id" = u64, Path)), security(("basic" = []), ("bearer" = [])),
     responses((status = 200, description = "`data` is a one-element array", body = crate::openapi::Envelope),
               (status = 404, description = "No such product", body = crate::openapi::ErrorBody)))]
-pub(crate) async fn get(ctx: &ApiContext, auth: Option<&str>, raw: &str) -> ApiResult {
+pub(crate) async fn get(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult {
     authenticate(ctx, auth).await?;
     let p = load(ctx, raw)?;
     let counts = ctx.registry.device_counts(p.id)?;
@@ -223,12 +223,7 @@ pub(crate) async fn get(ctx: &ApiContext, auth: Option<&str>, raw: &str) -> ApiR
     security(("basic" = []), ("bearer" = [])),
     responses((status = 200, description = "Updated", body = crate::openapi::Envelope),
               (status = 404, description = "No such product", body = crate::openapi::ErrorBody)))]
-pub(crate) async fn update(
-    ctx: &ApiContext,
-    auth: Option<&str>,
-    raw: &str,
-    body: &[u8],
-) -> ApiResult {
+pub(crate) async fn update(ctx: &ApiContext, auth: &Caller, raw: &str, body: &[u8]) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
     let id = load(ctx, raw)?.id;
     let req: ProductUpdate = parse(body)?;
@@ -253,7 +248,7 @@ pub(crate) async fn update(
     responses((status = 200, description = "Deleted", body = crate::openapi::Envelope),
               (status = 400, description = "The product still has devices", body = crate::openapi::ErrorBody),
               (status = 404, description = "No such product", body = crate::openapi::ErrorBody)))]
-pub(crate) async fn delete(ctx: &ApiContext, auth: Option<&str>, raw: &str) -> ApiResult {
+pub(crate) async fn delete(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
     let id = load(ctx, raw)?.id;
     submit(ctx, Command::DeleteProduct { id }).await?;

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 
-use crate::auth::{Principal, authenticate, hash_password};
+use crate::auth::{Caller, Principal, authenticate, hash_password};
 use crate::context::ApiContext;
 use crate::error::ApiError;
 use crate::json::parse;
@@ -61,7 +61,7 @@ pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
         .boxed()
 }
 
-async fn admin(ctx: &ApiContext, auth: Option<&str>) -> Result<Principal, ApiError> {
+async fn admin(ctx: &ApiContext, auth: &Caller) -> Result<Principal, ApiError> {
     let who = authenticate(ctx, auth).await?;
     who.require_admin()?;
     Ok(who)
@@ -89,7 +89,7 @@ fn validate_password(pw: &str) -> Result<(), ApiError> {
     responses((status = 200, description = "Every user", body = crate::openapi::Envelope)))]
 pub(crate) async fn list(
     ctx: &ApiContext,
-    auth: Option<&str>,
+    auth: &Caller,
     _query: &crate::query::Query,
 ) -> ApiResult {
     authenticate(ctx, auth).await?;
@@ -99,14 +99,14 @@ pub(crate) async fn list(
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = NewUser, security(("basic" = []), ("bearer" = [])),
     responses((status = 200, description = "Created", body = crate::openapi::Envelope),
               (status = 400, description = "Invalid or duplicate user name", body = crate::openapi::ErrorBody)))]
-pub(crate) async fn create(ctx: &ApiContext, auth: Option<&str>, body: &[u8]) -> ApiResult {
+pub(crate) async fn create(ctx: &ApiContext, auth: &Caller, body: &[u8]) -> ApiResult {
     admin(ctx, auth).await?;
     let req: NewUser = parse(body)?;
     validate_username(&req.username)?;
     validate_password(&req.password)?;
     let user = User {
         username: req.username,
-        password_hash: hash_password(&req.password)?,
+        password_hash: hash_password(ctx, &req.password).await?,
         role: req.role.unwrap_or(Role::Viewer),
         created_at: chrono::Utc::now().timestamp_millis(),
     };
@@ -135,7 +135,7 @@ fn keep_an_admin(ctx: &ApiContext, username: &str) -> Result<(), ApiError> {
               (status = 404, description = "No such user", body = crate::openapi::ErrorBody)))]
 pub(crate) async fn update(
     ctx: &ApiContext,
-    auth: Option<&str>,
+    auth: &Caller,
     username: &str,
     body: &[u8],
 ) -> ApiResult {
@@ -147,8 +147,12 @@ pub(crate) async fn update(
     if req.role == Some(Role::Viewer) {
         keep_an_admin(ctx, username)?;
     }
+    let password_hash = match &req.password {
+        Some(pw) => Some(hash_password(ctx, pw).await?),
+        None => None,
+    };
     let patch = UserPatch {
-        password_hash: req.password.as_deref().map(hash_password).transpose()?,
+        password_hash,
         role: req.role,
     };
     submit(
@@ -167,7 +171,7 @@ pub(crate) async fn update(
     params(("username" = String, Path)), security(("basic" = []), ("bearer" = [])),
     responses((status = 200, description = "Deleted", body = crate::openapi::Envelope),
               (status = 404, description = "No such user", body = crate::openapi::ErrorBody)))]
-pub(crate) async fn delete(ctx: &ApiContext, auth: Option<&str>, username: &str) -> ApiResult {
+pub(crate) async fn delete(ctx: &ApiContext, auth: &Caller, username: &str) -> ApiResult {
     admin(ctx, auth).await?;
     if ctx
         .registry

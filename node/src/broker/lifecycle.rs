@@ -113,6 +113,7 @@ impl Broker {
                     client_id: client_id.to_string(),
                     node_id: self.node_id,
                     conn_id: link.conn_id,
+                    username: info.username.as_deref().map(str::to_string),
                     expiry_interval: expiry,
                     subscriptions: Vec::new(),
                     connected: true,
@@ -138,6 +139,10 @@ impl Broker {
             client_id,
             username: info.username,
         };
+        opened.cell.lock().username = client.username.clone();
+        if opened.present {
+            self.reauthorize(&opened.cell, &client);
+        }
         if let Some(old) = opened.kicked {
             old.close(CloseReason::SessionTakenOver);
         }

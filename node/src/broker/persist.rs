@@ -168,14 +168,20 @@ impl Broker {
             let cell = self
                 .sessions
                 .restore(Arc::from(s.client_id.as_str()), s.expiry_interval);
+            let client = ClientInfo {
+                client_id: cell.client_id.clone(),
+                username: s.username.as_deref().map(Arc::from),
+            };
             {
                 let mut inner = cell.lock();
+                inner.username = client.username.clone();
                 for sub in &s.subscriptions {
                     let Ok(spec) = parse_filter(&sub.filter) else {
                         continue;
                     };
                     let opts = sub_options(sub);
-                    self.router.subscribe(&cell, spec, opts);
+                    let guard = self.auth.subscribe_access(&client, spec.filter).guard;
+                    self.router.subscribe(&cell, spec, opts, guard);
                     inner
                         .state
                         .subscriptions
@@ -183,13 +189,7 @@ impl Broker {
                 }
             }
             if s.expiry_interval != u32::MAX {
-                let (me, client) = (
-                    self.clone(),
-                    ClientInfo {
-                        client_id: cell.client_id.clone(),
-                        username: None,
-                    },
-                );
+                let me = self.clone();
                 let generation = cell.lock().generation;
                 self.after(s.expiry_interval - away, async move {
                     me.end_session(&cell, generation, &client);

@@ -7,7 +7,7 @@ use realmq_raft_store::Command;
 
 use super::Broker;
 use super::persist::subscription_record;
-use crate::auth::{Action, ClientInfo};
+use crate::auth::ClientInfo;
 use crate::message::{ByteString, Delivery, QoS, RetainHandling, SubOptions};
 use crate::routing::topic::parse_filter;
 use crate::session::SessionCell;
@@ -47,11 +47,13 @@ impl Broker {
                 results.push(SubResult::BadFilter);
                 continue;
             };
-            if !self.auth.authorize(client, Action::Subscribe, spec.filter) {
+            let access = self.auth.subscribe_access(client, spec.filter);
+            if !access.granted {
                 crate::metrics::inc(&self.metrics.denied, 1);
                 results.push(SubResult::NotAuthorized);
                 continue;
             }
+            let guard = access.guard;
             let existed = {
                 // Session lock before the trie lock: a concurrent clean-start discard marks the
                 // session ended under this lock, so nothing is added to the trie after its cleanup.
@@ -60,7 +62,9 @@ impl Broker {
                     results.push(SubResult::SessionGone);
                     continue;
                 }
-                let existed = self.router.subscribe(session, spec, req.opts);
+                let existed = self
+                    .router
+                    .subscribe(session, spec, req.opts, guard.clone());
                 inner
                     .state
                     .subscriptions
@@ -80,7 +84,11 @@ impl Broker {
                     RetainHandling::DoNotSend => false,
                 };
             if send_retained && self.limits.retain_available {
-                for msg in self.retained.matching(spec.filter, Instant::now()) {
+                let retained = self.retained.matching(spec.filter, Instant::now());
+                for msg in retained
+                    .into_iter()
+                    .filter(|m| guard.as_ref().is_none_or(|g| g.allows(&m.topic)))
+                {
                     let delivery = Delivery {
                         qos: msg.qos.min(req.opts.qos),
                         retain: true,
@@ -114,6 +122,20 @@ impl Broker {
                 existed
             })
             .collect()
+    }
+
+    /// Decides every subscription of a resumed session again for the connection that resumed
+    /// it: its user name may differ from the one the subscriptions were granted to, and the
+    /// ACL's `%u` and `username` rules follow the connection. A filter the new identity could not
+    /// subscribe to stays in the session but delivers nothing.
+    pub(super) fn reauthorize(&self, session: &Arc<SessionCell>, client: &ClientInfo) {
+        let inner = session.lock();
+        for (filter, opts) in &inner.state.subscriptions {
+            if let Ok(spec) = parse_filter(filter) {
+                let guard = self.auth.subscribe_access(client, spec.filter).guard;
+                self.router.subscribe(session, spec, *opts, guard);
+            }
+        }
     }
 
     /// Removes every subscription of a session that ended from the trie.

@@ -31,6 +31,8 @@ use crate::message::{ByteString, CloseReason, Delivery, Message, QoS, Will};
 use crate::metrics::inc;
 use crate::session::{ConnLink, Outgoing, SessionCell};
 
+use super::linger::Socket;
+
 /// ntex-bytes copies appended data up to this size into the current page; larger `Bytes`
 /// (payloads, Correlation Data) become pages of their own.
 const APPEND_COPY_LIMIT: usize = 4096;
@@ -67,32 +69,37 @@ pub(super) struct V5Wire {
 }
 
 /// Server-to-client topic aliases (v5): the first `max` distinct topics get an alias; later
-/// messages to them carry the alias and an empty topic.
+/// messages to them carry the alias and an empty topic. `max` is the smaller of the client's
+/// Topic Alias Maximum and the server's `max_outbound_topic_aliases`, so a client cannot make the
+/// broker keep an alias table of 65,535 topics per connection.
 #[derive(Default)]
 pub(super) struct OutAliases {
-    map: HashMap<ByteString, u16>,
+    map: HashMap<ByteString, NonZeroU16>,
     max: u16,
 }
 
 impl OutAliases {
-    pub(super) fn new(max: u16) -> Self {
+    pub(super) fn new(client_max: u16, server_max: u16) -> Self {
         OutAliases {
             map: HashMap::new(),
-            max,
+            max: client_max.min(server_max),
         }
     }
 
     /// Returns (alias, whether the topic must still be sent).
-    fn resolve(&mut self, topic: &ByteString) -> (Option<NonZeroU16>, bool) {
+    pub(super) fn resolve(&mut self, topic: &ByteString) -> (Option<NonZeroU16>, bool) {
         if let Some(a) = self.map.get(topic) {
-            return (NonZeroU16::new(*a), false);
+            return (Some(*a), false);
         }
-        let next = self.map.len() as u16 + 1;
-        if self.max == 0 || next > self.max {
-            return (None, true);
+        // Aliases are 1..=max and never reused: once all are taken, new topics go by name.
+        let next = u16::try_from(self.map.len() + 1)
+            .ok()
+            .filter(|n| *n <= self.max)
+            .and_then(NonZeroU16::new);
+        if let Some(alias) = next {
+            self.map.insert(topic.clone(), alias);
         }
-        self.map.insert(topic.clone(), next);
-        (NonZeroU16::new(next), true)
+        (next, true)
     }
 }
 
@@ -251,6 +258,8 @@ pub(crate) struct Conn {
     receive_max: u16,
     out: RefCell<Vec<Outgoing>>,
     finished: Cell<bool>,
+    /// For a graceful close that the client can read its DISCONNECT from (`linger.rs`).
+    socket: Option<Socket>,
 }
 
 /// How to answer a PUBREC.
@@ -268,6 +277,7 @@ impl Conn {
         broker: Arc<Broker>,
         accepted: crate::broker::Accepted,
         io: IoRef,
+        socket: Option<Socket>,
         wire: Wire,
         will: Option<Will>,
     ) -> Rc<Conn> {
@@ -291,6 +301,7 @@ impl Conn {
             receive_max,
             out: RefCell::new(Vec::new()),
             finished: Cell::new(false),
+            socket,
         })
     }
 
@@ -470,7 +481,15 @@ impl Conn {
     /// Ends the connection for a protocol violation the middleware found.
     pub(super) fn violation(&self, code: v5::codec::DisconnectReasonCode) {
         tracing::debug!(client_id = %self.client.client_id, ?code, "closing connection: protocol violation");
+        self.linger();
         self.wire.close_with(&self.io, code);
+    }
+
+    /// Prepares a server-initiated close, so the client reads the last packet before the end.
+    pub(super) fn linger(&self) {
+        if let Some(socket) = self.socket {
+            socket.linger(&self.io);
+        }
     }
 
     /// Re-sends what a resumed session had in flight; the first write after CONNACK.
@@ -485,6 +504,7 @@ impl Conn {
     /// The link was woken: deliveries are queued (the caller flushes) or a close was requested.
     pub(super) fn on_woken(&self) {
         if let Some(reason) = self.link.close_requested() {
+            self.linger();
             self.wire.close(&self.io, reason);
         }
     }
@@ -618,4 +638,40 @@ pub(super) async fn writer(conn: Rc<Conn>) {
         }
     }
     conn.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbound_aliases_stop_at_the_smaller_maximum_and_never_repeat() {
+        // The client's maximum and the server's cap, both at the protocol limit: 65,535 aliases,
+        // then topics by name. Before the cap this overflowed the u16 counter.
+        let mut a = OutAliases::new(u16::MAX, u16::MAX);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..=u32::from(u16::MAX) + 10 {
+            let topic = ByteString::from(format!("t/{i}"));
+            let (alias, with_topic) = a.resolve(&topic);
+            assert!(with_topic, "a new topic is always sent by name");
+            match alias {
+                Some(n) => assert!(seen.insert(n), "alias {n} handed out twice"),
+                None => assert!(i >= u32::from(u16::MAX), "alias missing at {i}"),
+            }
+        }
+        assert_eq!(seen.len(), usize::from(u16::MAX));
+
+        for (client, server, want) in [(10, 3, 3), (2, 64, 2), (0, 64, 0), (64, 0, 0)] {
+            let mut a = OutAliases::new(client, server);
+            let got = (0..100)
+                .filter(|i| a.resolve(&ByteString::from(format!("x/{i}"))).0.is_some())
+                .count();
+            assert_eq!(got, want, "client {client} server {server}");
+        }
+        // A known topic goes by alias alone.
+        let mut a = OutAliases::new(4, 4);
+        let t = ByteString::from("a/b");
+        let (first, _) = a.resolve(&t);
+        assert_eq!(a.resolve(&t), (first, false));
+    }
 }

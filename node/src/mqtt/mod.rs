@@ -1,24 +1,30 @@
 //! The MQTT edge: the only module that names ntex-mqtt types.
 //!
-//! `start` binds the TCP listener and runs ntex's server on its own OS thread (ntex workers are
-//! single-threaded runtimes of their own). Every connection first meets `preface.rs`, which reads
+//! `start` binds the TCP listener and starts the worker threads, each a single-threaded ntex
+//! runtime that accepts from the shared socket and runs what it accepted (`linger.rs` says why
+//! RealMQ accepts itself). Every connection first meets `preface.rs`, which reads
 //! the CONNECT header and sends 3.1.1 connections to RealMQ's own driver (`v3.rs`, on ntex-io with
 //! ntex-mqtt's codec) and 5.0 ones to ntex-mqtt's v5 server (`v5.rs`); `conn.rs` holds the
 //! per-connection state both share, including the outbound writer.
 
 mod conn;
+mod linger;
 mod preface;
 mod v3;
 mod v5;
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::Context;
 use ntex::SharedCfg;
 use ntex::time::Seconds;
 use ntex_mqtt::{MqttServer, MqttServiceConfig, v5 as mqtt5};
+use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::config::{Config, MqttConfig};
@@ -95,24 +101,33 @@ fn service_config(l: &MqttConfig) -> SharedCfg {
         .into()
 }
 
-/// The running MQTT listener.
+/// The running MQTT listener: one thread per worker, each an ntex runtime accepting from the
+/// shared listening socket and running the connections it accepted.
 pub struct MqttListener {
-    server: ntex::server::Server,
-    thread: Option<JoinHandle<()>>,
+    stop: CancellationToken,
+    threads: Vec<JoinHandle<()>>,
     pub local_addr: SocketAddr,
 }
 
 impl MqttListener {
-    /// Stops accepting, lets workers finish (bounded by `grace`), and joins the thread.
-    pub async fn stop(mut self) {
-        self.server.stop(true).await;
-        if let Some(t) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || t.join()).await;
-        }
+    /// Stops accepting, drops the connections still open (the node drained them before), and
+    /// joins the worker threads.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
     }
 }
 
-/// Binds `config.mqtt_addr` and starts the ntex server thread.
+/// Binds `config.mqtt_addr` and starts the worker threads.
+///
+/// RealMQ accepts connections itself rather than through ntex-server, because it needs each
+/// connection's socket descriptor before ntex takes the socket over (see `linger.rs`).
 pub fn start(broker: Arc<Broker>, config: &Config) -> anyhow::Result<MqttListener> {
     let addr = config.mqtt_socket();
     let listener = ntex::server::create_tcp_listener(addr, 1024)
@@ -123,51 +138,71 @@ pub fn start(broker: Arc<Broker>, config: &Config) -> anyhow::Result<MqttListene
         n => n,
     };
     let cfg = service_config(&broker.limits);
-    let grace = config.shutdown_grace;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("mqtt".into())
-        .spawn(move || {
-            let run = ntex::rt::System::build()
-                .name("mqtt")
-                .build(ntex::rt::DefaultRuntime)
-                .block_on(async move {
-                    let built = ntex::server::build()
-                        .workers(workers)
-                        .disable_signals()
-                        .shutdown_timeout(Seconds(grace.try_into().unwrap_or(u16::MAX)))
-                        .listen("mqtt", listener, cfg, async move |_| build(broker.clone()));
-                    match built {
-                        Ok(b) => {
-                            let srv = b.run();
-                            let _ = tx.send(Ok(srv.clone()));
-                            if let Err(e) = srv.await {
-                                tracing::error!(error = %e, "mqtt server stopped with an error");
-                            }
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e));
-                        }
-                    }
-                    Ok::<_, std::io::Error>(())
-                });
-            if let Err(e) = run {
-                tracing::error!(error = %e, "mqtt runtime failed");
-            }
-        })
-        .context("failed to spawn the mqtt thread")?;
-    let server = rx
-        .recv()
-        .context("mqtt thread exited during start-up")?
-        .context("failed to start the mqtt server")?;
+    let stop = CancellationToken::new();
+    let mut threads = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let listener = listener
+            .try_clone()
+            .context("failed to share the mqtt listener")?;
+        let (broker, cfg, stop) = (broker.clone(), cfg.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("mqtt:worker:{i}"))
+            .spawn(move || {
+                let run = ntex::rt::System::build()
+                    .name("mqtt")
+                    .build(ntex::rt::DefaultRuntime)
+                    .block_on(accept_loop(listener, broker, cfg, stop));
+                if let Err(e) = run {
+                    tracing::error!(error = %e, "mqtt worker failed");
+                }
+            })
+            .context("failed to spawn an mqtt worker")?;
+        threads.push(thread);
+    }
     Ok(MqttListener {
-        server,
-        thread: Some(thread),
+        stop,
+        threads,
         local_addr,
     })
 }
 
-/// The per-worker service: v3.1.1 and v5 on one port, chosen by the CONNECT's protocol level,
+/// One worker: accepts connections until `stop`, hands each to the preface.
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    broker: Arc<Broker>,
+    cfg: SharedCfg,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let preface = Rc::new(build(broker));
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            // Out of descriptors (or another passing error): wait rather than spin, and let
+            // the connections that are open finish.
+            Err(e) => {
+                tracing::warn!(error = %e, "mqtt accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let socket = linger::Socket(stream.as_raw_fd());
+        match stream
+            .into_std()
+            .and_then(|s| ntex::rt::from_tcp_stream(s, cfg.clone()))
+        {
+            Ok(io) => preface.accept(io, socket),
+            Err(e) => tracing::warn!(error = %e, "could not set up an mqtt connection"),
+        }
+    }
+}
+
+/// The per-worker front: v3.1.1 and v5 on one port, chosen by the CONNECT's protocol level,
 /// behind the `preface` check for the refusals ntex-mqtt does not send.
 fn build(broker: Arc<Broker>) -> preface::Preface {
     let b5 = broker.clone();

@@ -8,20 +8,21 @@
 //!
 //! It also routes: 3.1.1 connections to RealMQ's own driver (`v3::serve`), everything else to
 //! ntex-mqtt's v5 server (which also rejects what is not MQTT at all). Nothing is consumed:
-//! connections reach either with their bytes untouched. Either runs as a task of its own, so the
-//! call ntex-server makes per connection returns as soon as the route is chosen and ntex-server
-//! frees its call future (0.56 KB, measured with heaptrack) instead of holding it for the
-//! connection's life. ntex-server's per-worker connection cap then no longer counts these
-//! connections; the open-file limit does.
+//! connections reach either with their bytes untouched. The inspection is a short task; the
+//! driver then runs as the connection's task of its own, so nothing of the inspection is held for
+//! the connection's life (when ntex-server's per-connection call did this, its future stayed
+//! allocated: 0.56 KB per connection, measured with heaptrack).
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use ntex::io::Io;
-use ntex::service::{Ctx, Pipeline, Service};
+use ntex::service::Pipeline;
 use ntex::time::{Millis, timeout};
 use ntex_mqtt::MqttError;
 
 use super::MqttFail;
+use super::linger::{self, Socket};
 use crate::broker::Broker;
 
 /// What the first bytes of a connection say.
@@ -124,19 +125,15 @@ pub(super) struct Preface {
     pub(super) wait: Millis,
 }
 
-impl<St> Service<St, Io> for Preface {
-    type Res = ();
-    type Error = MqttError<MqttFail>;
-
-    async fn ready(&self, _: Ctx<'_, Self, St>) -> Result<(), Self::Error> {
-        self.v5.ready().await
+impl Preface {
+    /// Takes a freshly accepted connection: inspects its first bytes in a short task of its
+    /// own, which then starts the connection's driver as the connection's task.
+    pub(super) fn accept(self: &Rc<Self>, io: Io, socket: Socket) {
+        let me = self.clone();
+        ntex::rt::spawn(async move { me.route(io, socket).await });
     }
 
-    async fn shutdown(&self, _: Ctx<'_, Self, St>) {
-        self.v5.shutdown().await;
-    }
-
-    async fn call(&self, io: Io, _: Ctx<'_, Self, St>) -> Result<(), Self::Error> {
+    async fn route(&self, io: Io, socket: Socket) {
         let peek = timeout(self.wait, async {
             loop {
                 match io.with_read_buf(|b| inspect(b)) {
@@ -154,17 +151,21 @@ impl<St> Service<St, Io> for Preface {
             Ok(Some(Verdict::Refuse(code))) => {
                 tracing::debug!(code, "refusing connect before the mqtt handshake");
                 let _ = io.encode_slice(&[0x20, 0x02, 0x00, code]);
+                socket.linger(&io.get_ref());
                 let _ = io.shutdown().await;
-                Ok(())
             }
             Ok(Some(Verdict::V311)) => {
-                ntex::rt::spawn(super::v3::serve(self.broker.clone(), io, self.wait));
-                Ok(())
+                ntex::rt::spawn(super::v3::serve(self.broker.clone(), io, socket, self.wait));
             }
             // Pass, a closed socket or a timeout: ntex-mqtt applies its own rules.
             _ => {
-                ntex::rt::spawn(self.v5.call_static(io));
-                Ok(())
+                let handle = io.get_ref();
+                linger::park(&handle, socket);
+                let served = self.v5.call_static(io);
+                ntex::rt::spawn(async move {
+                    let _ = served.await;
+                    linger::forget(&handle);
+                });
             }
         }
     }

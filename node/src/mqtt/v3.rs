@@ -22,13 +22,14 @@ use ntex_mqtt::v3::codec::{
 use ntex_mqtt::v5::codec::DisconnectReasonCode as Dr;
 
 use super::conn::{Conn, Partial, PubRecReply, Wire};
+use super::linger::Socket;
 use super::{qos_in, qos_out};
 use crate::broker::{Broker, ConnectRefused, ConnectRequest, SubRequest, SubResult};
 use crate::message::{Message, MessageProperties, Protocol, QoS, SubOptions, Will};
 use crate::routing::topic::valid_topic_name;
 
 /// Serves one 3.1.1 connection from its first byte to its end.
-pub(super) async fn serve(broker: Arc<Broker>, io: Io, wait: Millis) {
+pub(super) async fn serve(broker: Arc<Broker>, io: Io, socket: Socket, wait: Millis) {
     let codec = codec::Codec::new();
     codec.set_max_size(broker.limits.max_packet_size);
     // A PUBLISH split across reads arrives as its header plus the whole payload in one chunk,
@@ -38,7 +39,7 @@ pub(super) async fn serve(broker: Arc<Broker>, io: Io, wait: Millis) {
     if let Ok(Ok(Some(Decoded::Packet(Packet::Connect(pkt), size)))) =
         timeout(wait, io.recv(&codec)).await
         // Boxed so the handshake's state is freed once it is done, not held for the connection.
-        && let Some((conn, keep_alive)) = Box::pin(connect(&broker, &io, codec, pkt)).await
+        && let Some((conn, keep_alive)) = Box::pin(connect(&broker, &io, socket, codec, pkt)).await
     {
         conn.received(size);
         run(&io, &conn, keep_alive).await;
@@ -51,6 +52,7 @@ pub(super) async fn serve(broker: Arc<Broker>, io: Io, wait: Millis) {
 async fn connect(
     broker: &Arc<Broker>,
     io: &Io,
+    socket: Socket,
     codec: codec::Codec,
     // Taken boxed and unboxed here, so the decoder's allocation is freed with the handshake
     // rather than held by `serve` for the connection's life.
@@ -63,6 +65,7 @@ async fn connect(
             session_present: false,
         };
         let _ = io.encode(Encoded::Packet(Packet::ConnectAck(ack)), &codec);
+        socket.linger(&io.get_ref());
         None
     };
     let will = pkt.last_will.as_ref().map(|w| Will {
@@ -109,6 +112,7 @@ async fn connect(
         broker.clone(),
         accepted,
         io.get_ref(),
+        Some(socket),
         Wire::V3 { codec },
         will,
     );

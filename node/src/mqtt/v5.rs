@@ -18,6 +18,7 @@ use ntex_mqtt::v5::codec::{self, Decoded, DisconnectReasonCode as Dr, Encoded, P
 use ntex_mqtt::{Control, Reason, v5};
 
 use super::conn::{Conn, Inbound, OutAliases, PubRecReply, SessionService, V5Wire, Wire};
+use super::linger;
 use super::{MqttFail, qos_in};
 use crate::broker::{Broker, ConnectRefused, ConnectRequest, SubRequest, SubResult};
 use crate::message::{Message, MessageProperties, Protocol, QoS, RetainHandling, SubOptions, Will};
@@ -29,14 +30,22 @@ pub(super) async fn connect(
     broker: &Arc<Broker>,
     hs: v5::Connect,
 ) -> Result<v5::ConnectAck<Rc<Conn>>, MqttFail> {
+    let socket = linger::take(&hs.io().get_ref());
+    // Every refusal below is a CONNACK with a reason the client must be able to read.
+    let refuse = |hs: v5::Connect, reason| {
+        if let Some(socket) = socket {
+            socket.linger(&hs.io().get_ref());
+        }
+        Ok(hs.failed(reason))
+    };
     let pkt = hs.packet();
     if pkt.auth_method.is_some() {
         // Enhanced authentication (AUTH exchanges) is not offered.
-        return Ok(hs.failed(codec::ConnectAckReason::BadAuthenticationMethod));
+        return refuse(hs, codec::ConnectAckReason::BadAuthenticationMethod);
     }
     let will = pkt.last_will.as_ref().map(will_from);
     if will.as_ref().is_some_and(|w| !valid_topic_name(&w.topic)) {
-        return Ok(hs.failed(codec::ConnectAckReason::TopicNameInvalid));
+        return refuse(hs, codec::ConnectAckReason::TopicNameInvalid);
     }
     let req = ConnectRequest {
         protocol: Protocol::V5,
@@ -55,14 +64,19 @@ pub(super) async fn connect(
     let accepted = match broker.connect(req).await {
         Ok(a) => a,
         Err(why) => {
-            return Ok(hs.failed(match why {
-                ConnectRefused::IdentifierRejected => {
-                    codec::ConnectAckReason::ClientIdentifierNotValid
-                }
-                ConnectRefused::BadCredentials => codec::ConnectAckReason::BadUserNameOrPassword,
-                ConnectRefused::NotAuthorized => codec::ConnectAckReason::NotAuthorized,
-                ConnectRefused::Unavailable => codec::ConnectAckReason::ServerUnavailable,
-            }));
+            return refuse(
+                hs,
+                match why {
+                    ConnectRefused::IdentifierRejected => {
+                        codec::ConnectAckReason::ClientIdentifierNotValid
+                    }
+                    ConnectRefused::BadCredentials => {
+                        codec::ConnectAckReason::BadUserNameOrPassword
+                    }
+                    ConnectRefused::NotAuthorized => codec::ConnectAckReason::NotAuthorized,
+                    ConnectRefused::Unavailable => codec::ConnectAckReason::ServerUnavailable,
+                },
+            );
         }
     };
     let present = accepted.present;
@@ -78,9 +92,19 @@ pub(super) async fn connect(
     let wire = Wire::V5(Box::new(V5Wire {
         codec: out_codec,
         sink: hs.sink(),
-        aliases: std::cell::RefCell::new(OutAliases::new(alias_max)),
+        aliases: std::cell::RefCell::new(OutAliases::new(
+            alias_max,
+            broker.limits.max_outbound_topic_aliases,
+        )),
     }));
-    let conn = Conn::new(broker.clone(), accepted, hs.io().get_ref(), wire, will);
+    let conn = Conn::new(
+        broker.clone(),
+        accepted,
+        hs.io().get_ref(),
+        socket,
+        wire,
+        will,
+    );
     let (timeout, server_keep_alive) = super::keep_alive(keep_alive, broker.limits.max_keepalive);
     let retain = broker.limits.retain_available;
     Ok(hs.ack(conn).keep_alive(timeout).with(|ack| {
@@ -163,8 +187,14 @@ pub(super) async fn control(
             }
             None
         }
-        Control::Stop(Reason::Protocol(e)) => Some(disconnect(protocol_reason(e.get_ref()))),
-        Control::Stop(Reason::Error(_)) => Some(disconnect(Dr::ImplementationSpecificError)),
+        Control::Stop(Reason::Protocol(e)) => {
+            s.linger();
+            Some(disconnect(protocol_reason(e.get_ref())))
+        }
+        Control::Stop(Reason::Error(_)) => {
+            s.linger();
+            Some(disconnect(Dr::ImplementationSpecificError))
+        }
         Control::Stop(Reason::PeerGone(_)) => None,
     })
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 
 use parking_lot::RwLock;
 
+use crate::auth::TopicGuard;
 use crate::message::{Delivery, Message, SubOptions};
 use crate::session::SessionCell;
 use topic::FilterSpec;
@@ -33,6 +34,14 @@ pub enum ShareStrategy {
 pub struct Subscriber {
     pub session: Arc<SessionCell>,
     pub opts: SubOptions,
+    /// Set when the filter overlaps an ACL deny rule: each message is checked against it.
+    pub guard: Option<Arc<TopicGuard>>,
+}
+
+impl Subscriber {
+    fn admits(&self, msg: &Message) -> bool {
+        self.guard.as_ref().is_none_or(|g| g.allows(&msg.topic))
+    }
 }
 
 /// One session's copy of a message, before it is queued.
@@ -69,10 +78,12 @@ impl Router {
         session: &Arc<SessionCell>,
         spec: FilterSpec<'_>,
         opts: SubOptions,
+        guard: Option<Arc<TopicGuard>>,
     ) -> bool {
         let sub = Subscriber {
             session: session.clone(),
             opts,
+            guard,
         };
         self.tree
             .write()
@@ -94,7 +105,7 @@ impl Router {
         let mut plain: Vec<&Subscriber> = Vec::new();
         tree.matches(&msg.topic, |hit| match hit {
             Hit::Subscriber(_, sub) => {
-                if !(sub.opts.no_local && is_publisher(sub, msg)) {
+                if !(sub.opts.no_local && is_publisher(sub, msg)) && sub.admits(msg) {
                     plain.push(sub);
                 }
             }
@@ -149,10 +160,15 @@ impl Router {
                 (h.finish() % n as u64) as usize
             }
         };
-        (0..n)
-            .map(|k| &group.members[(start + k) % n].1)
+        // Members whose ACL guard refuses the topic are not candidates.
+        let candidates = || {
+            (0..n)
+                .map(move |k| &group.members[(start + k) % n].1)
+                .filter(|s| s.admits(msg))
+        };
+        candidates()
             .find(|s| s.session.is_online())
-            .or(Some(&group.members[start].1))
+            .or_else(|| candidates().next())
     }
 }
 

@@ -23,7 +23,7 @@ fn msg(topic: &str, qos: QoS, retain: bool, publisher: Option<&str>) -> Arc<Mess
 }
 
 fn sub(router: &Router, s: &Arc<SessionCell>, filter: &str, opts: SubOptions) {
-    router.subscribe(s, parse_filter(filter).unwrap(), opts);
+    router.subscribe(s, parse_filter(filter).unwrap(), opts, None);
 }
 
 fn route(router: &Router, m: &Arc<Message>) -> Vec<(String, QoS, bool, Vec<u32>)> {
@@ -242,4 +242,60 @@ fn unsubscribe_stops_routing() {
     assert!(!router.unsubscribe(a.id, parse_filter("t").unwrap()));
     assert!(route(&router, &msg("t", QoS::AtMostOnce, false, None)).is_empty());
     assert!(router.is_empty());
+}
+
+/// A subscription whose filter overlaps an ACL deny rule gets only the messages its guard admits;
+/// in a shared group, a member whose guard refuses a topic is passed over for it.
+#[test]
+fn acl_guards_filter_deliveries_per_subscription() {
+    use crate::auth::{Acl, AclAction, AclRule, ClientInfo, Permission};
+    let acl = Acl::new(vec![AclRule {
+        permission: Permission::Deny,
+        action: AclAction::Subscribe,
+        topic: "secret/#".into(),
+        username: Some("guest".into()),
+        client_id: None,
+    }]);
+    let guard = |user: &str, filter: &str| {
+        let who = ClientInfo {
+            client_id: user.into(),
+            username: Some(user.into()),
+        };
+        acl.subscribe(&who, filter).guard
+    };
+    let sessions = Sessions::new(10, DropPolicy::DropOldest);
+    let router = Router::new(ShareStrategy::RoundRobin);
+    let (guest, admin) = (session(&sessions, "guest"), session(&sessions, "admin"));
+    let q0 = opts(QoS::AtMostOnce);
+    router.subscribe(&guest, parse_filter("#").unwrap(), q0, guard("guest", "#"));
+    router.subscribe(&admin, parse_filter("#").unwrap(), q0, guard("admin", "#"));
+    let names = |m: &Arc<Message>| {
+        route(&router, m)
+            .into_iter()
+            .map(|t| t.0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(&msg("secret/x", QoS::AtMostOnce, false, None)),
+        ["admin"]
+    );
+    assert_eq!(
+        names(&msg("public/x", QoS::AtMostOnce, false, None)),
+        ["admin", "guest"]
+    );
+
+    let shared = Router::new(ShareStrategy::RoundRobin);
+    for who in [&guest, &admin] {
+        let g = guard(&who.client_id, "+/x");
+        shared.subscribe(who, parse_filter("$share/g/+/x").unwrap(), q0, g);
+    }
+    for _ in 0..4 {
+        let mut out = Vec::new();
+        shared.route(&msg("secret/x", QoS::AtMostOnce, false, None), &mut out);
+        let got: Vec<_> = out
+            .iter()
+            .map(|t| t.session.client_id.to_string())
+            .collect();
+        assert_eq!(got, ["admin"], "only the member allowed to see it");
+    }
 }

@@ -74,6 +74,9 @@ pub struct SessionInner {
     /// of the session publishes it [MQTT-3.1.3-9]. Boxed: rare, and every session would carry its
     /// size.
     pub pending_will: Option<Box<Will>>,
+    /// The user name of the connection that last owned the session: proxy subscriptions made
+    /// while it is offline are decided by the ACL as that user's.
+    pub username: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -201,6 +204,7 @@ impl Sessions {
                 expiry_interval: expiry,
                 ended: false,
                 pending_will: None,
+                username: None,
             }),
         })
     }

@@ -49,10 +49,10 @@ async fn acl_denies_subscribe_and_publish() {
         ack.status,
         vec![
             c5::SubscribeAckReason::NotAuthorized,
-            c5::SubscribeAckReason::NotAuthorized,
+            c5::SubscribeAckReason::GrantedQos0,
             c5::SubscribeAckReason::GrantedQos0
         ],
-        "'#' could receive secret/..., so it is denied as well"
+        "'#' only overlaps secret/#, so it is granted"
     );
     let (mut s3, _) = Raw3::connect(node.mqtt, connect3("acl3", true)).await;
     let codes = s3
@@ -97,6 +97,84 @@ async fn acl_denies_subscribe_and_publish() {
     assert!(
         s3.recv_within(Duration::from_millis(300)).await.is_none(),
         "denied publishes are not routed"
+    );
+    // Through the granted '#', secret/... is never delivered; everything else is.
+    let mut p5 = Raw5::connect(node.mqtt, connect5("p5")).await.0;
+    for topic in ["secret/x", "open/y"] {
+        p5.publish(topic, b"m", v5::QoS::AtMostOnce, 0, Default::default())
+            .await;
+    }
+    let (m, _) = s5.expect_publish().await;
+    assert_eq!(m.topic.as_str(), "open/y");
+    assert!(s5.recv_within(Duration::from_millis(300)).await.is_none());
+}
+
+/// The conformance suites' set-up: one deny rule for a single topic. Watching the whole tree with
+/// `mosquitto_sub -t '#'` works, and neither live nor retained messages on the denied topic reach
+/// it; subscribing to the denied topic itself is refused with 0x80 (3.1.1) and 0x87 (5.0).
+#[tokio::test]
+async fn a_deny_rule_hides_its_topic_from_wildcard_subscribers() {
+    let node = Node::start(
+        "[[acl]]\npermission = \"deny\"\naction = \"subscribe\"\ntopic = \"test/nosubscribe\"\n",
+    );
+    let pub3 = |topic: &str, msg: &str, retain: bool| {
+        let mut cmd = std::process::Command::new("mosquitto_pub");
+        cmd.args(["-h", "127.0.0.1", "-p", &node.port().to_string()])
+            .args(["-q", "1", "-t", topic, "-m", msg]);
+        if retain {
+            cmd.arg("-r");
+        }
+        assert!(cmd.status().expect("mosquitto_pub").success());
+    };
+    pub3("test/nosubscribe", "hidden-retained", true);
+    pub3("test/visible", "shown-retained", true);
+
+    // (The exact SUBACK codes, 0x80 and 0x87, are checked packet by packet above.)
+    for version in ["mqttv311", "mqttv5"] {
+        let out = std::process::Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &node.port().to_string(), "-W", "5"])
+            .args(["-V", version, "-t", "test/nosubscribe"])
+            .output()
+            .expect("mosquitto_sub");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("All subscription requests were denied"),
+            "{version}: {err}"
+        );
+    }
+
+    let mut watch = tokio::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &node.port().to_string()])
+        .args(["-t", "#", "-v", "-q", "1", "-C", "3", "-W", "10"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mosquitto_sub");
+    // The retained "shown-retained" arrives first; then two live messages, one of them hidden.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pub3("test/nosubscribe", "hidden-live", false);
+    pub3("test/visible", "shown-live", false);
+    pub3("other", "shown-too", false);
+    let mut out = String::new();
+    watch
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
+    let status = watch.wait().await.unwrap();
+    assert!(
+        status.success(),
+        "mosquitto_sub -t '#' was refused or timed out: {out}"
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "test/visible shown-retained",
+            "test/visible shown-live",
+            "other shown-too"
+        ]
     );
 }
 

@@ -6,6 +6,7 @@ mod common;
 
 mod cli;
 mod clients;
+mod closing;
 mod edge;
 mod platform;
 mod qos;

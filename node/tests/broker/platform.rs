@@ -122,6 +122,57 @@ async fn devices_authenticate_with_their_credentials() {
     );
 }
 
+/// With anonymous access on, a client without credentials still cannot use a device's client
+/// id: it would take over the device's session and mark the device online from its own address.
+#[tokio::test]
+async fn anonymous_clients_cannot_claim_a_devices_client_id() {
+    let node = Node::start("");
+    let (_, dev) = make_device(&node, "owned").await;
+    let id = dev["id"].as_u64().unwrap();
+    let (mut device, ack) = Raw5::connect(node.mqtt, device5("owned", "pw-secret")).await;
+    assert_eq!(ack.reason_code, c5::ConnectAckReason::Success);
+    device
+        .subscribe(1, None, &[("cmd/#", sub_opts(v5::QoS::AtLeastOnce))])
+        .await;
+
+    for who in [None, Some("stranger")] {
+        let (_, ack) = Raw5::connect(
+            node.mqtt,
+            c5::Connect {
+                username: who.map(Into::into),
+                ..connect5("c-owned")
+            },
+        )
+        .await;
+        assert_eq!(
+            ack.reason_code,
+            c5::ConnectAckReason::NotAuthorized,
+            "{who:?}"
+        );
+        let (_, ack) = Raw3::connect(
+            node.mqtt,
+            c3::Connect {
+                username: who.map(Into::into),
+                ..connect3("c-owned", false)
+            },
+        )
+        .await;
+        assert_eq!(
+            ack.return_code,
+            c3::ConnectAckReason::NotAuthorized,
+            "{who:?}"
+        );
+    }
+    // The device kept its connection and its subscription.
+    http_publish(&node, "cmd/reboot", "now", false).await;
+    let (m, body) = device.expect_publish().await;
+    assert_eq!((m.topic.as_str(), &body[..]), ("cmd/reboot", &b"now"[..]));
+    assert_eq!(device_status(&node, id).await["status"], 3);
+    // Client ids no device owns stay open to anonymous clients.
+    let (_, ack) = Raw5::connect(node.mqtt, connect5("free-id")).await;
+    assert_eq!(ack.reason_code, c5::ConnectAckReason::Success);
+}
+
 #[tokio::test]
 async fn mosquitto_sub_as_a_device_receives_an_http_publish() {
     let node = secured();
@@ -342,4 +393,67 @@ async fn proxy_subscriptions_and_state_survive_reconnects_and_restarts() {
     let (retain, body) = got.expect("the retained message survived the restart");
     assert!(retain);
     assert_eq!(&body[..], b"on");
+}
+
+/// Sends `n` Basic-auth requests for `root` with wrong (all different) passwords, `concurrency`
+/// at a time, from loopback addresses 127.0.0.2..; returns how many got each status.
+async fn password_flood(
+    node: &Node,
+    n: usize,
+    concurrency: usize,
+) -> std::collections::BTreeMap<u16, usize> {
+    use futures::StreamExt;
+    let url = format!("http://{}/api/v1/products", node.api);
+    let clients: Vec<reqwest::Client> = (0..concurrency)
+        .map(|i| {
+            reqwest::Client::builder()
+                .local_address(std::net::IpAddr::from([127, 0, 0, 2 + i as u8]))
+                .build()
+                .unwrap()
+        })
+        .collect();
+    let statuses: Vec<u16> = futures::stream::iter(0..n)
+        .map(|i| {
+            let req = clients[i % concurrency]
+                .get(&url)
+                .basic_auth("root", Some(format!("guess-{i}")));
+            async move { req.send().await.expect("request").status().as_u16() }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let mut counts = std::collections::BTreeMap::new();
+    for s in statuses {
+        *counts.entry(s).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// A flood of wrong passwords cannot exhaust the node. With the limit out of the way, 240
+/// attempts from 24 concurrent clients are all checked, one argon2 (19 MiB) per core at a time,
+/// and peak memory grows by well under the 24 x 19 MiB that unbounded checks would hold at once
+/// (before the bound, 600 attempts took a node from 82 MB to 4.2 GB). With the default limit the
+/// same flood is answered 429 after the tenth failure.
+#[tokio::test]
+async fn a_password_flood_is_bounded_and_then_refused() {
+    let open = Node::start_with(
+        &["--allow-anonymous"],
+        "[mqtt]\nsys_interval = 0\n[api]\nfailed_login_limit = 100000\n",
+    );
+    let before = open.memory("VmRSS");
+    let counts = password_flood(&open, 240, 24).await;
+    assert_eq!(counts.get(&401), Some(&240), "{counts:?}");
+    let grew = open.memory("VmHWM").saturating_sub(before);
+    assert!(
+        grew < 200 << 20,
+        "peak memory grew by {} MB during the flood",
+        grew >> 20
+    );
+
+    let limited = Node::start("");
+    let counts = password_flood(&limited, 240, 24).await;
+    assert_eq!(counts.get(&401), Some(&10), "{counts:?}");
+    assert_eq!(counts.get(&429), Some(&230), "{counts:?}");
+    let (status, body) = limited.api("GET", "/api/v1/products", None).await;
+    assert_eq!(status, 429, "root is locked out for the minute: {body}");
 }

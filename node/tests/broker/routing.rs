@@ -189,6 +189,41 @@ async fn topic_aliases_in_both_directions() {
     );
 }
 
+/// A client that accepts 65,535 aliases gets no more than `max_outbound_topic_aliases`; topics
+/// beyond it arrive by name, and no alias is ever handed out twice.
+#[tokio::test]
+async fn outbound_aliases_are_capped_by_the_server() {
+    let node = Node::start("max_outbound_topic_aliases = 3");
+    let (mut s, _) = Raw5::connect(
+        node.mqtt,
+        c5::Connect {
+            topic_alias_max: u16::MAX,
+            ..connect5("alias-cap")
+        },
+    )
+    .await;
+    s.subscribe(1, None, &[("cap/#", sub_opts(v5::QoS::AtMostOnce))])
+        .await;
+    let mut p = publisher(&node).await;
+    for i in 0..6 {
+        p.publish(
+            &format!("cap/{i}"),
+            b"x",
+            v5::QoS::AtMostOnce,
+            0,
+            Default::default(),
+        )
+        .await;
+    }
+    let mut aliases = Vec::new();
+    for i in 0..6 {
+        let (m, _) = s.expect_publish().await;
+        assert_eq!(m.topic.as_str(), format!("cap/{i}"), "sent by name");
+        aliases.push(m.properties.topic_alias.map(NonZeroU16::get));
+    }
+    assert_eq!(aliases, [Some(1), Some(2), Some(3), None, None, None]);
+}
+
 #[tokio::test]
 async fn properties_pass_through_unchanged() {
     let node = Node::start("");

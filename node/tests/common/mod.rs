@@ -122,6 +122,18 @@ impl Node {
         self.mqtt.port()
     }
 
+    /// A `/proc/{pid}/status` memory figure (`VmRSS`, `VmHWM`) in bytes.
+    pub fn memory(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc status");
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"));
+        kb * 1024
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
@@ -176,6 +188,10 @@ impl Wire {
 
     pub fn stream_mut(&mut self) -> &mut TcpStream {
         &mut self.stream
+    }
+
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
     }
 
     pub async fn write_raw(&mut self, bytes: &[u8]) {

@@ -9,6 +9,9 @@ pub struct SessionRecord {
     /// The owning connection, unique on its node: a late disconnect of a connection that was
     /// taken over must not touch its successor's record.
     pub conn_id: u64,
+    /// The user name of the connection that last owned the session: the ACL's `%u` and
+    /// `username` rules decide its subscriptions' deliveries while it is offline.
+    pub username: Option<String>,
     /// Session Expiry Interval in seconds; `u32::MAX` never expires.
     pub expiry_interval: u32,
     pub subscriptions: Vec<SubscriptionRecord>,

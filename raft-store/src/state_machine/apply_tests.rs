@@ -287,6 +287,7 @@ fn session(client: &str, conn_id: u64, expiry: u32) -> SessionRecord {
         client_id: client.into(),
         node_id: 1,
         conn_id,
+        username: None,
         expiry_interval: expiry,
         subscriptions: Vec::new(),
         connected: true,
