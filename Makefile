@@ -6,6 +6,8 @@ SHELL := /bin/bash
 # (~10 minutes on 2 cores) then happens once per machine, and only workspace crates rebuild.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/realmq-target
 CARGO ?= cargo
+# The binary the multi-process tests in cluster-tests/ start (built by `cargo test`).
+export REALMQ_BIN ?= $(CARGO_TARGET_DIR)/debug/realmq
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # System packages: libclang for RocksDB's bindgen, mosquitto-clients for the end-to-end tests.
 DEB_PACKAGES := libclang-dev mosquitto-clients

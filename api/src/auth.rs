@@ -58,25 +58,24 @@ type CredentialKey = (String, [u8; 32]);
 /// Verified Basic credentials -> (role, verified at).
 #[derive(Default)]
 pub struct CredentialCache {
-    entries: parking_lot::Mutex<HashMap<CredentialKey, (Role, Instant)>>,
+    /// (user, password digest) → the stored hash the password was verified against, and when.
+    entries: parking_lot::Mutex<HashMap<CredentialKey, (String, Instant)>>,
 }
 
 impl CredentialCache {
-    fn get(&self, user: &str, digest: &[u8; 32]) -> Option<Role> {
+    /// Whether `digest` was verified against `stored_hash` recently. Keyed on the stored hash,
+    /// so a password changed on any node (a new hash) misses at once: no invalidation needed.
+    fn verified(&self, user: &str, digest: &[u8; 32], stored_hash: &str) -> bool {
         let entries = self.entries.lock();
-        let (role, at) = entries.get(&(user.to_string(), *digest))?;
-        (at.elapsed() < CACHE_TTL).then_some(*role)
+        entries
+            .get(&(user.to_string(), *digest))
+            .is_some_and(|(hash, at)| hash == stored_hash && at.elapsed() < CACHE_TTL)
     }
 
-    fn put(&self, user: &str, digest: [u8; 32], role: Role) {
+    fn put(&self, user: &str, digest: [u8; 32], stored_hash: String) {
         let mut entries = self.entries.lock();
         entries.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
-        entries.insert((user.to_string(), digest), (role, Instant::now()));
-    }
-
-    /// Called after any user change: passwords and roles must take effect at once.
-    pub fn clear(&self) {
-        self.entries.lock().clear();
+        entries.insert((user.to_string(), digest), (stored_hash, Instant::now()));
     }
 }
 
@@ -102,16 +101,18 @@ pub async fn login(
     addr: Option<IpAddr>,
 ) -> Result<Role, ApiError> {
     let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
-    if let Some(role) = ctx.creds.get(username, &digest) {
-        return Ok(role);
-    }
     let user = ctx.registry.user(username)?;
+    if let Some(user) = &user
+        && ctx.creds.verified(username, &digest, &user.password_hash)
+    {
+        return Ok(user.role);
+    }
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     // Unknown users are verified too (against a dummy hash): same timing, same limits.
     let ok = ctx.passwords.verify(username, addr, password, hash).await?;
     match user {
         Some(user) if ok => {
-            ctx.creds.put(username, digest, user.role);
+            ctx.creds.put(username, digest, user.password_hash);
             Ok(user.role)
         }
         _ => Err(ApiError::Unauthorized("wrong user name or password".into())),
@@ -155,7 +156,12 @@ fn verify_token(ctx: &ApiContext, token: &str) -> Result<Principal, ApiError> {
 }
 
 /// Authenticates a request from its `Authorization` header.
+///
+/// First the read barrier: this node then holds every write acknowledged anywhere before the
+/// request, so the credentials and everything the handler reads next are current (reads are
+/// linearizable on any node). Concurrent requests share one barrier.
 pub async fn authenticate(ctx: &ApiContext, caller: &Caller) -> Result<Principal, ApiError> {
+    ctx.writer.barrier().await?;
     let header = caller.authorization.as_deref().ok_or_else(|| {
         ApiError::Unauthorized(
             "missing Authorization header: use Basic credentials or a Bearer token".into(),

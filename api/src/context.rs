@@ -43,9 +43,14 @@ pub enum OpError {
     Invalid(String),
     #[error("{0}")]
     Denied(String),
+    /// The cluster cannot do it now (no leader, no quorum).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
-/// What the REST API asks of the node's broker.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// What the REST API asks of the node: its broker and its cluster.
 pub trait NodeOps: Send + Sync + 'static {
     /// Routes a message exactly as an MQTT PUBLISH would; returns how many sessions it reached.
     fn publish(&self, msg: Publish) -> Result<usize, OpError>;
@@ -53,10 +58,35 @@ pub trait NodeOps: Send + Sync + 'static {
     fn subscribe(&self, client_id: &str, filter: &str, qos: u8) -> Result<(), OpError>;
     /// Removes a subscription; `NotFound` if the client has no session or no such subscription.
     fn unsubscribe(&self, client_id: &str, filter: &str) -> Result<(), OpError>;
-    /// Disconnects `client_id`'s connection, if it has one (revoked credentials).
-    fn kick(&self, client_id: &str);
     /// Whether the MQTT listener accepts connections.
     fn listening(&self) -> bool;
+    /// Every cluster member as this node sees it, each asked for its own status; with `digest`,
+    /// each also reports a digest of its replicated state (a full scan).
+    fn nodes(&self, digest: bool) -> BoxFuture<'static, Vec<NodeInfo>>;
+    /// Removes a member from the cluster (scale-in).
+    fn remove_node(&self, id: u64) -> BoxFuture<'static, Result<(), OpError>>;
+}
+
+/// One cluster member, as `GET /api/v1/nodes` lists it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct NodeInfo {
+    pub id: u64,
+    /// `leader`, `follower`, `candidate` or `learner`.
+    pub role: String,
+    /// The leader's id as this member sees it.
+    pub leader: Option<u64>,
+    pub term: Option<u64>,
+    pub last_applied: Option<u64>,
+    /// Digest of the replicated state at `last_applied` (only with `?digest=true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    pub cluster_addr: String,
+    pub mqtt_addr: String,
+    pub api_addr: String,
+    /// MQTT connections on that member.
+    pub connections: Option<u64>,
+    /// Whether it answered; the other fields but the addresses are null when not.
+    pub reachable: bool,
 }
 
 #[derive(Debug, Clone)]

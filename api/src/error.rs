@@ -58,20 +58,21 @@ impl From<ReadError> for ApiError {
     }
 }
 
+impl From<crate::context::OpError> for ApiError {
+    fn from(e: crate::context::OpError) -> Self {
+        match e {
+            crate::context::OpError::NotFound(m) => ApiError::NotFound(m),
+            crate::context::OpError::Invalid(m) => ApiError::BadRequest(m),
+            crate::context::OpError::Denied(m) => ApiError::Forbidden(m),
+            crate::context::OpError::Unavailable(m) => ApiError::Unavailable(m),
+        }
+    }
+}
+
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
-        match e {
-            WriteError::NotLeader {
-                leader: Some((id, addr)),
-            } => ApiError::Unavailable(format!(
-                "this node is not the raft leader; node {id} ({}) is",
-                addr.api_addr
-            )),
-            WriteError::NotLeader { leader: None } => {
-                ApiError::Unavailable("no raft leader is known: the cluster has no quorum".into())
-            }
-            WriteError::Unavailable(m) => ApiError::Unavailable(m),
-        }
+        // Both are "try again later" for a client; the message says which.
+        ApiError::Unavailable(e.to_string())
     }
 }
 

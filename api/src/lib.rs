@@ -3,7 +3,7 @@
 //! ## Layout
 //!
 //! - `routes/`: one file per resource (`products`, `devices`, `users`, `auth`, `mqtt`,
-//!   `health`, `openapi`), each a set of warp filters ending in plain async handlers
+//!   `nodes`, `health`, `openapi`), each a set of warp filters ending in plain async handlers
 //! - `context.rs`: `ApiContext` and `NodeOps`, the only way the API reaches the broker
 //! - `auth.rs`: Basic and Bearer authentication, tokens
 //! - `passwords.rs`: argon2 hashing and verification, bounded per core, failed-login limits
@@ -39,7 +39,9 @@ use realmq_raft_store::model::{Role, User};
 use warp::filters::BoxedFilter;
 use warp::{Filter, Rejection};
 
-pub use context::{ApiConfig, ApiContext, NodeOps, OpError, Properties, Publish};
+pub use context::{
+    ApiConfig, ApiContext, BoxFuture, NodeInfo, NodeOps, OpError, Properties, Publish,
+};
 pub use error::ApiError;
 pub use routes::devices::registration_sign;
 
@@ -70,9 +72,12 @@ async fn recover(err: Rejection) -> Result<Reply, Infallible> {
     Ok(response::into_reply(Err(e)))
 }
 
-/// On first start (no token secret yet), creates the secret and the default `root` / `123456`
-/// administrator. Returns whether it did; later starts, even after `root` was deleted, do not.
+/// On a cluster's first start (no token secret yet), creates the secret and the default `root` /
+/// `123456` administrator in one command that applies only while no secret exists (every node
+/// may propose it; the first wins). Returns whether this node found none; later starts, even
+/// after `root` was deleted, change nothing.
 pub async fn bootstrap(ctx: &ApiContext) -> Result<bool, ApiError> {
+    ctx.writer.barrier().await?;
     if ctx.registry.token_secret()?.is_some() {
         return Ok(false);
     }
@@ -84,25 +89,17 @@ pub async fn bootstrap(ctx: &ApiContext) -> Result<bool, ApiError> {
         role: Role::Administrator,
         created_at: chrono::Utc::now().timestamp_millis(),
     };
-    write::submit(
-        ctx,
-        Command::Batch(vec![
-            Command::InitTokenSecret { secret },
-            Command::CreateUser { user: root },
-        ]),
-    )
-    .await?;
+    write::submit(ctx, Command::Bootstrap { secret, root }).await?;
     Ok(true)
 }
 
-/// Binds `addr` and returns the bound address with the server future, which ends once
-/// `shutdown` resolves and in-flight requests finish.
-pub async fn bind(
-    addr: SocketAddr,
+/// Serves the API on `listener`; returns the bound address with the server future, which ends
+/// once `shutdown` resolves and in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
     ctx: ApiContext,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, impl Future<Output = ()> + Send + 'static)> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let server = warp::serve(routes(ctx))
         .incoming(listener)

@@ -56,6 +56,8 @@ impl Modify for SecuritySchemes {
         routes::health::health,
         routes::health::ready,
         routes::auth::auth,
+        routes::nodes::list,
+        routes::nodes::remove,
         routes::users::list,
         routes::users::create,
         routes::users::update,
@@ -79,7 +81,7 @@ impl Modify for SecuritySchemes {
         routes::mqtt::unsubscribe_batch,
         routes::openapi::openapi_json,
     ),
-    components(schemas(Envelope, PageMeta, ErrorBody)),
+    components(schemas(Envelope, PageMeta, ErrorBody, crate::context::NodeInfo)),
     modifiers(&SecuritySchemes)
 )]
 pub struct ApiDoc;

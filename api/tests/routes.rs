@@ -5,8 +5,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
-use realmq_api::{ApiConfig, ApiContext, NodeOps, OpError, Publish, registration_sign};
-use realmq_raft_store::{NoPeers, NodeAddr};
+use realmq_api::{
+    ApiConfig, ApiContext, BoxFuture, NodeInfo, NodeOps, OpError, Publish, registration_sign,
+};
 use serde_json::{Value, json};
 
 /// The broker side, as far as the API can tell: records what it was asked to do. The MQTT
@@ -15,7 +16,6 @@ use serde_json::{Value, json};
 struct Recorder {
     published: Mutex<Vec<Publish>>,
     subscribed: Mutex<Vec<(String, String, u8)>>,
-    kicked: Mutex<Vec<String>>,
     sessions: Mutex<HashSet<String>>,
 }
 
@@ -51,16 +51,35 @@ impl NodeOps for Recorder {
         }
         Ok(())
     }
-    fn kick(&self, client_id: &str) {
-        self.kicked.lock().unwrap().push(client_id.into());
-    }
     fn listening(&self) -> bool {
         true
+    }
+    fn nodes(&self, digest: bool) -> BoxFuture<'static, Vec<NodeInfo>> {
+        Box::pin(async move {
+            vec![NodeInfo {
+                id: 1,
+                role: "leader".into(),
+                leader: Some(1),
+                term: Some(1),
+                last_applied: Some(1),
+                digest: digest.then(|| "d".into()),
+                cluster_addr: "c".into(),
+                mqtt_addr: "m".into(),
+                api_addr: "a".into(),
+                connections: Some(0),
+                reachable: true,
+            }]
+        })
+    }
+    fn remove_node(&self, id: u64) -> BoxFuture<'static, Result<(), OpError>> {
+        Box::pin(async move { Err(OpError::NotFound(format!("node {id} is not a member"))) })
     }
 }
 
 struct Api {
     _dir: tempfile::TempDir,
+    /// What the store announced to every node (kicks of revoked devices, among others).
+    applied: Mutex<realmq_raft_store::applied::Receiver>,
     ctx: ApiContext,
     node: Arc<Recorder>,
 }
@@ -71,10 +90,11 @@ async fn api() -> Api {
 
 async fn api_with(config: ApiConfig) -> Api {
     let dir = tempfile::tempdir().unwrap();
-    let member = realmq_raft_store::start_single(dir.path(), 1, NodeAddr::default(), NoPeers)
+    let member = realmq_raft_store::start_offline(dir.path(), 1)
         .await
         .unwrap();
     let node = Arc::new(Recorder::default());
+    let applied = Mutex::new(member.applied.subscribe());
     let ctx = ApiContext::new(member.writer, member.registry, node.clone(), config);
     assert!(
         realmq_api::bootstrap(&ctx).await.unwrap(),
@@ -83,6 +103,7 @@ async fn api_with(config: ApiConfig) -> Api {
     assert!(!realmq_api::bootstrap(&ctx).await.unwrap(), "only once");
     Api {
         _dir: dir,
+        applied,
         ctx,
         node,
     }
@@ -98,6 +119,18 @@ fn basic(user: &str, pw: &str) -> String {
 }
 
 impl Api {
+    /// Client ids whose credentials the store announced as revoked since the last call.
+    fn revoked(&self) -> Vec<String> {
+        let mut rx = self.applied.lock().unwrap();
+        let mut out = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            if let realmq_raft_store::applied::Applied::CredentialsRevoked { client_id } = e {
+                out.push(client_id);
+            }
+        }
+        out
+    }
+
     async fn call(
         &self,
         method: &str,
@@ -769,23 +802,20 @@ async fn devices_crud_filters_and_kicks() {
         (json!(pw), json!({"status": 0}), json!([]), json!(1))
     );
 
+    api.revoked();
     let (s, _) = api
         .root("PUT", "/api/v1/devices/1", Some(json!({"nickname": "n"})))
         .await;
     assert_eq!(s, 200);
     assert!(
-        api.node.kicked.lock().unwrap().is_empty(),
+        api.revoked().is_empty(),
         "a nickname change keeps the device connected"
     );
     let (s, _) = api
         .root("PUT", "/api/v1/devices/1", Some(json!({"enable": false})))
         .await;
     assert_eq!(s, 200);
-    assert_eq!(
-        *api.node.kicked.lock().unwrap(),
-        vec!["test".to_string()],
-        "disabling kicks"
-    );
+    assert_eq!(api.revoked(), vec!["test".to_string()], "disabling kicks");
     let (_, b) = api.root("GET", "/api/v1/devices?status=0", None).await;
     assert_eq!(
         (b["meta"]["count"].clone(), b["data"][0]["enable"].clone()),
@@ -815,7 +845,7 @@ async fn devices_crud_filters_and_kicks() {
     );
     let (s, _) = api.root("DELETE", "/api/v1/devices/2", None).await;
     assert_eq!(s, 200);
-    assert_eq!(api.node.kicked.lock().unwrap().last().unwrap(), "c-a1");
+    assert_eq!(api.revoked().last().unwrap(), "c-a1", "deleting kicks");
     assert_error(
         api.root("DELETE", "/api/v1/devices/2", None).await,
         404,
@@ -1143,6 +1173,8 @@ async fn openapi_document_matches_the_routes() {
         ("POST", "/api/v1/mqtt/publish_batch"),
         ("POST", "/api/v1/mqtt/subscribe_batch"),
         ("POST", "/api/v1/mqtt/unsubscribe_batch"),
+        ("GET", "/api/v1/nodes"),
+        ("DELETE", "/api/v1/nodes/{id}"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

@@ -5,17 +5,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use realmq_api::{NodeOps, OpError, Publish};
+use realmq_api::{BoxFuture, NodeInfo, NodeOps, OpError, Publish};
 
 use crate::auth::ClientInfo;
 use crate::broker::{Broker, PublishError, SubRequest, SubResult};
-use crate::message::{ByteString, Bytes, CloseReason, Message, MessageProperties, QoS, SubOptions};
+use crate::message::{ByteString, Bytes, Message, MessageProperties, QoS, SubOptions};
 use crate::routing::topic::{parse_filter, valid_topic_name};
 
 pub struct BrokerOps {
     pub broker: Arc<Broker>,
     /// Set once the MQTT listener accepts connections (readiness).
     pub listening: Arc<AtomicBool>,
+    pub cluster: crate::cluster::Cluster,
 }
 
 fn message(p: Publish) -> Result<Message, OpError> {
@@ -121,11 +122,15 @@ impl NodeOps for BrokerOps {
         }
     }
 
-    fn kick(&self, client_id: &str) {
-        self.broker.kick(client_id, CloseReason::NotAuthorized);
-    }
-
     fn listening(&self) -> bool {
         self.listening.load(Ordering::Relaxed)
+    }
+
+    fn nodes(&self, digest: bool) -> BoxFuture<'static, Vec<NodeInfo>> {
+        self.cluster.nodes(digest)
+    }
+
+    fn remove_node(&self, id: u64) -> BoxFuture<'static, Result<(), OpError>> {
+        self.cluster.remove_node(id)
     }
 }

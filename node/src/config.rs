@@ -5,6 +5,7 @@
 //! Environment variables name keys with `__` between table and key:
 //! `REALMQ_MQTT_ADDR` is `mqtt_addr`, `REALMQ_MQTT__MAX_INFLIGHT` is `[mqtt] max_inflight`.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,21 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub mqtt_addr: String,
     pub api_addr: String,
+    /// The cluster gRPC listener (raft, forwarding to the leader).
+    pub cluster_addr: String,
+    /// The cluster address peers dial; empty: this node's entry in `peers`, else `cluster_addr`.
+    pub advertise_addr: String,
+    /// The initial voters, `1=host:port,2=host:port,3=host:port`, this node included; empty for
+    /// a single node. The address given for a peer is how this node dials it.
+    pub peers: String,
+    /// Voters the cluster keeps; further nodes join as learners.
+    pub voters: u64,
+    /// Kubernetes: the StatefulSet name; the node id and peers then derive from the pod name.
+    pub k8s_statefulset: String,
+    /// Kubernetes: the StatefulSet's replica count at first start.
+    pub k8s_replicas: u64,
+    /// Kubernetes: the headless Service giving each pod a DNS name.
+    pub k8s_headless_service: String,
     pub allow_anonymous: bool,
     /// MQTT worker threads; 0 means one per CPU.
     pub workers: usize,
@@ -35,6 +51,7 @@ pub struct Config {
     pub log: LogConfig,
     pub mqtt: MqttConfig,
     pub api: ApiSettings,
+    pub cluster: ClusterSettings,
     pub acl: Vec<AclRule>,
 }
 
@@ -45,12 +62,20 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             mqtt_addr: "0.0.0.0:1883".into(),
             api_addr: "0.0.0.0:8090".into(),
+            cluster_addr: "0.0.0.0:7090".into(),
+            advertise_addr: String::new(),
+            peers: String::new(),
+            voters: 3,
+            k8s_statefulset: String::new(),
+            k8s_replicas: 0,
+            k8s_headless_service: String::new(),
             allow_anonymous: false,
             workers: 0,
             shutdown_grace: 5,
             log: LogConfig::default(),
             mqtt: MqttConfig::default(),
             api: ApiSettings::default(),
+            cluster: ClusterSettings::default(),
             acl: Vec::new(),
         }
     }
@@ -154,6 +179,36 @@ impl Default for ApiSettings {
     }
 }
 
+/// Raft and cluster timings, the `[cluster]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// How often the leader heartbeats its followers.
+    pub heartbeat_interval_ms: u64,
+    /// A follower that hears no leader for a random time in this range starts an election.
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Log entries between state-machine snapshots (the log is purged behind a snapshot).
+    pub snapshot_logs: u64,
+    /// Seconds a node may be unreachable before the leader marks its clients disconnected.
+    pub dead_node_grace: u64,
+    /// Threads of the runtime that runs raft, the REST API and cluster RPCs.
+    pub runtime_threads: usize,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            heartbeat_interval_ms: 250,
+            election_timeout_min_ms: 1000,
+            election_timeout_max_ms: 2000,
+            snapshot_logs: 100_000,
+            dead_node_grace: 30,
+            runtime_threads: 2,
+        }
+    }
+}
+
 /// Values given on the command line; `None` leaves lower layers in charge.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Overrides {
@@ -165,6 +220,20 @@ pub struct Overrides {
     pub mqtt_addr: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peers: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voters: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub k8s_statefulset: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub k8s_replicas: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub k8s_headless_service: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_anonymous: Option<bool>,
 }
@@ -208,10 +277,48 @@ impl Config {
         if self.node_id == 0 {
             errs.push("node_id must be at least 1".to_string());
         }
-        for (name, addr) in [("mqtt_addr", &self.mqtt_addr), ("api_addr", &self.api_addr)] {
+        for (name, addr) in [
+            ("mqtt_addr", &self.mqtt_addr),
+            ("api_addr", &self.api_addr),
+            ("cluster_addr", &self.cluster_addr),
+        ] {
             if addr.parse::<SocketAddr>().is_err() {
                 errs.push(format!("{name} {addr:?} is not an ip:port socket address"));
             }
+        }
+        if let Err(e) = self.peer_map() {
+            errs.push(e);
+        }
+        if self.voters == 0 {
+            errs.push("voters must be at least 1".into());
+        }
+        let k8s = [&self.k8s_statefulset, &self.k8s_headless_service];
+        if k8s.iter().any(|v| !v.is_empty())
+            && (k8s.iter().any(|v| v.is_empty()) || self.k8s_replicas == 0)
+        {
+            errs.push(
+                "Kubernetes mode needs k8s_statefulset, k8s_replicas and k8s_headless_service"
+                    .into(),
+            );
+        }
+        let c = &self.cluster;
+        if c.heartbeat_interval_ms == 0 || c.election_timeout_min_ms <= c.heartbeat_interval_ms {
+            errs.push(
+                "cluster.heartbeat_interval_ms must be at least 1 and below election_timeout_min_ms"
+                    .into(),
+            );
+        }
+        if c.election_timeout_max_ms <= c.election_timeout_min_ms {
+            errs.push("cluster.election_timeout_max_ms must exceed election_timeout_min_ms".into());
+        }
+        if c.snapshot_logs == 0 {
+            errs.push("cluster.snapshot_logs must be at least 1".into());
+        }
+        if c.dead_node_grace == 0 {
+            errs.push("cluster.dead_node_grace must be at least 1 second".into());
+        }
+        if c.runtime_threads == 0 {
+            errs.push("cluster.runtime_threads must be at least 1".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             errs.push(format!(
@@ -267,6 +374,36 @@ impl Config {
         self.api_addr
             .parse()
             .expect("validated in Config::validate")
+    }
+
+    pub fn cluster_socket(&self) -> SocketAddr {
+        self.cluster_addr
+            .parse()
+            .expect("validated in Config::validate")
+    }
+
+    /// `peers` as id → address, checked: ids at least 1 and unique, addresses `host:port`.
+    pub fn peer_map(&self) -> Result<BTreeMap<u64, String>, String> {
+        let mut map = BTreeMap::new();
+        for entry in self
+            .peers
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let bad = || format!("peers entry {entry:?} is not id=host:port");
+            let (id, addr) = entry.split_once('=').ok_or_else(bad)?;
+            let id: u64 = id.trim().parse().map_err(|_| bad())?;
+            let addr = addr.trim();
+            let port = addr.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+            if id == 0 || !matches!(port, Some(Ok(_))) {
+                return Err(bad());
+            }
+            if map.insert(id, addr.to_string()).is_some() {
+                return Err(format!("peers names node {id} twice"));
+            }
+        }
+        Ok(map)
     }
 }
 

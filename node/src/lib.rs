@@ -7,11 +7,13 @@
 //! - `message.rs`: broker-level `Message`, `Delivery`, `QoS`, `Will`; no ntex types
 //! - `mqtt/`: the only ntex-mqtt code: listener, the v3.1.1 driver, the v5 adapter, the writer
 //! - `auth.rs`: the authentication / authorization seam: devices from the registry, the ACL
-//! - `broker/`: the protocol-independent core: connect, publish, subscribe, disconnect, and
-//!   what is recorded in (and restored from) the replicated store
+//! - `broker/`: the protocol-independent core: connect, publish, subscribe, disconnect, what
+//!   is recorded in (and restored from) the replicated store, and `applied.rs`, how the broker
+//!   follows writes applied anywhere in the cluster
 //! - `session/`: session registry, `SessionState` (the pure per-client state machine), and
-//!   `ownership.rs`, the MQTT side's metadata writes
-//! - `cluster/`: the node's raft member
+//!   `ConnLink`, how a session reaches its connection
+//! - `cluster/`: the node's raft member, the gRPC cluster port (raft, forwarding to the
+//!   leader, status), forming and joining the cluster; the only tonic code
 //! - `api_ops.rs`: the broker operations the REST API calls (`realmq_api::NodeOps`)
 //! - `routing/`: topic rules, the subscription trie, per-message routing decisions
 //! - `retain.rs`: retained messages; `metrics.rs`: counters; `sys.rs`: `$SYS` topics
@@ -20,7 +22,7 @@
 //!
 //! CONNECT → `mqtt/preface.rs` (spawns the connection's task) → `mqtt/v3.rs::connect` or
 //! `mqtt/v5.rs::connect` → `Broker::connect` (`broker/lifecycle.rs`: auth seam, session
-//! registered through raft by `session/ownership.rs`, `Sessions::open`, takeover) → CONNACK →
+//! registered through raft and awaited, `Sessions::open`, takeover) → CONNACK →
 //! the connection's writer starts (`v3::run`'s loop, or the v5 writer task in `mqtt/conn.rs`).
 //!
 //! SUBSCRIBE → `mqtt/v3.rs::handle` or `mqtt/v5.rs::SessionLayer` → `Broker::subscribe`
@@ -60,7 +62,6 @@ use crate::auth::{Acl, DeviceAuth};
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::message::CloseReason;
-use crate::session::ownership::Ownership;
 
 /// A running node: the tokio runtime (raft, API, timers), the MQTT listener thread and the broker.
 pub struct Node {
@@ -75,17 +76,44 @@ pub struct Node {
 }
 
 impl Node {
-    /// Builds everything and binds the listeners; returns once both accept connections.
-    pub fn start(config: Config) -> anyhow::Result<Node> {
+    /// Binds the listeners, joins or forms the cluster, builds everything, and returns once
+    /// MQTT and REST accept connections.
+    pub fn start(mut config: Config) -> anyhow::Result<Node> {
+        let topology = cluster::Topology::from_config(&config)?;
+        config.node_id = topology.id;
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("failed to create data dir {}", config.data_dir.display()))?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(config.cluster.runtime_threads)
             .thread_name("realmq")
             .enable_all()
             .build()
             .context("failed to build the tokio runtime")?;
-        let meta = runtime.block_on(cluster::start(&config))?;
+        let shutdown = CancellationToken::new();
+
+        // Bound first: the membership record carries every address, ephemeral ports included.
+        // Clients that connect before the cluster is formed wait in the listen backlog.
+        let mqtt_listener = mqtt::bind(&config)?;
+        let (api_listener, cluster_listener) = runtime.block_on(async {
+            let api = tokio::net::TcpListener::bind(config.api_socket())
+                .await
+                .with_context(|| format!("failed to bind the REST API on {}", config.api_addr))?;
+            let cluster = tokio::net::TcpListener::bind(config.cluster_socket())
+                .await
+                .with_context(|| {
+                    format!("failed to bind the cluster port on {}", config.cluster_addr)
+                })?;
+            anyhow::Ok((api, cluster))
+        })?;
+        let bound = cluster::Bound {
+            cluster: cluster_listener,
+            mqtt: mqtt_listener.local_addr()?,
+            api: api_listener.local_addr()?,
+        };
+        let (meta, cluster) =
+            runtime.block_on(cluster::start(&config, &topology, bound, shutdown.clone()))?;
+        // Subscribed before anything is read from the store, so no applied write is missed.
+        let applied = meta.applied.subscribe();
         let auth = Arc::new(DeviceAuth {
             registry: meta.registry.clone(),
             allow_anonymous: config.allow_anonymous,
@@ -96,8 +124,16 @@ impl Node {
             config.mqtt.clone(),
             auth,
             runtime.handle().clone(),
-            Ownership::new(meta.writer.clone()),
+            meta.writer.clone(),
         );
+        let counted = broker.clone();
+        cluster.count_connections(Arc::new(move || {
+            u64::try_from(counted.metrics.connections.load(Ordering::Relaxed)).unwrap_or(0)
+        }));
+        // What this node restores must include everything acknowledged before it started.
+        runtime
+            .block_on(meta.writer.barrier())
+            .context("failed to catch up with the cluster")?;
         let restored = broker.restore(
             meta.registry
                 .sessions()
@@ -106,7 +142,12 @@ impl Node {
                 .retained()
                 .context("failed to read retained messages")?,
         );
-        let shutdown = CancellationToken::new();
+
+        runtime.spawn(
+            broker
+                .clone()
+                .follow_applied(applied, meta.registry.clone()),
+        );
 
         let listening = Arc::new(AtomicBool::new(false));
         let api_ctx = ApiContext::new(
@@ -115,6 +156,7 @@ impl Node {
             Arc::new(BrokerOps {
                 broker: broker.clone(),
                 listening: listening.clone(),
+                cluster: cluster.clone(),
             }),
             ApiConfig {
                 token_ttl: Duration::from_secs(config.api.token_ttl),
@@ -129,14 +171,14 @@ impl Node {
             tracing::info!("first start: created the API user root (password 123456); change it");
         }
 
-        let mqtt = mqtt::start(broker.clone(), &config)?;
+        let mqtt = mqtt::start(broker.clone(), mqtt_listener, &config)?;
         listening.store(true, Ordering::Relaxed);
         let stop_api = shutdown.clone();
         let (api_addr, api_server) = runtime
-            .block_on(realmq_api::bind(config.api_socket(), api_ctx, async move {
+            .block_on(realmq_api::serve(api_listener, api_ctx, async move {
                 stop_api.cancelled().await
             }))
-            .with_context(|| format!("failed to bind the REST API on {}", config.api_addr))?;
+            .context("failed to start the REST API")?;
         let api = runtime.spawn(api_server);
         sys::spawn(runtime.handle(), broker.clone(), shutdown.clone());
         tracing::info!(

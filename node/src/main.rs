@@ -31,6 +31,27 @@ struct Cli {
     /// REST API address [env: REALMQ_API_ADDR] [default: 0.0.0.0:8090]
     #[arg(long, global = true, value_name = "ADDR")]
     api_addr: Option<String>,
+    /// Cluster gRPC address [env: REALMQ_CLUSTER_ADDR] [default: 0.0.0.0:7090]
+    #[arg(long, global = true, value_name = "ADDR")]
+    cluster_addr: Option<String>,
+    /// Cluster address peers dial [env: REALMQ_ADVERTISE_ADDR] [default: own --peers entry]
+    #[arg(long, global = true, value_name = "HOST:PORT")]
+    advertise_addr: Option<String>,
+    /// Initial voters, this node included [env: REALMQ_PEERS] [default: none, a single node]
+    #[arg(long, global = true, value_name = "1=HOST:PORT,2=HOST:PORT,...")]
+    peers: Option<String>,
+    /// Voters the cluster keeps; more nodes join as learners [env: REALMQ_VOTERS] [default: 3]
+    #[arg(long, global = true, value_name = "N")]
+    voters: Option<u64>,
+    /// Kubernetes StatefulSet name: node id and peers from the pod name [env: REALMQ_K8S_STATEFULSET]
+    #[arg(long, global = true, value_name = "NAME")]
+    k8s_statefulset: Option<String>,
+    /// Kubernetes: the StatefulSet's replicas at first start [env: REALMQ_K8S_REPLICAS]
+    #[arg(long, global = true, value_name = "N")]
+    replicas: Option<u64>,
+    /// Kubernetes: the headless Service of the StatefulSet [env: REALMQ_K8S_HEADLESS_SERVICE]
+    #[arg(long, global = true, value_name = "SVC")]
+    headless_service: Option<String>,
     /// Accept MQTT clients without credentials [env: REALMQ_ALLOW_ANONYMOUS=true]
     #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     allow_anonymous: Option<bool>,
@@ -55,6 +76,13 @@ fn main() -> ExitCode {
         data_dir: cli.data_dir,
         mqtt_addr: cli.mqtt_addr,
         api_addr: cli.api_addr,
+        cluster_addr: cli.cluster_addr,
+        advertise_addr: cli.advertise_addr,
+        peers: cli.peers,
+        voters: cli.voters,
+        k8s_statefulset: cli.k8s_statefulset,
+        k8s_replicas: cli.replicas,
+        k8s_headless_service: cli.headless_service,
         allow_anonymous: cli.allow_anonymous,
     };
     let config = match Config::load(cli.config.as_deref(), &overrides) {

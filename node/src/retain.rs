@@ -86,6 +86,15 @@ impl RetainStore {
         removed
     }
 
+    /// Replaces every retained message with `msgs` (the replicated state was replaced).
+    pub fn replace_all(&self, msgs: impl IntoIterator<Item = Arc<Message>>) {
+        *self.root.write() = Node::default();
+        self.count.store(0, std::sync::atomic::Ordering::Relaxed);
+        for m in msgs {
+            self.set(m);
+        }
+    }
+
     /// Every unexpired retained message whose topic matches `filter` (already validated).
     pub fn matching(&self, filter: &str, now: Instant) -> Vec<Arc<Message>> {
         let root = self.root.read();

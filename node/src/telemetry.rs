@@ -7,12 +7,42 @@ use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber; a second call (tests starting several nodes) is a no-op.
 pub fn init(log: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let spec = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| EnvFilter::try_new(s).is_ok())
+        .unwrap_or_else(|| log.level.clone());
+    let filter =
+        EnvFilter::try_new(quiet_dependencies(&spec)).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match log.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Dependencies that log every RPC or election step at INFO: kept at WARN unless the filter
+/// names them, so an operator's `info` shows RealMQ's own state changes.
+const CHATTY: &[&str] = &["openraft", "tonic", "h2", "hyper", "tower"];
+
+fn quiet_dependencies(spec: &str) -> String {
+    let mut out = spec.to_string();
+    for dep in CHATTY {
+        if !spec.contains(dep) {
+            out.push_str(&format!(",{dep}=warn"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dependencies_stay_at_warn_unless_named() {
+        let f = super::quiet_dependencies("info,openraft=debug");
+        assert!(f.starts_with("info,openraft=debug"));
+        assert!(
+            f.contains("tonic=warn") && !f.contains("openraft=warn"),
+            "{f}"
+        );
+    }
 }

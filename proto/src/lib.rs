@@ -1,7 +1,13 @@
 //! # realmq-proto
 //!
-//! The gRPC contract between RealMQ nodes: `.proto` files under `proto/` and the tonic/prost code
-//! generated from them (with protox, so no `protoc` is needed). It holds no logic.
+//! The gRPC contract between RealMQ nodes: `proto/cluster.proto` and the tonic/prost code
+//! generated from it (with protox, so no `protoc` is needed). It holds no logic; the node's
+//! `cluster/` module is the only code that uses it.
 //!
-//! The single-node broker needs no node-to-node messages; the raft RPC and publish-forwarding
-//! services are added here together with the cluster code that uses them.
+//! - `Raft`: append entries, vote, streamed snapshot install, forwarding commands to the
+//!   leader, read-index
+//! - `Cluster`: node status, join as a learner, leave
+
+#![allow(clippy::all)]
+
+tonic::include_proto!("realmq.cluster.v1");

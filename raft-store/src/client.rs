@@ -1,5 +1,6 @@
 //! `Writer`: how every metadata write of the node, from the REST API or the MQTT side, reaches
-//! raft. Its proposer task holds the single call site of `Raft::client_write`.
+//! raft, and `Writer::barrier`, how a read is made linearizable. Its proposer task holds the
+//! single call site of `Raft::client_write`.
 //!
 //! openraft 0.9 waits for each log append to be flushed before it proposes the next entry, so
 //! entries go to disk one fsync at a time however many clients write at once. The proposer
@@ -7,15 +8,75 @@
 //! meanwhile queues, and the next entry carries all of them as one `Command::Batch` (one append,
 //! one fsync, one state-machine write). Each command still gets its own result, and the queue
 //! keeps submission order, so a command never overtakes one submitted before it.
+//!
+//! On a follower the same batch goes to the leader through `Remote::forward` (one batch in
+//! flight, so order holds across the hop), and the answer is released only once this node has
+//! applied the entry too, so the caller's next read here sees its write. Every attempt is bounded
+//! by `write_timeout`: without a leader, or with a leader that cannot reach a majority, callers get
+//! `WriteError::NoQuorum` instead of hanging. Commands submitted with `record` (the MQTT side's,
+//! naturally idempotent) are retried until they commit or the writer stops.
 
-use tokio::sync::{mpsc, oneshot};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::NodeAddr;
 use crate::command::{Command, CommandResult};
 use crate::error::WriteError;
-use crate::typ::{ClientWriteError, Raft, RaftError};
+use crate::typ::{ClientWriteError, NodeId, Raft, RaftError};
 
-/// Commands carried by one raft entry at most.
+/// Commands carried by one raft entry at most, and their encoded size at most.
 const MAX_BATCH: usize = 512;
+const MAX_BATCH_BYTES: usize = 4 << 20;
+/// Awaited writes queued at most; further writers wait for room (backpressure).
+const MAX_QUEUED: usize = 4096;
+/// Pause between attempts while no leader is known or the leader just changed.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a node needs from the leader when it is not the leader itself. Implemented by the node's
+/// `cluster/` module over gRPC; this crate stays free of networking.
+pub trait Remote: Send + Sync + 'static {
+    /// Has the leader propose `cmd`; answers its result and the log index it was applied at.
+    fn forward<'a>(
+        &'a self,
+        leader: NodeId,
+        addr: &'a NodeAddr,
+        cmd: &'a Command,
+    ) -> BoxFuture<'a, Result<(CommandResult, u64), ForwardError>>;
+
+    /// The leader's commit index, once it confirmed it still leads.
+    fn read_index<'a>(
+        &'a self,
+        leader: NodeId,
+        addr: &'a NodeAddr,
+    ) -> BoxFuture<'a, Result<u64, ForwardError>>;
+}
+
+/// Why a forwarded request failed, and whether it may have taken effect.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ForwardError {
+    /// The request never reached a leader (refused connection, the peer is not the leader any
+    /// more): safe to try again.
+    #[error("{0}")]
+    NotDelivered(String),
+    /// The request may have been applied (a timeout or a reset after sending).
+    #[error("{0}")]
+    Unknown(String),
+}
+
+/// Timings of the writer, from the node's config.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterConfig {
+    /// Bound on one write, and on one read barrier: about twice the election timeout, so a new
+    /// leader has time to be elected before callers are told there is no quorum.
+    pub write_timeout: Duration,
+}
 
 type Reply = oneshot::Sender<Result<CommandResult, WriteError>>;
 
@@ -28,42 +89,70 @@ struct Pending {
 /// Submits commands to raft; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
-    raft: Raft,
+    inner: Arc<Inner>,
     queue: mpsc::UnboundedSender<Pending>,
+    barriers: mpsc::UnboundedSender<oneshot::Sender<Result<(), WriteError>>>,
+}
+
+struct Inner {
+    raft: Raft,
+    remote: Arc<dyn Remote>,
+    config: WriterConfig,
+    room: Semaphore,
 }
 
 impl Writer {
-    /// Starts the proposer task; call from within the tokio runtime that runs `raft`.
-    pub fn start(raft: Raft) -> Writer {
+    /// Starts the proposer and barrier tasks; call from within the runtime that runs `raft`.
+    pub fn start(raft: Raft, remote: Arc<dyn Remote>, config: WriterConfig) -> Writer {
+        let inner = Arc::new(Inner {
+            raft,
+            remote,
+            config,
+            room: Semaphore::new(MAX_QUEUED),
+        });
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(propose(raft.clone(), rx));
-        Writer { raft, queue }
+        let (barriers, brx) = mpsc::unbounded_channel();
+        tokio::spawn(propose(inner.clone(), rx));
+        tokio::spawn(serve_barriers(inner.clone(), brx));
+        Writer {
+            inner,
+            queue,
+            barriers,
+        }
     }
 
     pub fn raft(&self) -> &Raft {
-        &self.raft
+        &self.inner.raft
     }
 
-    /// Proposes `cmd` and waits until it is committed and applied; returns what `apply`
-    /// answered.
+    /// Proposes `cmd` and waits until it is committed and applied on this node; returns what
+    /// `apply` answered.
     pub async fn write(&self, cmd: Command) -> Result<CommandResult, WriteError> {
+        let _room = self.inner.room.acquire().await.map_err(|_| stopped())?;
         let (tx, rx) = oneshot::channel();
-        self.submit(cmd, Some(tx))?;
+        self.queue
+            .send(Pending {
+                cmd,
+                reply: Some(tx),
+            })
+            .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
     }
 
-    /// Proposes `cmd` behind everything submitted before it without waiting; a failure is
-    /// logged.
+    /// Proposes `cmd` behind everything submitted before it without waiting, retrying until it
+    /// commits. Only for commands that may be applied twice without harm.
     pub fn record(&self, cmd: Command) {
-        if self.submit(cmd, None).is_err() {
+        if self.queue.send(Pending { cmd, reply: None }).is_err() {
             tracing::warn!("metadata writer stopped; a change was not persisted");
         }
     }
 
-    fn submit(&self, cmd: Command, reply: Option<Reply>) -> Result<(), WriteError> {
-        self.queue
-            .send(Pending { cmd, reply })
-            .map_err(|_| stopped())
+    /// Returns once this node has applied every write acknowledged anywhere before the call:
+    /// reads after it are linearizable. Concurrent callers share one round trip to the leader.
+    pub async fn barrier(&self) -> Result<(), WriteError> {
+        let (tx, rx) = oneshot::channel();
+        self.barriers.send(tx).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 }
 
@@ -71,21 +160,50 @@ fn stopped() -> WriteError {
     WriteError::Unavailable("the metadata writer stopped".into())
 }
 
-async fn propose(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
-    let mut batch = Vec::new();
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+async fn propose(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let mut queued = Vec::new();
+    // `record`ed commands whose entry failed: they go first in the next batch.
+    let mut retry: Vec<Pending> = Vec::new();
+    loop {
+        if queued.is_empty() && retry.is_empty() {
+            if rx.recv_many(&mut queued, MAX_BATCH).await == 0 {
+                return;
+            }
+        } else {
+            if !retry.is_empty() {
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            while queued.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => queued.push(p),
+                    Err(_) => break,
+                }
+            }
+        }
+        let mut batch: Vec<Pending> = std::mem::take(&mut retry);
+        batch.append(&mut queued);
+        let mut bytes = 0;
+        if let Some(cut) = batch.iter().position(|p| {
+            bytes += crate::codec::encoded_len(&p.cmd);
+            bytes > MAX_BATCH_BYTES
+        }) {
+            // At least one command per entry, however large.
+            queued = batch.split_off(cut.max(1));
+        }
         let (cmds, replies): (Vec<Command>, Vec<Option<Reply>>) =
-            batch.drain(..).map(|p| (p.cmd, p.reply)).unzip();
+            batch.into_iter().map(|p| (p.cmd, p.reply)).unzip();
         let n = cmds.len();
-        let results = match <[Command; 1]>::try_from(cmds) {
-            Ok([cmd]) => client_write(&raft, cmd).await.map(|r| vec![r]),
-            Err(cmds) => match client_write(&raft, Command::Batch(cmds)).await {
-                Ok(CommandResult::Batch(results)) if results.len() == n => Ok(results),
-                Ok(other) => Err(WriteError::Unavailable(format!(
-                    "a batch of {n} commands was answered with {other:?}"
-                ))),
-                Err(e) => Err(e),
-            },
+        let cmd = match <[Command; 1]>::try_from(cmds) {
+            Ok([cmd]) => cmd,
+            Err(cmds) => Command::Batch(cmds),
+        };
+        let results = match inner.write(&cmd).await {
+            Ok(result) if n == 1 => Ok(vec![result]),
+            Ok(CommandResult::Batch(results)) if results.len() == n => Ok(results),
+            Ok(other) => Err(WriteError::Unavailable(format!(
+                "a batch of {n} commands was answered with {other:?}"
+            ))),
+            Err(e) => Err(e),
         };
         match results {
             Ok(results) => {
@@ -96,29 +214,156 @@ async fn propose(raft: Raft, mut rx: mpsc::UnboundedReceiver<Pending>) {
                 }
             }
             Err(e) => {
-                if replies.iter().any(Option::is_none) {
-                    tracing::warn!(error = %e, commands = n, "failed to persist metadata changes");
+                let cmds = match cmd {
+                    Command::Batch(cmds) => cmds,
+                    cmd => vec![cmd],
+                };
+                let mut recorded = 0;
+                for (cmd, reply) in cmds.into_iter().zip(replies) {
+                    match reply {
+                        Some(reply) => {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                        // Only a missing quorum passes; a stopped raft never takes it.
+                        None if matches!(e, WriteError::NoQuorum(_)) => {
+                            recorded += 1;
+                            retry.push(Pending { cmd, reply: None });
+                        }
+                        None => tracing::warn!(error = %e, "a metadata change was not persisted"),
+                    }
                 }
-                for reply in replies.into_iter().flatten() {
-                    let _ = reply.send(Err(e.clone()));
+                if recorded > 0 {
+                    tracing::warn!(error = %e, commands = recorded, "metadata changes not committed yet; retrying");
                 }
             }
         }
     }
 }
 
-async fn client_write(raft: &Raft, cmd: Command) -> Result<CommandResult, WriteError> {
-    match raft.client_write(cmd).await {
-        Ok(resp) => Ok(resp.data),
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(WriteError::NotLeader {
-                leader: f.leader_id.zip(f.leader_node),
-            })
+impl Inner {
+    /// One command, to the leader wherever it is, within `write_timeout`.
+    async fn write(&self, cmd: &Command) -> Result<CommandResult, WriteError> {
+        let deadline = Instant::now() + self.config.write_timeout;
+        let mut why = String::from("no leader elected");
+        loop {
+            match tokio::time::timeout_at(deadline, self.raft.client_write(cmd.clone())).await {
+                Err(_) => return Err(no_quorum(&why)),
+                Ok(Ok(resp)) => return Ok(resp.data),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                    match f.leader_id.zip(f.leader_node) {
+                        Some((leader, addr)) => {
+                            match self.forward(deadline, leader, &addr, cmd).await {
+                                Ok(result) => return Ok(result),
+                                Err(ForwardError::NotDelivered(e)) => {
+                                    why = format!("leader {leader} did not take the write: {e}");
+                                }
+                                Err(ForwardError::Unknown(e)) => {
+                                    return Err(no_quorum(&format!(
+                                        "leader {leader} did not answer in time: {e}"
+                                    )));
+                                }
+                            }
+                        }
+                        None => why = "no leader elected".into(),
+                    }
+                }
+                Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                    return Err(WriteError::Unavailable(e.to_string()));
+                }
+                Ok(Err(RaftError::Fatal(e))) => return Err(WriteError::Unavailable(e.to_string())),
+            }
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(no_quorum(&why));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
-        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-            Err(WriteError::Unavailable(e.to_string()))
+    }
+
+    async fn forward(
+        &self,
+        deadline: Instant,
+        leader: NodeId,
+        addr: &NodeAddr,
+        cmd: &Command,
+    ) -> Result<CommandResult, ForwardError> {
+        let (result, index) =
+            match tokio::time::timeout_at(deadline, self.remote.forward(leader, addr, cmd)).await {
+                Ok(r) => r?,
+                Err(_) => return Err(ForwardError::Unknown("timed out".into())),
+            };
+        self.applied(deadline, index)
+            .await
+            .map_err(|e| ForwardError::Unknown(e.to_string()))?;
+        Ok(result)
+    }
+
+    /// Waits until this node's state machine has applied `index`.
+    async fn applied(&self, deadline: Instant, index: u64) -> Result<(), WriteError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "catch up with the leader")
+            .await
+            .map(|_| ())
+            .map_err(|e| no_quorum(&format!("this node did not catch up with the leader: {e}")))
+    }
+
+    /// One linearizable read point: the leader's confirmed commit index, applied here.
+    async fn barrier(&self) -> Result<(), WriteError> {
+        let deadline = Instant::now() + self.config.write_timeout;
+        let mut why = String::from("no leader elected");
+        loop {
+            let metrics = self.raft.metrics().borrow().clone();
+            let me = metrics.id;
+            let leader = metrics.current_leader.and_then(|l| {
+                let node = metrics.membership_config.membership().get_node(&l)?;
+                Some((l, node.clone()))
+            });
+            match leader {
+                Some((leader, _)) if leader == me => {
+                    match tokio::time::timeout_at(deadline, self.raft.ensure_linearizable()).await {
+                        Err(_) => return Err(no_quorum("the leader did not confirm its term")),
+                        Ok(Ok(_)) => return Ok(()),
+                        Ok(Err(e)) => why = e.to_string(),
+                    }
+                }
+                Some((leader, addr)) => {
+                    match tokio::time::timeout_at(deadline, self.remote.read_index(leader, &addr))
+                        .await
+                    {
+                        Err(_) => {
+                            return Err(no_quorum(&format!("leader {leader} did not answer")));
+                        }
+                        Ok(Ok(index)) => return self.applied(deadline, index).await,
+                        Ok(Err(e)) => why = format!("leader {leader}: {e}"),
+                    }
+                }
+                None => {}
+            }
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return Err(no_quorum(&why));
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
         }
-        Err(RaftError::Fatal(e)) => Err(WriteError::Unavailable(e.to_string())),
+    }
+}
+
+fn no_quorum(why: &str) -> WriteError {
+    WriteError::NoQuorum(why.to_string())
+}
+
+/// Answers barrier requests in rounds: every request waiting when a round starts shares it; a
+/// request that arrives during a round waits for the next one, which starts after it arrived.
+async fn serve_barriers(
+    inner: Arc<Inner>,
+    mut rx: mpsc::UnboundedReceiver<oneshot::Sender<Result<(), WriteError>>>,
+) {
+    let mut waiting = Vec::new();
+    while rx.recv_many(&mut waiting, usize::MAX).await > 0 {
+        let result = inner.barrier().await;
+        for w in waiting.drain(..) {
+            let _ = w.send(result.clone());
+        }
     }
 }
 
@@ -126,7 +371,6 @@ async fn client_write(raft: &Raft, cmd: Command) -> Result<CommandResult, WriteE
 mod tests {
     use super::*;
     use crate::model::{Role, User};
-    use crate::{NoPeers, NodeAddr};
 
     fn user(name: &str) -> Command {
         Command::CreateUser {
@@ -147,9 +391,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_writes_are_group_committed_with_their_own_results() {
         let dir = tempfile::tempdir().unwrap();
-        let member = crate::start_single(dir.path(), 1, NodeAddr::default(), NoPeers)
-            .await
-            .unwrap();
+        let member = crate::start_offline(dir.path(), 1).await.unwrap();
         let before = last_index(&member.raft);
         // 64 writes, the last 8 repeating names used earlier: those must be refused alone.
         let names: Vec<String> = (0..64).map(|i| format!("u{}", i % 56)).collect();
@@ -187,6 +429,7 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(deleted, CommandResult::Ok), "{deleted:?}");
+        member.writer.barrier().await.unwrap();
         member.raft.shutdown().await.unwrap();
     }
 }

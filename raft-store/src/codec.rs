@@ -18,3 +18,9 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     postcard::from_bytes(bytes)
 }
+
+/// Encoded size without encoding into memory (batches are capped by bytes).
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> usize {
+    postcard::serialize_with_flavor::<T, _, usize>(value, postcard::ser_flavors::Size::default())
+        .unwrap_or(0)
+}

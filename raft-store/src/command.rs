@@ -14,9 +14,13 @@ use crate::model::{
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Sets the API token-signing secret if none is set yet (first start).
-    InitTokenSecret {
+    /// First start of a cluster: sets the API token-signing secret and creates the default
+    /// administrator, only if no secret exists yet. Every node proposes it when it finds none;
+    /// the first to commit wins, and a later one (or a lagging node) changes nothing, so a
+    /// deleted `root` stays deleted.
+    Bootstrap {
         secret: Vec<u8>,
+        root: User,
     },
     CreateUser {
         user: User,
@@ -73,9 +77,11 @@ pub enum Command {
         conn_id: u64,
         at: i64,
     },
-    /// A session ended (expiry or clean start elsewhere).
+    /// A session ended (expiry). With `owner`, only if the session still belongs to that node:
+    /// a session resumed elsewhere meanwhile is not the one that expired.
     RemoveSession {
         client_id: String,
+        owner: Option<u64>,
     },
     Subscribe {
         client_id: String,
@@ -88,9 +94,6 @@ pub enum Command {
 
     SetRetained {
         record: RetainedRecord,
-    },
-    ClearRetained {
-        topic: String,
     },
 
     /// Several commands applied in order in one log entry (batched MQTT-side writes).

@@ -1,8 +1,5 @@
 //! Errors of this crate's public API.
 
-use crate::NodeAddr;
-use crate::typ::NodeId;
-
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("failed to open rocksdb at {path}: {source}")]
@@ -21,13 +18,13 @@ pub enum OpenError {
     Storage(#[from] crate::typ::StorageError),
 }
 
-/// Why a replicated write did not happen.
+/// Why a replicated write (or a read barrier) did not happen.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum WriteError {
-    /// This node is not the leader; `leader` is where to send the write, if known.
-    #[error("not the raft leader (leader: {leader:?})")]
-    NotLeader { leader: Option<(NodeId, NodeAddr)> },
-    /// No quorum or the raft core is shutting down; the write may be retried.
+    /// No leader with a majority behind it answered in time; the write may still commit later.
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
+    /// The raft core stopped (shutdown or a fatal storage error).
     #[error("metadata store unavailable: {0}")]
     Unavailable(String),
 }

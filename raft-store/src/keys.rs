@@ -53,6 +53,8 @@ pub fn all() -> impl Iterator<Item = &'static str> {
 pub const VOTE: &[u8] = b"vote";
 pub const COMMITTED: &[u8] = b"committed";
 pub const LAST_PURGED: &[u8] = b"last_purged";
+/// Set while a received snapshot replaces the state machine (`state_machine/snapshot.rs`).
+pub const INSTALLING: &[u8] = b"installing";
 
 // Keys in SM_META.
 pub const LAST_APPLIED: &[u8] = b"last_applied";
@@ -60,8 +62,6 @@ pub const LAST_MEMBERSHIP: &[u8] = b"last_membership";
 pub const NEXT_PRODUCT_ID: &[u8] = b"next_product_id";
 pub const NEXT_DEVICE_ID: &[u8] = b"next_device_id";
 pub const TOKEN_SECRET: &[u8] = b"token_secret";
-/// The current snapshot's meta; not part of snapshots themselves.
-pub const SNAPSHOT_META: &[u8] = b"snapshot_meta";
 
 /// Device counters in SM_META: `counter:` ++ product id (0 = all products) ++ status byte
 /// (0..=3) -> u64. Kept by `apply` so list totals never scan.

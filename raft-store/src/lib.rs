@@ -8,13 +8,14 @@
 //! - `lib.rs`: the openraft `TypeConfig`, `NodeAddr`, and `open()`
 //! - `typ.rs`: every openraft alias
 //! - `command.rs`: `Command` (each replicated write) and `CommandResult`
+//! - `applied.rs`: `Applied`, what each applied entry changed, published on every node
 //! - `model/`: the records
 //! - `keys.rs`: column families and key encoding; `codec.rs`: value encoding
 //! - `log_store.rs`: the raft log (`RaftLogStorage`)
 //! - `state_machine/`: `apply` (one `match`, one fn per command), snapshots, the write set
 //! - `read.rs`: `Registry`, every read, through secondary indexes
-//! - `client.rs`: `Writer`, the group-committing proposer and single call site of
-//!   `Raft::client_write`
+//! - `client.rs`: `Writer`, the group-committing proposer (forwarding to the leader through
+//!   `Remote`), the single call site of `Raft::client_write`, and the read barrier
 //!
 //! ## How a write flows
 //!
@@ -28,6 +29,7 @@
 // every internal call would only add allocations.
 #![allow(clippy::result_large_err)]
 
+pub mod applied;
 pub mod client;
 mod codec;
 pub mod command;
@@ -54,16 +56,23 @@ pub use no_peers::NoPeers;
 pub use read::Registry;
 pub use state_machine::StateMachineStore;
 
-/// How to reach a node: its internal gRPC address and its REST address.
+/// How to reach a node, as stored in the raft membership. Every address is there from the
+/// start: membership is stored encoded, so a field added later could not be read back.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeAddr {
-    pub rpc_addr: String,
+    /// The cluster gRPC address peers dial (raft, forwarding).
+    pub cluster_addr: String,
+    pub mqtt_addr: String,
     pub api_addr: String,
 }
 
 impl fmt::Display for NodeAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "rpc={} api={}", self.rpc_addr, self.api_addr)
+        write!(
+            f,
+            "cluster={} mqtt={} api={}",
+            self.cluster_addr, self.mqtt_addr, self.api_addr
+        )
     }
 }
 
@@ -83,6 +92,7 @@ pub struct Store {
     pub log: LogStore,
     pub state_machine: StateMachineStore,
     pub registry: Registry,
+    pub applied: applied::Sender,
 }
 
 /// Opens (or creates) the store under `dir`: RocksDB in `dir/rocksdb`, snapshots in
@@ -104,10 +114,18 @@ pub fn open(dir: &Path) -> Result<Store, OpenError> {
         source,
     })?;
     let db = Arc::new(db);
+    let (applied, _) = tokio::sync::broadcast::channel(applied::BACKLOG);
+    let installing = Arc::default();
     Ok(Store {
         log: LogStore::new(db.clone()),
-        state_machine: StateMachineStore::new(db.clone(), snapshots)?,
-        registry: Registry::new(db),
+        state_machine: StateMachineStore::new(
+            db.clone(),
+            snapshots,
+            applied.clone(),
+            Arc::clone(&installing),
+        )?,
+        registry: Registry::new(db, installing),
+        applied,
     })
 }
 
@@ -116,60 +134,116 @@ pub struct Member {
     pub raft: typ::Raft,
     pub writer: client::Writer,
     pub registry: Registry,
+    /// Subscribe for what every applied entry changed (`applied.rs`).
+    pub applied: applied::Sender,
 }
 
-/// Opens the store under `dir`, starts raft as `node_id`, makes a fresh store a one-member
-/// cluster, and returns once this node leads (a restart recovers log and state and elects
-/// itself again).
-pub async fn start_single<N>(
+/// Raft timings, from the node's config.
+#[derive(Debug, Clone, Copy)]
+pub struct RaftSettings {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Log entries between snapshots.
+    pub snapshot_logs: u64,
+}
+
+impl RaftSettings {
+    fn openraft(&self) -> Result<openraft::Config, StartError> {
+        openraft::Config {
+            cluster_name: "realmq".into(),
+            heartbeat_interval: self.heartbeat_interval_ms,
+            election_timeout_min: self.election_timeout_min_ms,
+            election_timeout_max: self.election_timeout_max_ms,
+            // A snapshot streams as one RPC; allow it the time a large state takes to send.
+            install_snapshot_timeout: 60_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
+            max_in_snapshot_log_to_keep: 1_000.min(self.snapshot_logs),
+            purge_batch_size: 256,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Raft(e.to_string()))
+    }
+
+    /// How long a write or read barrier may wait for a quorum: two elections' worth.
+    pub fn write_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
+            2 * self.election_timeout_max_ms + self.heartbeat_interval_ms,
+        )
+    }
+}
+
+/// Opens the store under `dir` and starts raft as `node_id` with `network` to its peers and
+/// `remote` to reach the leader. Does not initialize a cluster or wait for a leader: that is
+/// the node's membership logic.
+pub async fn start<N>(
     dir: &Path,
     node_id: typ::NodeId,
-    me: NodeAddr,
+    settings: RaftSettings,
     network: N,
+    remote: Arc<dyn client::Remote>,
 ) -> Result<Member, StartError>
 where
     N: openraft::network::RaftNetworkFactory<TypeConfig>,
 {
     let store = open(dir)?;
-    let config = openraft::Config {
-        cluster_name: "realmq".into(),
-        heartbeat_interval: 250,
-        election_timeout_min: 1000,
-        election_timeout_max: 2000,
-        // Snapshots stream the whole state machine to a file; every 100k entries keeps that
-        // rare while bounding the log.
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(100_000),
-        max_in_snapshot_log_to_keep: 1_000,
-        ..Default::default()
-    }
-    .validate()
-    .map_err(|e| StartError::Raft(e.to_string()))?;
+    let applied = store.applied.clone();
     let raft = typ::Raft::new(
         node_id,
-        Arc::new(config),
+        Arc::new(settings.openraft()?),
         network,
         store.log,
         store.state_machine,
     )
     .await
     .map_err(|e| StartError::Raft(e.to_string()))?;
-    let initialized = raft
+    let writer = client::Writer::start(
+        raft.clone(),
+        remote,
+        client::WriterConfig {
+            write_timeout: settings.write_timeout(),
+        },
+    );
+    Ok(Member {
+        raft,
+        writer,
+        registry: store.registry,
+        applied,
+    })
+}
+
+/// A one-member cluster under `dir` with no network, leading: for tests and offline tools that
+/// prepare a data directory (a node later started on it finds itself the only member).
+pub async fn start_offline(dir: &Path, node_id: typ::NodeId) -> Result<Member, StartError> {
+    let settings = RaftSettings {
+        heartbeat_interval_ms: 100,
+        election_timeout_min_ms: 300,
+        election_timeout_max_ms: 600,
+        snapshot_logs: 100_000,
+    };
+    let member = start(dir, node_id, settings, NoPeers, Arc::new(NoPeers)).await?;
+    let raft_err = |e: &dyn fmt::Display| StartError::Raft(e.to_string());
+    if !member
+        .raft
         .is_initialized()
         .await
-        .map_err(|e| StartError::Raft(e.to_string()))?;
-    if !initialized {
-        raft.initialize(std::collections::BTreeMap::from([(node_id, me)]))
+        .map_err(|e| raft_err(&e))?
+    {
+        member
+            .raft
+            .initialize(std::collections::BTreeMap::from([(
+                node_id,
+                NodeAddr::default(),
+            )]))
             .await
-            .map_err(|e| StartError::Raft(e.to_string()))?;
-        tracing::info!(node_id, "bootstrapped a one-member raft cluster");
+            .map_err(|e| raft_err(&e))?;
     }
-    raft.wait(Some(std::time::Duration::from_secs(30)))
-        .current_leader(node_id, "single node becomes leader")
+    member
+        .raft
+        .wait(Some(std::time::Duration::from_secs(30)))
+        .current_leader(node_id, "the only member leads")
         .await
-        .map_err(|e| StartError::Raft(format!("this node did not become leader: {e}")))?;
-    Ok(Member {
-        writer: client::Writer::start(raft.clone()),
-        raft,
-        registry: store.registry,
-    })
+        .map_err(|e| raft_err(&e))?;
+    Ok(member)
 }

@@ -1,4 +1,4 @@
-//! `NoPeers`: the raft network of a one-member cluster.
+//! `NoPeers`: the raft network of a one-member cluster, for tests and offline tools.
 //!
 //! openraft never sends such a member an RPC, because there is nobody to replicate to or ask for
 //! votes. Should it try (a membership naming other nodes without a transport to them), every call
@@ -66,5 +66,35 @@ impl RaftNetwork<TypeConfig> for NoConnection {
         _option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeAddr, RaftError<NodeId>>> {
         Err(unreachable(self.target))
+    }
+}
+
+impl crate::client::Remote for NoPeers {
+    fn forward<'a>(
+        &'a self,
+        leader: NodeId,
+        _addr: &'a NodeAddr,
+        _cmd: &'a crate::Command,
+    ) -> crate::client::BoxFuture<
+        'a,
+        Result<(crate::CommandResult, u64), crate::client::ForwardError>,
+    > {
+        Box::pin(async move {
+            Err(crate::client::ForwardError::NotDelivered(
+                NoTransport(leader).to_string(),
+            ))
+        })
+    }
+
+    fn read_index<'a>(
+        &'a self,
+        leader: NodeId,
+        _addr: &'a NodeAddr,
+    ) -> crate::client::BoxFuture<'a, Result<u64, crate::client::ForwardError>> {
+        Box::pin(async move {
+            Err(crate::client::ForwardError::NotDelivered(
+                NoTransport(leader).to_string(),
+            ))
+        })
     }
 }

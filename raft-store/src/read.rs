@@ -6,6 +6,7 @@
 //! fuzzy (substring) name filter has to walk the name index.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rocksdb::{DB, Direction, IteratorMode};
 use serde::de::DeserializeOwned;
@@ -71,11 +72,18 @@ impl DeviceCounts {
 #[derive(Clone)]
 pub struct Registry {
     db: Arc<DB>,
+    installing: Arc<AtomicBool>,
 }
 
 impl Registry {
-    pub(crate) fn new(db: Arc<DB>) -> Self {
-        Registry { db }
+    pub(crate) fn new(db: Arc<DB>, installing: Arc<AtomicBool>) -> Self {
+        Registry { db, installing }
+    }
+
+    /// Whether a snapshot is replacing the state right now (reads would see a partial state;
+    /// the node reports not ready meanwhile).
+    pub fn installing(&self) -> bool {
+        self.installing.load(Ordering::Acquire)
     }
 
     #[cfg(test)]
@@ -133,6 +141,35 @@ impl Registry {
         Ok(self
             .get_value::<Option<LogId>>(keys::SM_META, keys::LAST_APPLIED)?
             .flatten())
+    }
+
+    /// A digest of the replicated state and the index it was taken at, from one consistent
+    /// RocksDB snapshot: replicas at the same index must have the same digest. A full scan, for
+    /// tests and diagnostics. Node-local bookkeeping (applied index, membership, snapshot
+    /// metadata) is left out.
+    pub fn digest(&self) -> Result<(u64, String)> {
+        use sha2::Digest;
+        let snap = self.db.snapshot();
+        let applied = match snap.get_cf(self.cf(keys::SM_META), keys::LAST_APPLIED)? {
+            Some(v) => crate::codec::decode::<Option<LogId>>(&v)?.map_or(0, |l| l.index),
+            None => 0,
+        };
+        let local = [keys::LAST_APPLIED, keys::LAST_MEMBERSHIP];
+        let mut h = sha2::Sha256::new();
+        for name in keys::SM_DATA {
+            h.update(name.as_bytes());
+            for kv in snap.iterator_cf(self.cf(name), IteratorMode::Start) {
+                let (k, v) = kv?;
+                if *name == keys::SM_META && local.contains(&&*k) {
+                    continue;
+                }
+                h.update((k.len() as u64).to_be_bytes());
+                h.update(&k);
+                h.update((v.len() as u64).to_be_bytes());
+                h.update(&v);
+            }
+        }
+        Ok((applied, hex::encode(h.finalize())))
     }
 
     pub fn token_secret(&self) -> Result<Option<Vec<u8>>> {

@@ -308,14 +308,6 @@ pub(crate) async fn update(ctx: &ApiContext, auth: &Caller, raw: &str, body: &[u
         Some(key) => Some(product_by_key(ctx, key)?.id),
         None => None,
     };
-    // Revoked or changed credentials end the device's current connection.
-    let kick = req.enable == Some(false)
-        || req.username.as_ref().is_some_and(|u| *u != old.username)
-        || req.password.as_ref().is_some_and(|p| *p != old.password)
-        || req
-            .mqtt_client_id
-            .as_ref()
-            .is_some_and(|c| *c != old.mqtt_client_id);
     let patch = DevicePatch {
         name: req.name,
         product_id,
@@ -327,10 +319,9 @@ pub(crate) async fn update(ctx: &ApiContext, auth: &Caller, raw: &str, body: &[u
         description: req.description.map(Some),
         enable: req.enable,
     };
+    // Revoked or changed credentials end the device's connection on whichever node holds it:
+    // the state machine announces it to every node (`Applied::CredentialsRevoked`).
     submit(ctx, Command::UpdateDevice { id: old.id, patch }).await?;
-    if kick {
-        ctx.node.kick(&old.mqtt_client_id);
-    }
     ok()
 }
 
@@ -341,7 +332,6 @@ pub(crate) async fn delete(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiRes
     authenticate(ctx, auth).await?.require_admin()?;
     let old = load(ctx, raw)?;
     submit(ctx, Command::DeleteDevice { id: old.id }).await?;
-    ctx.node.kick(&old.mqtt_client_id);
     ok()
 }
 
@@ -369,6 +359,7 @@ pub(crate) async fn register(ctx: &ApiContext, body: &[u8]) -> ApiResult {
     let req: Registration = parse(body)?;
     check_text("device_name", Some(&req.device_name))?;
     check_text("random", Some(&req.random))?;
+    ctx.writer.barrier().await?;
     let product = product_by_key(ctx, &req.product_key)?;
     if product.dynamic_reg != 1 {
         return Err(ApiError::BadRequest(format!(

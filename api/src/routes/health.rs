@@ -34,6 +34,9 @@ pub(crate) fn ready(ctx: &ApiContext) -> ApiResult {
     let leader = ctx.writer.raft().metrics().borrow().current_leader;
     match leader {
         None => Err(ApiError::Unavailable("no raft leader is known".into())),
+        Some(_) if ctx.registry.installing() => Err(ApiError::Unavailable(
+            "installing a snapshot from the leader".into(),
+        )),
         Some(_) if !ctx.node.listening() => Err(ApiError::Unavailable(
             "the MQTT listener is not accepting connections".into(),
         )),

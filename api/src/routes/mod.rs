@@ -62,6 +62,7 @@ pub(crate) mod auth;
 pub(crate) mod devices;
 pub(crate) mod health;
 pub(crate) mod mqtt;
+pub(crate) mod nodes;
 pub(crate) mod openapi;
 pub(crate) mod products;
 pub(crate) mod users;
@@ -91,7 +92,9 @@ pub fn api_v1(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
         .unify()
         .or(devices::routes(ctx.clone()))
         .unify()
-        .or(mqtt::routes(ctx))
+        .or(mqtt::routes(ctx.clone()))
+        .unify()
+        .or(nodes::routes(ctx))
         .unify()
         .boxed()
 }

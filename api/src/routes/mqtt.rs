@@ -14,7 +14,7 @@ use warp::filters::BoxedFilter;
 
 use super::{body, caller, with_ctx};
 use crate::auth::{Caller, authenticate};
-use crate::context::{ApiContext, OpError, Properties, Publish};
+use crate::context::{ApiContext, Properties, Publish};
 use crate::error::ApiError;
 use crate::json::{lenient_bool, parse};
 use crate::response::{ApiResult, Reply, data, into_reply, ok};
@@ -114,16 +114,6 @@ async fn guarded(
 ) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
     handler(ctx, body)
-}
-
-impl From<OpError> for ApiError {
-    fn from(e: OpError) -> Self {
-        match e {
-            OpError::NotFound(m) => ApiError::NotFound(m),
-            OpError::Invalid(m) => ApiError::BadRequest(m),
-            OpError::Denied(m) => ApiError::Forbidden(m),
-        }
-    }
 }
 
 /// `topic` and the comma-separated `topics`, at least one.

@@ -163,7 +163,6 @@ pub(crate) async fn update(
         },
     )
     .await?;
-    ctx.creds.clear();
     ok()
 }
 
@@ -187,6 +186,5 @@ pub(crate) async fn delete(ctx: &ApiContext, auth: &Caller, username: &str) -> A
         },
     )
     .await?;
-    ctx.creds.clear();
     ok()
 }

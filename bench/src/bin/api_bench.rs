@@ -9,14 +9,15 @@
 //! Prints one JSON object with every figure. Bounded: each phase has a size and a deadline.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use realmq_raft_store::model::{ConnState, Device, Product};
-use realmq_raft_store::{Command as Cmd, CommandResult, NoPeers, NodeAddr};
+use realmq_bench::rest::{Node, free_port, percentiles, post, wait_ready};
+use realmq_raft_store::{Command as Cmd, CommandResult};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -42,34 +43,6 @@ struct Args {
     cpu: Option<String>,
 }
 
-struct Node {
-    child: Child,
-    api: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 /// Starts realmq on `data` and returns once `/api/v1/ready` answers 200, with the time it took.
 async fn start(args: &Args, data: &Path) -> anyhow::Result<(Node, Duration)> {
     let (mqtt, api) = (free_port()?, free_port()?);
@@ -90,6 +63,8 @@ async fn start(args: &Args, data: &Path) -> anyhow::Result<(Node, Duration)> {
             &format!("127.0.0.1:{mqtt}"),
             "--api-addr",
             &format!("127.0.0.1:{api}"),
+            "--cluster-addr",
+            "127.0.0.1:0",
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -99,39 +74,8 @@ async fn start(args: &Args, data: &Path) -> anyhow::Result<(Node, Duration)> {
         child,
         api: format!("http://127.0.0.1:{api}/api/v1"),
     };
-    let http = reqwest::Client::new();
-    let deadline = started + Duration::from_secs(120);
-    loop {
-        if let Ok(r) = http.get(format!("{}/ready", node.api)).send().await
-            && r.status() == 200
-        {
-            return Ok((node, started.elapsed()));
-        }
-        if Instant::now() > deadline {
-            bail!("realmq did not become ready within 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-async fn post(http: &reqwest::Client, url: &str, body: Value) -> anyhow::Result<Value> {
-    let r = http
-        .post(url)
-        .basic_auth("root", Some("123456"))
-        .json(&body)
-        .send()
-        .await?;
-    let status = r.status();
-    let v: Value = r.json().await?;
-    if status != 200 || v["code"] != 0 {
-        bail!("{url} answered {status}: {v}");
-    }
-    Ok(v)
-}
-
-fn percentiles(h: &Histogram<u64>) -> Value {
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    json!({"p50_ms": ms(0.5), "p99_ms": ms(0.99), "p999_ms": ms(0.999), "max_ms": h.max() as f64 / 1000.0, "count": h.len()})
+    wait_ready(&node.api, Duration::from_secs(120)).await?;
+    Ok((node, started.elapsed()))
 }
 
 /// Creates `args.devices` devices from `args.clients` concurrent clients.
@@ -225,7 +169,7 @@ async fn page_phase(args: &Args, node: &Node, key: &str) -> anyhow::Result<Value
 
 /// Seeds `n` devices straight through the raft state machine, in batches, into a fresh dir.
 async fn seed(dir: &Path, n: usize) -> anyhow::Result<()> {
-    let member = realmq_raft_store::start_single(dir, 1, NodeAddr::default(), NoPeers).await?;
+    let member = realmq_raft_store::start_offline(dir, 1).await?;
     let now = chrono::Utc::now().timestamp_millis();
     let product = Product {
         id: 0,

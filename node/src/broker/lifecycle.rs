@@ -95,8 +95,16 @@ impl Broker {
             peer: req.peer,
             protocol: req.protocol,
         };
-        if let Err(e) = self.auth.authenticate(&info).await {
-            return Err(self.refused(e.into()));
+        // Credentials are read locally; a miss may only mean this node has not applied a
+        // device created elsewhere yet, so a refusal is decided again after the read barrier.
+        if self.auth.authenticate(&info).await.is_err() {
+            if let Err(e) = self.meta.barrier().await {
+                tracing::warn!(client_id = %client_id, error = %e, "no quorum to check credentials");
+                return Err(self.refused(ConnectRefused::Unavailable));
+            }
+            if let Err(e) = self.auth.authenticate(&info).await {
+                return Err(self.refused(e.into()));
+            }
         }
 
         let expiry = match self.limits.max_session_expiry {
@@ -108,7 +116,7 @@ impl Broker {
         // The cluster learns who owns the client id before the client hears CONNACK.
         let registered = self
             .meta
-            .write_now(Command::ClientConnected {
+            .write(Command::ClientConnected {
                 session: SessionRecord {
                     client_id: client_id.to_string(),
                     node_id: self.node_id,
@@ -124,9 +132,20 @@ impl Broker {
                 clean_start: req.clean_start,
             })
             .await;
-        if let Err(e) = registered {
+        if let Err(e) = &registered {
             tracing::warn!(client_id = %client_id, error = %e, "session registration failed");
             return Err(self.refused(ConnectRefused::Unavailable));
+        }
+        // The registration is applied here, so every write committed before it is too: a device
+        // disabled on any node just before this CONNECT is refused now, without a read barrier.
+        if let Err(e) = self.auth.authenticate(&info).await {
+            self.meta.record(Command::ClientDisconnected {
+                client_id: client_id.to_string(),
+                node_id: self.node_id,
+                conn_id: link.conn_id,
+                at: now_ms(),
+            });
+            return Err(self.refused(e.into()));
         }
         let opened = self.sessions.open(
             client_id.clone(),
@@ -233,6 +252,7 @@ impl Broker {
             self.drop_subscriptions(session);
             self.meta.record(Command::RemoveSession {
                 client_id: session.client_id.to_string(),
+                owner: Some(self.node_id),
             });
             if let Some(will) = ended.will {
                 self.publish_will(client, will);

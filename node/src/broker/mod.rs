@@ -8,7 +8,9 @@
 //! - `subscribe.rs`: SUBSCRIBE / UNSUBSCRIBE and retained-message delivery on subscribe
 //! - `lifecycle.rs`: CONNECT (auth, session open/takeover), disconnect, wills, session expiry
 //! - `persist.rs`: what the broker records in the replicated store, and restoring it at start-up
+//! - `applied.rs`: following writes applied on any node (kicks, retained messages, takeovers)
 
+mod applied;
 mod lifecycle;
 mod persist;
 mod subscribe;
@@ -26,8 +28,8 @@ use crate::message::{Message, Will};
 use crate::metrics::{Metrics, inc};
 use crate::retain::RetainStore;
 use crate::routing::{Router, Target};
-use crate::session::ownership::Ownership;
 use crate::session::{Pushed, Sessions};
+use realmq_raft_store::client::Writer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
@@ -47,8 +49,11 @@ pub struct Broker {
     /// The multi-threaded runtime that runs timers (will delay, session expiry) and `$SYS`.
     runtime: tokio::runtime::Handle,
     next_conn_id: AtomicU64,
-    /// Replicated session ownership, subscriptions and retained messages.
-    meta: Ownership,
+    /// Replicated session ownership, subscriptions and retained messages: registration on
+    /// CONNECT is awaited (the cluster knows who owns a client id before CONNACK); the rest is
+    /// recorded without waiting, in order, and retried until committed, so the MQTT hot path
+    /// never waits for consensus.
+    meta: Writer,
 }
 
 impl Broker {
@@ -57,7 +62,7 @@ impl Broker {
         limits: MqttConfig,
         auth: Arc<dyn Authenticator>,
         runtime: tokio::runtime::Handle,
-        meta: Ownership,
+        meta: Writer,
     ) -> Arc<Broker> {
         Arc::new(Broker {
             node_id,

@@ -83,7 +83,7 @@ fn retained_record(m: &Message) -> RetainedRecord {
     }
 }
 
-fn retained_message(r: RetainedRecord) -> Message {
+pub(super) fn retained_message(r: RetainedRecord) -> Message {
     Message {
         topic: ByteString::from(r.topic),
         payload: Bytes::from(r.payload),
@@ -162,6 +162,7 @@ impl Broker {
             if s.expiry_interval != u32::MAX && away >= s.expiry_interval {
                 self.meta.record(Command::RemoveSession {
                     client_id: s.client_id,
+                    owner: Some(self.node_id),
                 });
                 continue;
             }

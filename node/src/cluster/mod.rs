@@ -1,24 +1,196 @@
-//! The node's raft: open the store in the data directory and start a member. Today a node is a
-//! one-member cluster; the transport to peers arrives with multi-node clustering.
+//! The node's place in the cluster: the raft member, the gRPC cluster port, and membership.
+//!
+//! - `network.rs`: the client side (openraft's `RaftNetwork`, the `Remote` a follower's writer
+//!   uses to reach the leader, status calls), one channel per peer
+//! - `server.rs`: the server side (raft RPCs, forwarded writes, read index, status, join, leave)
+//! - `membership.rs`: forming the cluster once, joining and promotion, removal, the member list
+//! - `dead.rs`: the leader marks clients of nodes unreachable past a grace period disconnected
+//! - `topology.rs`: who the peers are, from `--peers` or Kubernetes StatefulSet names
+//! - `wire.rs`: how raft payloads fill the proto envelopes
+//!
+//! This module is the only one that names tonic or proto types, as `mqtt/` is for ntex.
+
+mod dead;
+mod membership;
+mod network;
+mod server;
+pub mod topology;
+mod wire;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
-use realmq_raft_store::{Member, NoPeers, NodeAddr};
+use realmq_api::{BoxFuture, NodeInfo, OpError};
+use realmq_proto as pb;
+use realmq_raft_store::{Member, NodeAddr, RaftSettings};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+pub use network::MAX_MESSAGE;
+use network::Peers;
+use server::{ClusterService, RaftService, Shared};
+pub use topology::Topology;
 
-/// Opens `data_dir`, starts raft (bootstrapping a one-member cluster on first start, recovering
-/// log and state on a restart) and returns once this node leads.
-pub async fn start(config: &Config) -> anyhow::Result<Member> {
+/// The running cluster side of a node.
+#[derive(Clone)]
+pub struct Cluster {
+    shared: Shared,
+    connections: Arc<OnceLock<Arc<dyn Fn() -> u64 + Send + Sync>>>,
+}
+
+/// The addresses this node's listeners are bound to.
+pub struct Bound {
+    pub cluster: tokio::net::TcpListener,
+    pub mqtt: SocketAddr,
+    pub api: SocketAddr,
+}
+
+/// Starts raft on the data directory, serves the cluster port, and joins or forms the cluster
+/// as `topology` says. Returns once this node is a member that knows a leader.
+pub async fn start(
+    config: &Config,
+    topology: &Topology,
+    bound: Bound,
+    stop: CancellationToken,
+) -> anyhow::Result<(Member, Cluster)> {
+    let cluster_local = bound.cluster.local_addr()?;
     let me = NodeAddr {
-        rpc_addr: String::new(),
-        api_addr: config.api_addr.clone(),
+        cluster_addr: topology
+            .advertise
+            .clone()
+            .unwrap_or_else(|| cluster_local.to_string()),
+        mqtt_addr: advertised(topology.advertise.as_deref(), bound.mqtt),
+        api_addr: advertised(topology.advertise.as_deref(), bound.api),
     };
-    realmq_raft_store::start_single(&config.data_dir, config.node_id, me, NoPeers)
-        .await
-        .with_context(|| {
-            format!(
-                "failed to start the metadata store in {}",
-                config.data_dir.display()
-            )
+    let peers = Peers::new(topology.id, topology.routes.clone());
+    let c = &config.cluster;
+    let settings = RaftSettings {
+        heartbeat_interval_ms: c.heartbeat_interval_ms,
+        election_timeout_min_ms: c.election_timeout_min_ms,
+        election_timeout_max_ms: c.election_timeout_max_ms,
+        snapshot_logs: c.snapshot_logs,
+    };
+    let member = realmq_raft_store::start(
+        &config.data_dir,
+        topology.id,
+        settings,
+        peers.clone(),
+        Arc::new(peers.clone()),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "failed to start the metadata store in {}",
+            config.data_dir.display()
+        )
+    })?;
+    let connections: Arc<OnceLock<Arc<dyn Fn() -> u64 + Send + Sync>>> = Arc::default();
+    let mut shared = Shared::new(&member, peers, me.clone(), config.voters);
+    let counted = connections.clone();
+    shared.connections = Arc::new(move || counted.get().map_or(0, |f| f()));
+
+    let raft_svc = pb::raft_server::RaftServer::new(RaftService(shared.clone()))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let cluster_svc = pb::cluster_server::ClusterServer::new(ClusterService(shared.clone()));
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(bound.cluster);
+    tokio::spawn(async move {
+        let served = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(raft_svc)
+            .add_service(cluster_svc)
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the cluster port stopped serving");
+        }
+    });
+    tracing::info!(node_id = topology.id, cluster = %cluster_local, advertise = %me.cluster_addr, "cluster port listening");
+
+    membership::form(&shared, &topology.voters).await?;
+    tokio::spawn(dead::watch(
+        shared.clone(),
+        std::time::Duration::from_secs(c.dead_node_grace),
+    ));
+    Ok((
+        member,
+        Cluster {
+            shared,
+            connections,
+        },
+    ))
+}
+
+/// The address peers and clients should use for a listener bound to `bound`: the advertised
+/// host with the bound port when bound to every interface, else the bound address itself.
+fn advertised(advertise: Option<&str>, bound: SocketAddr) -> String {
+    match advertise.and_then(|a| a.rsplit_once(':')) {
+        Some((host, _)) if bound.ip().is_unspecified() => format!("{host}:{}", bound.port()),
+        _ => bound.to_string(),
+    }
+}
+
+/// This node's own status, as a peer would get it over the cluster port.
+async fn local_status(s: &Shared, digest: bool) -> Result<pb::StatusReply, String> {
+    let m = s.raft.metrics().borrow().clone();
+    let with_digest = digest;
+    let (digest_index, digest) = if with_digest {
+        let registry = s.registry.clone();
+        tokio::task::spawn_blocking(move || registry.digest())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    } else {
+        (0, String::new())
+    };
+    Ok(pb::StatusReply {
+        id: m.id,
+        initialized: m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .next()
+            .is_some(),
+        role: server::role(m.state).into(),
+        leader: m.current_leader.unwrap_or(0),
+        term: m.current_term,
+        // With a digest, the index it was taken at, so the two always match.
+        last_applied: if with_digest {
+            digest_index
+        } else {
+            m.last_applied.map_or(0, |l| l.index)
+        },
+        addr: wire::encode(&s.me).map_err(|e| e.to_string())?,
+        connections: (s.connections)(),
+        digest,
+        digest_index,
+    })
+}
+
+impl Cluster {
+    /// Where `GET /nodes` gets each member's MQTT connection count on this node.
+    pub fn count_connections(&self, f: Arc<dyn Fn() -> u64 + Send + Sync>) {
+        let _ = self.connections.set(f);
+    }
+
+    pub fn nodes(&self, digest: bool) -> BoxFuture<'static, Vec<NodeInfo>> {
+        let s = self.shared.clone();
+        Box::pin(async move { membership::nodes(&s, digest).await })
+    }
+
+    pub fn remove_node(&self, id: u64) -> BoxFuture<'static, Result<(), OpError>> {
+        let s = self.shared.clone();
+        Box::pin(async move {
+            membership::remove(&s, id).await.map_err(|e| match e {
+                membership::RemoveError::NotMember => {
+                    OpError::NotFound(format!("node {id} is not a member"))
+                }
+                membership::RemoveError::LastVoter => {
+                    OpError::Invalid("the last voter cannot be removed".into())
+                }
+                membership::RemoveError::Unavailable(m) => OpError::Unavailable(m),
+            })
         })
+    }
 }

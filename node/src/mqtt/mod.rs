@@ -124,14 +124,22 @@ impl MqttListener {
     }
 }
 
-/// Binds `config.mqtt_addr` and starts the worker threads.
+/// Binds `config.mqtt_addr`; connections wait in the backlog until `start`.
+pub fn bind(config: &Config) -> anyhow::Result<std::net::TcpListener> {
+    let addr = config.mqtt_socket();
+    ntex::server::create_tcp_listener(addr, 1024)
+        .with_context(|| format!("failed to bind mqtt listener on {addr}"))
+}
+
+/// Starts the worker threads accepting on `listener`.
 ///
 /// RealMQ accepts connections itself rather than through ntex-server, because it needs each
 /// connection's socket descriptor before ntex takes the socket over (see `linger.rs`).
-pub fn start(broker: Arc<Broker>, config: &Config) -> anyhow::Result<MqttListener> {
-    let addr = config.mqtt_socket();
-    let listener = ntex::server::create_tcp_listener(addr, 1024)
-        .with_context(|| format!("failed to bind mqtt listener on {addr}"))?;
+pub fn start(
+    broker: Arc<Broker>,
+    listener: std::net::TcpListener,
+    config: &Config,
+) -> anyhow::Result<MqttListener> {
     let local_addr = listener.local_addr()?;
     let workers = match config.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),

@@ -3,10 +3,11 @@
 //! A session outlives its connections. It lives in an `Arc<SessionCell>` shared by the registry,
 //! the subscription trie and, while connected, the connection's tasks on its ntex worker. Routing a
 //! publish to a session is `SessionCell::deliver`: a short lock to queue the message and a wake-up
-//! of the connection's writer task (`ConnLink`), which does the I/O on its own thread. No lock is
-//! ever held across I/O, and a publisher on one worker never touches another worker's socket.
+//! of the connection's writer task (`ConnLink`, `link.rs`), which does the I/O on its own thread.
+//! No lock is ever held across I/O, and a publisher on one worker never touches another worker's
+//! socket.
 
-pub mod ownership;
+mod link;
 pub mod state;
 
 use std::collections::HashMap;
@@ -14,50 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
-use tokio::sync::Notify;
 
-use crate::message::{CloseReason, Delivery, Will};
+use crate::message::{Delivery, Will};
+pub use link::ConnLink;
 pub use state::{DropPolicy, Outgoing, Pushed, SessionState};
 
 pub type ClientId = Arc<str>;
-
-/// The link from a session to the connection that currently owns it.
-#[derive(Debug)]
-pub struct ConnLink {
-    pub conn_id: u64,
-    /// Wakes the connection's writer task: queued messages, a freed window, or a close request.
-    notify: Notify,
-    close: Mutex<Option<CloseReason>>,
-}
-
-impl ConnLink {
-    pub fn new(conn_id: u64) -> Arc<ConnLink> {
-        Arc::new(ConnLink {
-            conn_id,
-            notify: Notify::new(),
-            close: Mutex::new(None),
-        })
-    }
-
-    /// Wakes the writer. Wake-ups coalesce: many deliveries before the writer runs cost one wake.
-    pub fn wake(&self) {
-        self.notify.notify_one();
-    }
-
-    pub async fn woken(&self) {
-        self.notify.notified().await;
-    }
-
-    /// Asks the connection to close with `reason`; the first reason wins.
-    pub fn close(&self, reason: CloseReason) {
-        self.close.lock().get_or_insert(reason);
-        self.wake();
-    }
-
-    pub fn close_requested(&self) -> Option<CloseReason> {
-        *self.close.lock()
-    }
-}
 
 /// Mutable part of a session, behind the cell's lock.
 #[derive(Debug)]
@@ -173,6 +136,15 @@ impl Sessions {
 
     pub fn get(&self, client_id: &str) -> Option<Arc<SessionCell>> {
         self.map.lock().get(client_id).cloned()
+    }
+
+    /// Every session with a connection attached, with that connection.
+    pub fn attached(&self) -> Vec<(ClientId, Arc<ConnLink>)> {
+        self.map
+            .lock()
+            .iter()
+            .filter_map(|(id, c)| Some((id.clone(), c.lock().conn.clone()?)))
+            .collect()
     }
 
     /// Every connection currently attached to a session.

@@ -69,6 +69,7 @@ fn a_busy_port_is_a_clear_error() {
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--mqtt-addr", &addr, "--api-addr", "127.0.0.1:0"])
+        .args(["--cluster-addr", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));

@@ -62,6 +62,7 @@ impl Node {
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--mqtt-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"])
+            .args(["--cluster-addr", "127.0.0.1:0"])
             .args(&args)
             .env("REALMQ_LOG__FORMAT", "json")
             .env("RUST_LOG", "info")

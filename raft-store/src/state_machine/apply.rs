@@ -2,6 +2,7 @@
 //! command changes, records, secondary indexes and counters, goes into the caller's `Tx`.
 
 use super::tx::{IoResult, Tx};
+use crate::applied::Applied;
 use crate::command::{Command, CommandResult, Rejection};
 use crate::keys;
 use crate::model::{
@@ -10,7 +11,7 @@ use crate::model::{
 
 pub(crate) fn apply_command(tx: &mut Tx<'_>, cmd: Command) -> IoResult<CommandResult> {
     match cmd {
-        Command::InitTokenSecret { secret } => init_token_secret(tx, secret),
+        Command::Bootstrap { secret, root } => bootstrap(tx, secret, root),
         Command::CreateUser { user } => create_user(tx, user),
         Command::UpdateUser { username, patch } => update_user(tx, &username, patch),
         Command::DeleteUser { username } => delete_user(tx, &username),
@@ -33,20 +34,13 @@ pub(crate) fn apply_command(tx: &mut Tx<'_>, cmd: Command) -> IoResult<CommandRe
             conn_id,
             at,
         } => client_disconnected(tx, &client_id, node_id, conn_id, at),
-        Command::RemoveSession { client_id } => {
-            tx.delete(keys::SESSIONS, client_id.as_bytes());
-            Ok(CommandResult::Ok)
-        }
+        Command::RemoveSession { client_id, owner } => remove_session(tx, client_id, owner),
         Command::Subscribe {
             client_id,
             subscription,
         } => subscribe(tx, &client_id, subscription),
         Command::Unsubscribe { client_id, filter } => unsubscribe(tx, &client_id, &filter),
         Command::SetRetained { record } => set_retained(tx, record),
-        Command::ClearRetained { topic } => {
-            tx.delete(keys::RETAINED, topic.as_bytes());
-            Ok(CommandResult::Ok)
-        }
         Command::Batch(cmds) => Ok(CommandResult::Batch(
             cmds.into_iter()
                 .map(|c| apply_command(tx, c))
@@ -69,11 +63,12 @@ fn exists(field: &str) -> IoResult<CommandResult> {
     })
 }
 
-fn init_token_secret(tx: &mut Tx<'_>, secret: Vec<u8>) -> IoResult<CommandResult> {
-    if !tx.exists(keys::SM_META, keys::TOKEN_SECRET)? {
-        tx.put(keys::SM_META, keys::TOKEN_SECRET, secret);
+fn bootstrap(tx: &mut Tx<'_>, secret: Vec<u8>, root: User) -> IoResult<CommandResult> {
+    if tx.exists(keys::SM_META, keys::TOKEN_SECRET)? {
+        return Ok(CommandResult::Ok);
     }
-    Ok(CommandResult::Ok)
+    tx.put(keys::SM_META, keys::TOKEN_SECRET, secret);
+    create_user(tx, root)
 }
 
 fn create_user(tx: &mut Tx<'_>, user: User) -> IoResult<CommandResult> {
@@ -306,6 +301,15 @@ fn update_device(
         return exists(field);
     }
     write_device(tx, Some(&old), Some(&new))?;
+    let revoked = (old.enable && !new.enable)
+        || old.username != new.username
+        || old.password != new.password
+        || old.mqtt_client_id != new.mqtt_client_id;
+    if revoked {
+        tx.effect(Applied::CredentialsRevoked {
+            client_id: old.mqtt_client_id,
+        });
+    }
     Ok(CommandResult::Ok)
 }
 
@@ -314,6 +318,9 @@ fn delete_device(tx: &mut Tx<'_>, id: u64) -> IoResult<CommandResult> {
         return not_found("device");
     };
     write_device(tx, Some(&old), None)?;
+    tx.effect(Applied::CredentialsRevoked {
+        client_id: old.mqtt_client_id,
+    });
     Ok(CommandResult::Ok)
 }
 
@@ -376,6 +383,11 @@ fn client_connected(
     session.connected = true;
     session.disconnected_at = None;
     tx.put_value(keys::SESSIONS, key.as_bytes(), &session);
+    tx.effect(Applied::SessionOwner {
+        client_id: key.clone(),
+        node_id: session.node_id,
+        conn_id: session.conn_id,
+    });
     if let Some(old) = device_by_client(tx, &key)? {
         let new = Device {
             conn: ConnState::Online,
@@ -406,6 +418,9 @@ fn client_disconnected(
     }
     if session.expiry_interval == 0 {
         tx.delete(keys::SESSIONS, client_id.as_bytes());
+        tx.effect(Applied::SessionRemoved {
+            client_id: client_id.into(),
+        });
     } else {
         session.connected = false;
         session.disconnected_at = Some(at);
@@ -421,6 +436,22 @@ fn client_disconnected(
         };
         write_device(tx, Some(&old), Some(&new))?;
     }
+    Ok(CommandResult::Ok)
+}
+
+fn remove_session(
+    tx: &mut Tx<'_>,
+    client_id: String,
+    owner: Option<u64>,
+) -> IoResult<CommandResult> {
+    let Some(session) = tx.get_value::<SessionRecord>(keys::SESSIONS, client_id.as_bytes())? else {
+        return Ok(CommandResult::Ok);
+    };
+    if owner.is_some_and(|n| n != session.node_id) {
+        return Ok(CommandResult::Ok);
+    }
+    tx.delete(keys::SESSIONS, client_id.as_bytes());
+    tx.effect(Applied::SessionRemoved { client_id });
     Ok(CommandResult::Ok)
 }
 
@@ -451,6 +482,7 @@ fn set_retained(tx: &mut Tx<'_>, record: RetainedRecord) -> IoResult<CommandResu
     } else {
         tx.put_value(keys::RETAINED, record.topic.as_bytes(), &record);
     }
+    tx.effect(Applied::Retained(std::sync::Arc::new(record)));
     Ok(CommandResult::Ok)
 }
 

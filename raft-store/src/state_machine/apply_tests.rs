@@ -522,9 +522,38 @@ fn users_retained_and_token_secret() {
         "missing:user"
     );
 
-    one(&reg, Command::InitTokenSecret { secret: vec![1] });
-    one(&reg, Command::InitTokenSecret { secret: vec![2] });
+    let root = |hash: &str| User {
+        username: "root".into(),
+        password_hash: hash.into(),
+        role: Role::Administrator,
+        created_at: 1,
+    };
+    one(
+        &reg,
+        Command::Bootstrap {
+            secret: vec![1],
+            root: root("first"),
+        },
+    );
+    one(
+        &reg,
+        Command::DeleteUser {
+            username: "root".into(),
+        },
+    );
+    one(
+        &reg,
+        Command::Bootstrap {
+            secret: vec![2],
+            root: root("second"),
+        },
+    );
     assert_eq!(reg.token_secret().unwrap(), Some(vec![1]), "set once");
+    assert_eq!(
+        reg.user("root").unwrap(),
+        None,
+        "a deleted root is not re-created"
+    );
 
     let rec = |payload: &[u8]| RetainedRecord {
         topic: "t".into(),
@@ -624,4 +653,40 @@ fn prefix_end_is_the_first_key_past_the_prefix() {
     assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
     assert_eq!(prefix_end(&[0xff, 0xff]), None);
     assert_eq!(prefix_end(&[]), None);
+}
+
+#[test]
+fn removing_a_session_owned_elsewhere_changes_nothing() {
+    let (_d, reg) = store();
+    let connect = |s: SessionRecord| Command::ClientConnected {
+        session: s,
+        ip: None,
+        at: 1,
+        clean_start: false,
+    };
+    one(&reg, connect(session("moved", 1, 60)));
+    // The session resumed on node 2 before node 1's expiry was applied.
+    one(
+        &reg,
+        connect(SessionRecord {
+            node_id: 2,
+            ..session("moved", 7, 60)
+        }),
+    );
+    one(
+        &reg,
+        Command::RemoveSession {
+            client_id: "moved".into(),
+            owner: Some(1),
+        },
+    );
+    assert_eq!(reg.session("moved").unwrap().unwrap().node_id, 2, "kept");
+    one(
+        &reg,
+        Command::RemoveSession {
+            client_id: "moved".into(),
+            owner: Some(2),
+        },
+    );
+    assert_eq!(reg.session("moved").unwrap(), None, "removed by its owner");
 }

@@ -9,8 +9,12 @@ mod apply;
 mod snapshot;
 mod tx;
 
+#[cfg(test)]
+mod snapshot_tests;
+
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{OptionalSend, RaftSnapshotBuilder};
@@ -31,13 +35,25 @@ pub use snapshot::SnapshotBuilder;
 #[derive(Debug)]
 pub struct StateMachineStore {
     db: Arc<DB>,
+    /// Shared with `Registry`: set while a snapshot install replaces the data.
+    installing: Arc<AtomicBool>,
+    applied: crate::applied::Sender,
     snapshot_dir: PathBuf,
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
 }
 
 impl StateMachineStore {
-    pub(crate) fn new(db: Arc<DB>, snapshot_dir: PathBuf) -> Result<Self, StorageError> {
+    pub(crate) fn new(
+        db: Arc<DB>,
+        snapshot_dir: PathBuf,
+        applied: crate::applied::Sender,
+        installing: Arc<AtomicBool>,
+    ) -> Result<Self, StorageError> {
+        if snapshot::interrupted(&db)? {
+            tracing::warn!("a snapshot install was interrupted; finishing it before starting");
+            snapshot::finish_install(&db, &snapshot_dir)?;
+        }
         let tx = Tx::new(&db);
         let last_applied = tx.get_value(keys::SM_META, keys::LAST_APPLIED)?.flatten();
         let last_membership = tx
@@ -46,6 +62,8 @@ impl StateMachineStore {
         drop(tx);
         Ok(StateMachineStore {
             db,
+            installing,
+            applied,
             snapshot_dir,
             last_applied,
             last_membership,
@@ -83,12 +101,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         tx.put_value(keys::SM_META, keys::LAST_APPLIED, &last_applied);
         tx.put_value(keys::SM_META, keys::LAST_MEMBERSHIP, &membership);
         let batch = std::mem::take(&mut tx.batch);
+        let effects = std::mem::take(&mut tx.effects);
         drop(tx);
         write_sync(&self.db, batch)
             .await
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
         self.last_applied = last_applied;
         self.last_membership = membership;
+        for e in effects {
+            // No receiver (a tool, or before the node subscribed) is fine: nothing to update.
+            let _ = self.applied.send(e);
+        }
         Ok(results)
     }
 
@@ -107,14 +130,18 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         meta: &SnapshotMeta,
         file: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        snapshot::install(&self.db, &self.snapshot_dir, meta, *file).await?;
+        self.installing.store(true, Ordering::Release);
+        let installed = snapshot::install(&self.db, &self.snapshot_dir, meta, *file).await;
+        self.installing.store(false, Ordering::Release);
+        installed?;
         self.last_applied = meta.last_log_id;
         self.last_membership = meta.last_membership.clone();
+        let _ = self.applied.send(crate::applied::Applied::Reset);
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        snapshot::current(&self.db, &self.snapshot_dir).await
+        snapshot::current(&self.snapshot_dir).await
     }
 }
 

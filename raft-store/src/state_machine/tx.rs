@@ -8,6 +8,7 @@ use rocksdb::{DB, WriteBatch};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::applied::Applied;
 use crate::keys;
 use crate::typ::StorageIOError;
 
@@ -17,6 +18,8 @@ pub(crate) struct Tx<'a> {
     db: &'a DB,
     pub(crate) batch: WriteBatch,
     overlay: HashMap<(&'static str, Vec<u8>), Option<Vec<u8>>>,
+    /// Published once the write set is durable (`applied.rs`).
+    pub(crate) effects: Vec<Applied>,
 }
 
 fn read_err(e: impl std::error::Error + 'static) -> StorageIOError {
@@ -29,6 +32,7 @@ impl<'a> Tx<'a> {
             db,
             batch: WriteBatch::default(),
             overlay: HashMap::new(),
+            effects: Vec::new(),
         }
     }
 
@@ -52,6 +56,10 @@ impl<'a> Tx<'a> {
             Some(v) => crate::codec::decode(&v).map(Some).map_err(read_err),
             None => Ok(None),
         }
+    }
+
+    pub(crate) fn effect(&mut self, e: Applied) {
+        self.effects.push(e);
     }
 
     pub(crate) fn exists(&self, cf: &'static str, key: &[u8]) -> IoResult<bool> {

@@ -1,0 +1,120 @@
+//! How the broker follows metadata writes applied anywhere in the cluster: the state machine's
+//! `Applied` events, consumed on every node in log order.
+//!
+//! - a device whose credentials were revoked or changed loses its connection here, whichever
+//!   node's REST API took the change;
+//! - retained messages set through another node reach this node's retained store (a node's own
+//!   writes replay harmlessly: every node applies the same sequence, so all converge on the
+//!   last write in log order);
+//! - a client id whose session now belongs to a connection on another node has its connection
+//!   here closed (0x8E), once this node's own registration of it was applied before, so an old
+//!   registration replayed late never closes the newer connection;
+//! - after a snapshot install (or if this consumer fell behind), everything is rebuilt from the
+//!   registry.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use realmq_raft_store::Registry;
+use realmq_raft_store::applied::{Applied, Receiver};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::Broker;
+use super::persist::retained_message;
+use crate::message::CloseReason;
+
+impl Broker {
+    /// Consumes `rx` until the store stops publishing; spawn on the node's runtime.
+    pub async fn follow_applied(self: Arc<Self>, mut rx: Receiver, registry: Registry) {
+        // Local connections whose registration has been applied: client id → connection id.
+        let mut registered: HashMap<String, u64> = HashMap::new();
+        loop {
+            match rx.recv().await {
+                Ok(e) => self.on_applied(e, &registry, &mut registered),
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        missed = n,
+                        "fell behind applied metadata events; resynchronizing"
+                    );
+                    self.on_applied(Applied::Reset, &registry, &mut registered);
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    fn on_applied(&self, e: Applied, registry: &Registry, registered: &mut HashMap<String, u64>) {
+        match e {
+            Applied::CredentialsRevoked { client_id } => {
+                if self.kick(&client_id, CloseReason::NotAuthorized) {
+                    tracing::info!(client_id = %client_id, "disconnected a client whose credentials were revoked");
+                }
+            }
+            Applied::Retained(record) => {
+                if !record.topic.starts_with("$SYS/") {
+                    self.retained
+                        .set(Arc::new(retained_message((*record).clone())));
+                }
+            }
+            Applied::SessionOwner {
+                client_id,
+                node_id,
+                conn_id,
+            } => {
+                if node_id == self.node_id {
+                    registered.insert(client_id, conn_id);
+                } else if let Some(mine) = registered.remove(&client_id) {
+                    self.close_if_current(&client_id, mine, node_id);
+                }
+            }
+            Applied::SessionRemoved { client_id } => {
+                registered.remove(&client_id);
+            }
+            Applied::Reset => self.resync(registry, registered),
+        }
+    }
+
+    /// Closes `client_id`'s local connection if it still is `conn_id`: the session moved to
+    /// `owner`.
+    fn close_if_current(&self, client_id: &str, conn_id: u64, owner: u64) {
+        let Some(cell) = self.sessions.get(client_id) else {
+            return;
+        };
+        let link = cell.lock().conn.clone();
+        if let Some(link) = link.filter(|l| l.conn_id == conn_id) {
+            tracing::info!(
+                client_id,
+                node = owner,
+                "session taken over on another node"
+            );
+            link.close(CloseReason::SessionTakenOver);
+        }
+    }
+
+    /// Rebuilds what follows the replicated state: retained messages, and local connections
+    /// that the state no longer allows (revoked devices, sessions owned elsewhere).
+    fn resync(&self, registry: &Registry, registered: &mut HashMap<String, u64>) {
+        match registry.retained() {
+            Ok(records) => self
+                .retained
+                .replace_all(records.into_iter().map(|r| Arc::new(retained_message(r)))),
+            Err(e) => tracing::error!(error = %e, "failed to reload retained messages"),
+        }
+        registered.clear();
+        for (client_id, link) in self.sessions.attached() {
+            let revoked = match registry.device_by_client_id(&client_id) {
+                Ok(Some(d)) => !d.enable,
+                _ => false,
+            };
+            let owner = registry.session(&client_id).ok().flatten();
+            match owner {
+                _ if revoked => link.close(CloseReason::NotAuthorized),
+                Some(s) if s.node_id != self.node_id => link.close(CloseReason::SessionTakenOver),
+                Some(s) if s.conn_id == link.conn_id => {
+                    registered.insert(client_id.to_string(), link.conn_id);
+                }
+                _ => {}
+            }
+        }
+    }
+}

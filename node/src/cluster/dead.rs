@@ -1,0 +1,139 @@
+//! What the leader does about members that stopped answering: after `dead_node_grace` seconds
+//! unreachable, the sessions and devices they owned are marked disconnected / offline (so the
+//! REST API stops listing their clients online and a client reconnecting elsewhere resumes its
+//! session), and their offline sessions expire on schedule, since the dead node's own timers are
+//! gone. Every write is conditional on the session still belonging to that node, so a client that
+//! already moved is never touched, and the watch restarts from scratch on each new leader.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use realmq_raft_store::Command;
+use realmq_raft_store::typ::NodeId;
+
+use super::server::Shared;
+
+const TICK: Duration = Duration::from_secs(1);
+/// Ticks between expiry scans of dead nodes' sessions (a scan reads every session).
+const EXPIRE_EVERY: u32 = 10;
+/// Sessions per entry when marking a dead node's clients.
+const CHUNK: usize = 512;
+
+/// Runs until the process stops; acts only while this node leads.
+pub async fn watch(s: Shared, grace: Duration) {
+    let mut last_seen: BTreeMap<NodeId, Instant> = BTreeMap::new();
+    let mut dead: BTreeSet<NodeId> = BTreeSet::new();
+    let mut led = false;
+    let mut ticks = 0u32;
+    loop {
+        tokio::time::sleep(TICK).await;
+        ticks = ticks.wrapping_add(1);
+        let m = s.raft.metrics().borrow().clone();
+        if m.current_leader != Some(m.id) {
+            led = false;
+            continue;
+        }
+        if !led {
+            // A new term of leadership: everyone gets a full grace period from now.
+            led = true;
+            last_seen.clear();
+            dead.clear();
+        }
+        let now = Instant::now();
+        let members: Vec<(NodeId, String)> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != m.id)
+            .filter_map(|(id, n)| Some((*id, s.peers.address(*id, Some(n))?)))
+            .collect();
+        last_seen.retain(|id, _| members.iter().any(|(m, _)| m == id));
+        for (id, addr) in members {
+            let seen = last_seen.entry(id).or_insert(now);
+            if s.peers.status(&addr, false).await.is_ok() {
+                *seen = now;
+                dead.remove(&id);
+            } else if now.duration_since(*seen) >= grace && dead.insert(id) {
+                tracing::warn!(
+                    node_id = id,
+                    grace_s = grace.as_secs(),
+                    "node unreachable past the grace period; marking its clients disconnected"
+                );
+                if let Err(e) = release(&s, id).await {
+                    tracing::warn!(node_id = id, error = %e, "failed to mark a dead node's clients");
+                    dead.remove(&id);
+                }
+            }
+        }
+        if !ticks.is_multiple_of(EXPIRE_EVERY) {
+            continue;
+        }
+        for &id in &dead {
+            if let Err(e) = expire(&s, id).await {
+                tracing::warn!(node_id = id, error = %e, "failed to expire a dead node's sessions");
+            }
+        }
+    }
+}
+
+/// Marks every connected session of `node` disconnected (their devices offline): the same
+/// command the node itself writes when a connection ends, so it applies only to sessions
+/// still owned by that very connection.
+pub async fn release(s: &Shared, node: NodeId) -> Result<(), String> {
+    let at = chrono::Utc::now().timestamp_millis();
+    let owned: Vec<Command> = s
+        .registry
+        .sessions()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|r| r.node_id == node && r.connected)
+        .map(|r| Command::ClientDisconnected {
+            client_id: r.client_id,
+            node_id: r.node_id,
+            conn_id: r.conn_id,
+            at,
+        })
+        .collect();
+    let n = owned.len();
+    for chunk in owned.chunks(CHUNK) {
+        s.writer
+            .write(Command::Batch(chunk.to_vec()))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    if n > 0 {
+        tracing::info!(
+            node_id = node,
+            sessions = n,
+            "marked a lost node's clients disconnected"
+        );
+    }
+    Ok(())
+}
+
+/// Removes the offline sessions of `node` whose expiry has passed.
+async fn expire(s: &Shared, node: NodeId) -> Result<(), String> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let expired: Vec<Command> = s
+        .registry
+        .sessions()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|r| r.node_id == node && !r.connected && r.expiry_interval != u32::MAX)
+        .filter(|r| {
+            r.disconnected_at
+                .is_some_and(|at| at + i64::from(r.expiry_interval) * 1000 <= now)
+        })
+        .map(|r| Command::RemoveSession {
+            client_id: r.client_id,
+            owner: Some(node),
+        })
+        .collect();
+    for chunk in expired.chunks(CHUNK) {
+        s.writer
+            .write(Command::Batch(chunk.to_vec()))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
