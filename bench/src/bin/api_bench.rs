@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use realmq_raft_store::model::{ConnState, Device, Product};
 use realmq_bench::rest::{Node, free_port, percentiles, post, wait_ready};
+use realmq_raft_store::model::{ConnState, Device, Product};
 use realmq_raft_store::{Command as Cmd, CommandResult};
 use serde_json::{Value, json};
 

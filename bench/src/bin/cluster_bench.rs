@@ -168,7 +168,12 @@ async fn leader_loss(c: &mut Cluster) -> anyhow::Result<Value> {
     let via = (leader + 1) % c.nodes.len();
     let url = format!("{}/users", c.nodes[via].api);
     for i in 0..20 {
-        post(&http, &url, json!({"username": format!("warm{i}"), "password": "secret12"})).await?;
+        post(
+            &http,
+            &url,
+            json!({"username": format!("warm{i}"), "password": "secret12"}),
+        )
+        .await?;
     }
     c.nodes[leader].kill9();
     let killed = Instant::now();
@@ -184,7 +189,9 @@ async fn leader_loss(c: &mut Cluster) -> anyhow::Result<Value> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(json!({"writes_available_after_s": killed.elapsed().as_secs_f64(), "failed_attempts": failed}))
+    Ok(
+        json!({"writes_available_after_s": killed.elapsed().as_secs_f64(), "failed_attempts": failed}),
+    )
 }
 
 #[tokio::main]
@@ -201,7 +208,8 @@ async fn main() -> anyhow::Result<()> {
     let reads = read_phase(&args, &cluster, &ids).await?;
     eprintln!("leader loss ...");
     let loss = leader_loss(&mut cluster).await?;
-    let report = json!({"nodes": NODES, "create": create, "follower_reads": reads, "leader_loss": loss});
+    let report =
+        json!({"nodes": NODES, "create": create, "follower_reads": reads, "leader_loss": loss});
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
