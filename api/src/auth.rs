@@ -1,12 +1,11 @@
 //! Who is calling: HTTP Basic (user name and password, checked against the replicated users'
 //! argon2 hashes) or a Bearer token from `POST /auth` (HS256, signed with the replicated secret so
 //! every node accepts it, expiring after `token_ttl`). Argon2 is deliberately slow, so a verified
-//! Basic credential is remembered for a minute (by a SHA-256 of the password, never the password)
-//! and forgotten whenever any user changes; `passwords.rs` bounds what the checks may cost.
+//! Basic credential is remembered for a minute (`passwords::CredentialCache`); `passwords.rs`
+//! bounds what the checks may cost.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -16,8 +15,6 @@ use sha2::{Digest, Sha256};
 
 use crate::context::ApiContext;
 use crate::error::ApiError;
-
-const CACHE_TTL: Duration = Duration::from_secs(60);
 
 /// The authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,33 +47,6 @@ pub struct Caller {
 /// Hashes a new password (bounded like every argon2 job, see `passwords.rs`).
 pub async fn hash_password(ctx: &ApiContext, password: &str) -> Result<String, ApiError> {
     ctx.passwords.hash(password).await
-}
-
-/// (user name, SHA-256 of the password).
-type CredentialKey = (String, [u8; 32]);
-
-/// Verified Basic credentials -> (role, verified at).
-#[derive(Default)]
-pub struct CredentialCache {
-    /// (user, password digest) → the stored hash the password was verified against, and when.
-    entries: parking_lot::Mutex<HashMap<CredentialKey, (String, Instant)>>,
-}
-
-impl CredentialCache {
-    /// Whether `digest` was verified against `stored_hash` recently. Keyed on the stored hash,
-    /// so a password changed on any node (a new hash) misses at once: no invalidation needed.
-    fn verified(&self, user: &str, digest: &[u8; 32], stored_hash: &str) -> bool {
-        let entries = self.entries.lock();
-        entries
-            .get(&(user.to_string(), *digest))
-            .is_some_and(|(hash, at)| hash == stored_hash && at.elapsed() < CACHE_TTL)
-    }
-
-    fn put(&self, user: &str, digest: [u8; 32], stored_hash: String) {
-        let mut entries = self.entries.lock();
-        entries.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
-        entries.insert((user.to_string(), digest), (stored_hash, Instant::now()));
-    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -8,8 +8,7 @@ use std::time::Duration;
 use realmq_raft_store::Registry;
 use realmq_raft_store::client::Writer;
 
-use crate::auth::CredentialCache;
-use crate::passwords::Passwords;
+use crate::passwords::{CredentialCache, Passwords};
 
 /// A message to publish on the broker, as `POST /mqtt/publish` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]

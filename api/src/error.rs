@@ -71,8 +71,13 @@ impl From<crate::context::OpError> for ApiError {
 
 impl From<WriteError> for ApiError {
     fn from(e: WriteError) -> Self {
-        // Both are "try again later" for a client; the message says which.
-        ApiError::Unavailable(e.to_string())
+        match e {
+            WriteError::Internal(m) => ApiError::Internal(m),
+            // "Try again later" for a client; the message says why.
+            WriteError::NoQuorum(_) | WriteError::Unavailable(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
+        }
     }
 }
 
@@ -85,4 +90,12 @@ impl From<Rejection> for ApiError {
             }
         }
     }
+}
+
+/// The error envelope's schema, for the OpenAPI document. Every error: a non-zero `code` (the HTTP status) and a message naming what is wrong.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    code: i64,
+    message: String,
 }

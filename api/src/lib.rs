@@ -3,7 +3,7 @@
 //! ## Layout
 //!
 //! - `routes/`: one file per resource (`products`, `devices`, `users`, `auth`, `mqtt`,
-//!   `nodes`, `health`, `openapi`), each a set of warp filters ending in plain async handlers
+//!   `nodes`, `health`), each a set of warp filters ending in plain async handlers
 //! - `context.rs`: `ApiContext` and `NodeOps`, the only way the API reaches the broker
 //! - `auth.rs`: Basic and Bearer authentication, tokens
 //! - `passwords.rs`: argon2 hashing and verification, bounded per core, failed-login limits
@@ -15,7 +15,8 @@
 //! ## How a request flows
 //!
 //! `POST /api/v1/devices` → `routes/devices.rs` filter → `authenticate` → `json::parse` →
-//! `write::submit(Command::CreateDevice)` → raft → `apply` → `CommandResult` → envelope.
+//! `write::submit(Command::CreateDevice)` → raft → `apply` → a typed answer (`Created`) →
+//! envelope.
 //! Reads go to `Registry` directly.
 
 pub mod auth;
@@ -49,7 +50,12 @@ use response::Reply;
 
 /// Every route, with rejections turned into the error envelope.
 pub fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
-    routes::api_v1(ctx).recover(recover).unify().boxed()
+    routes::api_v1(ctx)
+        .or(openapi::serve())
+        .unify()
+        .recover(recover)
+        .unify()
+        .boxed()
 }
 
 async fn recover(err: Rejection) -> Result<Reply, Infallible> {
@@ -89,7 +95,7 @@ pub async fn bootstrap(ctx: &ApiContext) -> Result<bool, ApiError> {
         role: Role::Administrator,
         created_at: chrono::Utc::now().timestamp_millis(),
     };
-    write::submit(ctx, Command::Bootstrap { secret, root }).await?;
+    write::submit::<()>(ctx, Command::Bootstrap { secret, root }).await?;
     Ok(true)
 }
 

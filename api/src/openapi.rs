@@ -2,36 +2,12 @@
 //! at `GET /api/v1/openapi.json`. A test walks every documented operation against the router.
 
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
+use warp::Filter;
+use warp::filters::BoxedFilter;
 
+use crate::response::{Reply, into_reply};
 use crate::routes;
-
-/// The success envelope: `code` is 0; `data` and `meta` depend on the endpoint.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct Envelope {
-    code: i64,
-    data: Option<serde_json::Value>,
-    meta: Option<PageMeta>,
-}
-
-/// Pagination as the contract shows it: `page` and `limit` are strings.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct PageMeta {
-    page: String,
-    limit: String,
-    hasnext: bool,
-    count: u64,
-}
-
-/// Every error: a non-zero `code` (the HTTP status) and a message naming what is wrong.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorBody {
-    code: i64,
-    message: String,
-}
 
 struct SecuritySchemes;
 
@@ -79,9 +55,9 @@ impl Modify for SecuritySchemes {
         routes::mqtt::publish_batch,
         routes::mqtt::subscribe_batch,
         routes::mqtt::unsubscribe_batch,
-        routes::openapi::openapi_json,
+        openapi_json,
     ),
-    components(schemas(Envelope, PageMeta, ErrorBody, crate::context::NodeInfo)),
+    components(schemas(crate::response::Envelope, crate::response::PageMeta, crate::error::ErrorBody, crate::context::NodeInfo)),
     modifiers(&SecuritySchemes)
 )]
 pub struct ApiDoc;
@@ -89,4 +65,19 @@ pub struct ApiDoc;
 /// The document as JSON.
 pub fn document() -> serde_json::Value {
     serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()
+}
+
+/// `GET /api/v1/openapi.json`. Mounted next to `routes::api_v1` (not inside it), so the
+/// document depends on the routes and never the other way round.
+pub(crate) fn serve() -> BoxedFilter<(Reply,)> {
+    warp::path!("api" / "v1" / "openapi.json")
+        .and(warp::get())
+        .map(|| into_reply(Ok(openapi_json())))
+        .boxed()
+}
+
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "This document")))]
+pub(crate) fn openapi_json() -> serde_json::Value {
+    document()
 }

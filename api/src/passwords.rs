@@ -25,6 +25,8 @@ use tokio::sync::{Semaphore, oneshot};
 
 use crate::error::ApiError;
 
+/// How long a verified Basic credential is remembered.
+const CACHE_TTL: Duration = Duration::from_secs(60);
 /// How long a request waits for a hashing thread before it is turned away.
 const SLOT_WAIT: Duration = Duration::from_secs(10);
 /// The window failed logins are counted in.
@@ -35,6 +37,33 @@ const MAX_TRACKED: usize = 100_000;
 /// Argon2 memory a stored hash may ask for, in 1 KiB blocks: hashes this node did not write
 /// (a tampered store) cannot make a check allocate without bound.
 const MAX_BLOCKS: usize = 256 * 1024;
+
+/// (user name, SHA-256 of the password).
+type CredentialKey = (String, [u8; 32]);
+
+/// Verified Basic credentials, remembered by a SHA-256 of the password (never the password).
+#[derive(Default)]
+pub(crate) struct CredentialCache {
+    /// (user, password digest) → the stored hash the password was verified against, and when.
+    entries: parking_lot::Mutex<HashMap<CredentialKey, (String, Instant)>>,
+}
+
+impl CredentialCache {
+    /// Whether `digest` was verified against `stored_hash` recently. Keyed on the stored hash,
+    /// so a password changed on any node (a new hash) misses at once: no invalidation needed.
+    pub(crate) fn verified(&self, user: &str, digest: &[u8; 32], stored_hash: &str) -> bool {
+        let entries = self.entries.lock();
+        entries
+            .get(&(user.to_string(), *digest))
+            .is_some_and(|(hash, at)| hash == stored_hash && at.elapsed() < CACHE_TTL)
+    }
+
+    pub(crate) fn put(&self, user: &str, digest: [u8; 32], stored_hash: String) {
+        let mut entries = self.entries.lock();
+        entries.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+        entries.insert((user.to_string(), digest), (stored_hash, Instant::now()));
+    }
+}
 
 pub(crate) struct Passwords {
     pool: Pool,

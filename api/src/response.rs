@@ -9,6 +9,26 @@ use warp::http::header::{HeaderValue, RETRY_AFTER};
 
 use crate::error::ApiError;
 
+/// The success envelope's schema, for the OpenAPI document: `code` is 0; `data` and `meta`
+/// depend on the endpoint.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct Envelope {
+    code: i64,
+    data: Option<serde_json::Value>,
+    meta: Option<PageMeta>,
+}
+
+/// Pagination as the contract shows it: `page` and `limit` are strings.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct PageMeta {
+    page: String,
+    limit: String,
+    hasnext: bool,
+    count: u64,
+}
+
 pub type Reply = warp::reply::Response;
 pub type ApiResult = Result<Value, ApiError>;
 

@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::NodeAddr;
-use crate::command::{Command, CommandResult};
+use crate::command::{Answer, Command, CommandResult, Rejection};
 use crate::error::WriteError;
 use crate::typ::{ClientWriteError, NodeId, Raft, RaftError};
 
@@ -137,6 +137,20 @@ impl Writer {
             })
             .map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
+    }
+
+    /// `write`, with the answer typed as the caller expects it (`command::Answer`): the outer
+    /// error is the write's, the inner one what `apply` refused.
+    pub async fn submit<T: Answer>(
+        &self,
+        cmd: Command,
+    ) -> Result<Result<T, Rejection>, WriteError> {
+        T::from_result(self.write(cmd).await?).map_err(|other| {
+            WriteError::Internal(format!(
+                "answered {other:?}, not a {}",
+                std::any::type_name::<T>()
+            ))
+        })
     }
 
     /// Proposes `cmd` behind everything submitted before it without waiting, retrying until it

@@ -141,3 +141,57 @@ impl CommandResult {
         }
     }
 }
+
+/// The answer of a `Create*` command: the id `apply` assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Created {
+    pub id: u64,
+}
+
+/// The answer of `RegisterDevice`: the device and whether it was created now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub device: Device,
+    pub created: bool,
+}
+
+/// A typed view of `CommandResult`: what a caller expects its command to answer. `Writer::submit`
+/// converts once, so no caller matches on the untyped result; a command answered with another
+/// shape (a bug) is reported there as `WriteError::Internal`.
+pub trait Answer: Sized {
+    /// `Err(r)` back when `r` is neither this answer nor a rejection.
+    fn from_result(r: CommandResult) -> Result<Result<Self, Rejection>, CommandResult>;
+}
+
+impl Answer for () {
+    fn from_result(r: CommandResult) -> Result<Result<(), Rejection>, CommandResult> {
+        match r {
+            CommandResult::Ok => Ok(Ok(())),
+            CommandResult::Rejected(r) => Ok(Err(r)),
+            other => Err(other),
+        }
+    }
+}
+
+impl Answer for Created {
+    fn from_result(r: CommandResult) -> Result<Result<Created, Rejection>, CommandResult> {
+        match r {
+            CommandResult::Created { id } => Ok(Ok(Created { id })),
+            CommandResult::Rejected(r) => Ok(Err(r)),
+            other => Err(other),
+        }
+    }
+}
+
+impl Answer for Registered {
+    fn from_result(r: CommandResult) -> Result<Result<Registered, Rejection>, CommandResult> {
+        match r {
+            CommandResult::Registered { device, created } => Ok(Ok(Registered {
+                device: *device,
+                created,
+            })),
+            CommandResult::Rejected(r) => Ok(Err(r)),
+            other => Err(other),
+        }
+    }
+}

@@ -27,6 +27,9 @@ pub enum WriteError {
     /// The raft core stopped (shutdown or a fatal storage error).
     #[error("metadata store unavailable: {0}")]
     Unavailable(String),
+    /// A command was answered with a result of another shape than its own (a bug).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -49,7 +49,7 @@ use std::sync::Arc;
 use rocksdb::{ColumnFamilyDescriptor, DB, Options};
 use serde::{Deserialize, Serialize};
 
-pub use command::{Command, CommandResult, Rejection};
+pub use command::{Answer, Command, CommandResult, Created, Registered, Rejection};
 pub use error::{OpenError, StartError, WriteError};
 pub use log_store::LogStore;
 pub use no_peers::NoPeers;

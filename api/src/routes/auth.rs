@@ -33,9 +33,9 @@ pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
 }
 
 #[utoipa::path(post, path = "/api/v1/auth", tag = "auth", request_body = Login,
-    responses((status = 200, description = "`data.token` and `data.role`", body = crate::openapi::Envelope),
-              (status = 401, description = "Wrong user name or password", body = crate::openapi::ErrorBody),
-              (status = 429, description = "Too many failed logins for this user or address", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "`data.token` and `data.role`", body = crate::response::Envelope),
+              (status = 401, description = "Wrong user name or password", body = crate::error::ErrorBody),
+              (status = 429, description = "Too many failed logins for this user or address", body = crate::error::ErrorBody)))]
 pub(crate) async fn auth(ctx: &ApiContext, who: &Caller, body: &[u8]) -> ApiResult {
     let req: Login = parse(body)?;
     ctx.writer.barrier().await?;

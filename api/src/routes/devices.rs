@@ -5,7 +5,7 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use realmq_raft_store::model::{ConnState, Device, DevicePatch, Product};
 use realmq_raft_store::read::DeviceQuery;
-use realmq_raft_store::{Command, CommandResult};
+use realmq_raft_store::{Command, Created, Registered};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::Sha256;
@@ -165,9 +165,9 @@ fn random_password() -> String {
 }
 
 #[utoipa::path(post, path = "/api/v1/devices", tag = "devices", request_body = NewDevice, security(("basic" = []), ("bearer" = [])),
-    responses((status = 200, description = "Created; `data` holds the id and credentials", body = crate::openapi::Envelope),
-              (status = 400, description = "Invalid field or a unique field already in use", body = crate::openapi::ErrorBody),
-              (status = 404, description = "Unknown product_key", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "Created; `data` holds the id and credentials", body = crate::response::Envelope),
+              (status = 400, description = "Invalid field or a unique field already in use", body = crate::error::ErrorBody),
+              (status = 404, description = "Unknown product_key", body = crate::error::ErrorBody)))]
 pub(crate) async fn create(ctx: &ApiContext, auth: &Caller, body: &[u8]) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
     let req: NewDevice = parse(body)?;
@@ -203,19 +203,17 @@ pub(crate) async fn create(ctx: &ApiContext, auth: &Caller, body: &[u8]) -> ApiR
         device.mqtt_client_id.clone(),
         device.password.clone(),
     );
-    match submit(ctx, Command::CreateDevice { device }).await? {
-        CommandResult::Created { id } => data(json!({
-            "id": id, "username": username, "mqtt_client_id": client_id, "password": password,
-        })),
-        other => Err(ApiError::Internal(format!("unexpected result {other:?}"))),
-    }
+    let Created { id } = submit(ctx, Command::CreateDevice { device }).await?;
+    data(json!({
+        "id": id, "username": username, "mqtt_client_id": client_id, "password": password,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/v1/devices", tag = "devices", security(("basic" = []), ("bearer" = [])),
     params(("_page" = Option<u32>, Query), ("_limit" = Option<u32>, Query), ("product_key" = Option<String>, Query),
            ("device_name" = Option<String>, Query, description = "Substring of the name"),
            ("status" = Option<String>, Query, description = "0 disabled, 1 inactive, 2 offline, 3 online")),
-    responses((status = 200, description = "A page of devices with `meta`", body = crate::openapi::Envelope)))]
+    responses((status = 200, description = "A page of devices with `meta`", body = crate::response::Envelope)))]
 pub(crate) async fn list(ctx: &ApiContext, auth: &Caller, q: &Query) -> ApiResult {
     authenticate(ctx, auth).await?;
     let paging = paging(q)?;
@@ -267,8 +265,8 @@ fn load(ctx: &ApiContext, raw: &str) -> Result<Device, ApiError> {
 }
 
 #[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices", params(("id" = u64, Path)), security(("basic" = []), ("bearer" = [])),
-    responses((status = 200, description = "`data` is a one-element array with password, shadow, tags and product_type", body = crate::openapi::Envelope),
-              (status = 404, description = "No such device", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "`data` is a one-element array with password, shadow, tags and product_type", body = crate::response::Envelope),
+              (status = 404, description = "No such device", body = crate::error::ErrorBody)))]
 pub(crate) async fn get(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult {
     authenticate(ctx, auth).await?;
     let d = load(ctx, raw)?;
@@ -289,9 +287,9 @@ pub(crate) async fn get(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult
 
 #[utoipa::path(put, path = "/api/v1/devices/{id}", tag = "devices", request_body = DeviceUpdate, params(("id" = u64, Path)),
     security(("basic" = []), ("bearer" = [])),
-    responses((status = 200, description = "Updated", body = crate::openapi::Envelope),
-              (status = 400, description = "Invalid field or a unique field already in use", body = crate::openapi::ErrorBody),
-              (status = 404, description = "No such device or product", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "Updated", body = crate::response::Envelope),
+              (status = 400, description = "Invalid field or a unique field already in use", body = crate::error::ErrorBody),
+              (status = 404, description = "No such device or product", body = crate::error::ErrorBody)))]
 pub(crate) async fn update(ctx: &ApiContext, auth: &Caller, raw: &str, body: &[u8]) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
     let old = load(ctx, raw)?;
@@ -321,17 +319,17 @@ pub(crate) async fn update(ctx: &ApiContext, auth: &Caller, raw: &str, body: &[u
     };
     // Revoked or changed credentials end the device's connection on whichever node holds it:
     // the state machine announces it to every node (`Applied::CredentialsRevoked`).
-    submit(ctx, Command::UpdateDevice { id: old.id, patch }).await?;
+    submit::<()>(ctx, Command::UpdateDevice { id: old.id, patch }).await?;
     ok()
 }
 
 #[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "devices", params(("id" = u64, Path)), security(("basic" = []), ("bearer" = [])),
-    responses((status = 200, description = "Deleted; a connected device is disconnected", body = crate::openapi::Envelope),
-              (status = 404, description = "No such device", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "Deleted; a connected device is disconnected", body = crate::response::Envelope),
+              (status = 404, description = "No such device", body = crate::error::ErrorBody)))]
 pub(crate) async fn delete(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
     let old = load(ctx, raw)?;
-    submit(ctx, Command::DeleteDevice { id: old.id }).await?;
+    submit::<()>(ctx, Command::DeleteDevice { id: old.id }).await?;
     ok()
 }
 
@@ -351,10 +349,10 @@ pub fn registration_sign(
 }
 
 #[utoipa::path(post, path = "/api/v1/devices/register", tag = "devices", request_body = Registration,
-    responses((status = 200, description = "`data.username`, `data.mqtt_client_id`, `data.password`", body = crate::openapi::Envelope),
-              (status = 400, description = "Registration not allowed, or already registered", body = crate::openapi::ErrorBody),
-              (status = 401, description = "The sign does not match", body = crate::openapi::ErrorBody),
-              (status = 404, description = "Unknown product_key", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "`data.username`, `data.mqtt_client_id`, `data.password`", body = crate::response::Envelope),
+              (status = 400, description = "Registration not allowed, or already registered", body = crate::error::ErrorBody),
+              (status = 401, description = "The sign does not match", body = crate::error::ErrorBody),
+              (status = 404, description = "Unknown product_key", body = crate::error::ErrorBody)))]
 pub(crate) async fn register(ctx: &ApiContext, body: &[u8]) -> ApiResult {
     let req: Registration = parse(body)?;
     check_text("device_name", Some(&req.device_name))?;
@@ -397,12 +395,10 @@ pub(crate) async fn register(ctx: &ApiContext, body: &[u8]) -> ApiResult {
         credentials_issued: true,
         created_at: chrono::Utc::now().timestamp_millis(),
     };
-    match submit(ctx, Command::RegisterDevice { device }).await? {
-        CommandResult::Registered { device, .. } => data(json!({
-            "username": device.username,
-            "mqtt_client_id": device.mqtt_client_id,
-            "password": device.password,
-        })),
-        other => Err(ApiError::Internal(format!("unexpected result {other:?}"))),
-    }
+    let Registered { device, .. } = submit(ctx, Command::RegisterDevice { device }).await?;
+    data(json!({
+        "username": device.username,
+        "mqtt_client_id": device.mqtt_client_id,
+        "password": device.password,
+    }))
 }

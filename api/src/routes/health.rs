@@ -22,14 +22,14 @@ pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
 }
 
 #[utoipa::path(get, path = "/api/v1/health", tag = "health",
-    responses((status = 200, description = "The process is up", body = crate::openapi::Envelope)))]
+    responses((status = 200, description = "The process is up", body = crate::response::Envelope)))]
 pub(crate) fn health() -> ApiResult {
     data(json!({"status": "up"}))
 }
 
 #[utoipa::path(get, path = "/api/v1/ready", tag = "health",
-    responses((status = 200, description = "Ready to serve", body = crate::openapi::Envelope),
-              (status = 503, description = "No raft leader or MQTT not listening", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "Ready to serve", body = crate::response::Envelope),
+              (status = 503, description = "No raft leader or MQTT not listening", body = crate::error::ErrorBody)))]
 pub(crate) fn ready(ctx: &ApiContext) -> ApiResult {
     let leader = ctx.writer.raft().metrics().borrow().current_leader;
     match leader {

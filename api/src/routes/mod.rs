@@ -63,7 +63,6 @@ pub(crate) mod devices;
 pub(crate) mod health;
 pub(crate) mod mqtt;
 pub(crate) mod nodes;
-pub(crate) mod openapi;
 pub(crate) mod products;
 pub(crate) mod users;
 
@@ -82,8 +81,6 @@ use crate::response::Reply;
 /// Every route of the API.
 pub fn api_v1(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
     health::routes(ctx.clone())
-        .or(openapi::routes())
-        .unify()
         .or(auth::routes(ctx.clone()))
         .unify()
         .or(users::routes(ctx.clone()))

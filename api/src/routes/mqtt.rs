@@ -191,8 +191,8 @@ fn message_id() -> String {
 }
 
 #[utoipa::path(post, path = "/api/v1/mqtt/publish", tag = "mqtt", request_body = PublishBody, security(("basic" = []), ("bearer" = [])),
-    responses((status = 200, description = "Routed; `data.id` and `data.matched` (sessions reached)", body = crate::openapi::Envelope),
-              (status = 400, description = "Invalid topic, qos, encoding or payload", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "Routed; `data.id` and `data.matched` (sessions reached)", body = crate::response::Envelope),
+              (status = 400, description = "Invalid topic, qos, encoding or payload", body = crate::error::ErrorBody)))]
 pub(crate) fn publish(ctx: &ApiContext, body: &[u8]) -> ApiResult {
     let msgs = messages(parse(body)?)?;
     let mut matched = 0;
@@ -203,9 +203,9 @@ pub(crate) fn publish(ctx: &ApiContext, body: &[u8]) -> ApiResult {
 }
 
 #[utoipa::path(post, path = "/api/v1/mqtt/subscribe", tag = "mqtt", request_body = SubscribeBody, security(("basic" = []), ("bearer" = [])),
-    responses((status = 200, description = "Subscribed", body = crate::openapi::Envelope),
-              (status = 400, description = "Invalid filter or qos", body = crate::openapi::ErrorBody),
-              (status = 404, description = "The client has no session", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "Subscribed", body = crate::response::Envelope),
+              (status = 400, description = "Invalid filter or qos", body = crate::error::ErrorBody),
+              (status = 404, description = "The client has no session", body = crate::error::ErrorBody)))]
 pub(crate) fn subscribe(ctx: &ApiContext, body: &[u8]) -> ApiResult {
     let req: SubscribeBody = parse(body)?;
     let q = qos(req.qos)?;
@@ -216,8 +216,8 @@ pub(crate) fn subscribe(ctx: &ApiContext, body: &[u8]) -> ApiResult {
 }
 
 #[utoipa::path(post, path = "/api/v1/mqtt/unsubscribe", tag = "mqtt", request_body = UnsubscribeBody, security(("basic" = []), ("bearer" = [])),
-    responses((status = 200, description = "Unsubscribed", body = crate::openapi::Envelope),
-              (status = 404, description = "No such session or subscription", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "Unsubscribed", body = crate::response::Envelope),
+              (status = 404, description = "No such session or subscription", body = crate::error::ErrorBody)))]
 pub(crate) fn unsubscribe(ctx: &ApiContext, body: &[u8]) -> ApiResult {
     let req: UnsubscribeBody = parse(body)?;
     let _ = req.qos;
@@ -258,7 +258,7 @@ fn topic_of(v: &Value) -> String {
 }
 
 #[utoipa::path(post, path = "/api/v1/mqtt/publish_batch", tag = "mqtt", request_body = Vec<PublishBody>, security(("basic" = []), ("bearer" = [])),
-    responses((status = 200, description = "`data`: one `{topic, code}` per topic", body = crate::openapi::Envelope)))]
+    responses((status = 200, description = "`data`: one `{topic, code}` per topic", body = crate::response::Envelope)))]
 pub(crate) fn publish_batch(ctx: &ApiContext, body: &[u8]) -> ApiResult {
     let mut out = Vec::new();
     for (i, v) in items(body)?.iter().enumerate() {
@@ -279,7 +279,7 @@ pub(crate) fn publish_batch(ctx: &ApiContext, body: &[u8]) -> ApiResult {
 }
 
 #[utoipa::path(post, path = "/api/v1/mqtt/subscribe_batch", tag = "mqtt", request_body = Vec<SubscribeBody>, security(("basic" = []), ("bearer" = [])),
-    responses((status = 200, description = "`data`: one `{topic, code}` per topic", body = crate::openapi::Envelope)))]
+    responses((status = 200, description = "`data`: one `{topic, code}` per topic", body = crate::response::Envelope)))]
 pub(crate) fn subscribe_batch(ctx: &ApiContext, body: &[u8]) -> ApiResult {
     let mut out = Vec::new();
     for (i, v) in items(body)?.iter().enumerate() {
@@ -307,7 +307,7 @@ pub(crate) fn subscribe_batch(ctx: &ApiContext, body: &[u8]) -> ApiResult {
 }
 
 #[utoipa::path(post, path = "/api/v1/mqtt/unsubscribe_batch", tag = "mqtt", request_body = Vec<UnsubscribeBody>, security(("basic" = []), ("bearer" = [])),
-    responses((status = 200, description = "`data`: one `{topic, code}` per item", body = crate::openapi::Envelope)))]
+    responses((status = 200, description = "`data`: one `{topic, code}` per item", body = crate::response::Envelope)))]
 pub(crate) fn unsubscribe_batch(ctx: &ApiContext, body: &[u8]) -> ApiResult {
     let mut out = Vec::new();
     for (i, v) in items(body)?.iter().enumerate() {

@@ -18,7 +18,7 @@ pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
 
 #[utoipa::path(get, path = "/api/v1/nodes", tag = "nodes", security(("basic" = []), ("bearer" = [])),
     params(("digest" = Option<bool>, Query, description = "Also report each member's state digest (a full scan)")),
-    responses((status = 200, description = "Every member, as `NodeInfo`", body = crate::openapi::Envelope)))]
+    responses((status = 200, description = "Every member, as `NodeInfo`", body = crate::response::Envelope)))]
 pub(crate) async fn list(ctx: &ApiContext, auth: &Caller, q: &Query) -> ApiResult {
     authenticate(ctx, auth).await?;
     let digest = matches!(text(q, "digest"), Some("true" | "1"));
@@ -27,9 +27,9 @@ pub(crate) async fn list(ctx: &ApiContext, auth: &Caller, q: &Query) -> ApiResul
 
 #[utoipa::path(delete, path = "/api/v1/nodes/{id}", tag = "nodes",
     params(("id" = u64, Path)), security(("basic" = []), ("bearer" = [])),
-    responses((status = 200, description = "Removed", body = crate::openapi::Envelope),
-              (status = 404, description = "Not a member", body = crate::openapi::ErrorBody),
-              (status = 503, description = "No quorum", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "Removed", body = crate::response::Envelope),
+              (status = 404, description = "Not a member", body = crate::error::ErrorBody),
+              (status = 503, description = "No quorum", body = crate::error::ErrorBody)))]
 pub(crate) async fn remove(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
     let node = id(raw, "node")?;

@@ -2,7 +2,7 @@
 
 use realmq_raft_store::model::{Product, ProductPatch};
 use realmq_raft_store::read::ProductQuery;
-use realmq_raft_store::{Command, CommandResult};
+use realmq_raft_store::{Command, Created, Rejection};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use warp::Filter;
@@ -15,7 +15,7 @@ use crate::json::{lenient_u8, parse};
 use crate::query::{Query, id, paging, text};
 use crate::response::{ApiResult, Reply, data, ok, page};
 use crate::time::format_ms;
-use crate::write::submit;
+use crate::write::{submit, submit_or_refused};
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -136,8 +136,8 @@ fn random_hex(bytes: usize) -> String {
 }
 
 #[utoipa::path(post, path = "/api/v1/products", tag = "products", request_body = NewProduct, security(("basic" = []), ("bearer" = [])),
-    responses((status = 200, description = "`data.product_key` and `data.secret`", body = crate::openapi::Envelope),
-              (status = 400, description = "Invalid field or duplicate name", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "`data.product_key` and `data.secret`", body = crate::response::Envelope),
+              (status = 400, description = "Invalid field or duplicate name", body = crate::error::ErrorBody)))]
 pub(crate) async fn create(ctx: &ApiContext, auth: &Caller, body: &[u8]) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
     let req: NewProduct = parse(body)?;
@@ -162,13 +162,12 @@ pub(crate) async fn create(ctx: &ApiContext, auth: &Caller, body: &[u8]) -> ApiR
             created_at: chrono::Utc::now().timestamp_millis(),
         };
         let (key, secret) = (product.product_key.clone(), product.secret.clone());
-        match submit(ctx, Command::CreateProduct { product }).await {
-            Ok(CommandResult::Created { id }) => {
+        match submit_or_refused(ctx, Command::CreateProduct { product }).await? {
+            Ok(Created { id }) => {
                 return data(json!({"id": id, "product_key": key, "secret": secret}));
             }
-            Err(ApiError::BadRequest(m)) if m.starts_with("product_key") => continue,
-            Err(e) => return Err(e),
-            Ok(other) => return Err(ApiError::Internal(format!("unexpected result {other:?}"))),
+            Err(Rejection::AlreadyExists { field }) if field == "product_key" => continue,
+            Err(r) => return Err(r.into()),
         }
     }
     Err(ApiError::Internal(
@@ -179,7 +178,7 @@ pub(crate) async fn create(ctx: &ApiContext, auth: &Caller, body: &[u8]) -> ApiR
 #[utoipa::path(get, path = "/api/v1/products", tag = "products", security(("basic" = []), ("bearer" = [])),
     params(("_page" = Option<u32>, Query, description = "Page, from 1"), ("_limit" = Option<u32>, Query, description = "Page size (default 10)"),
            ("product_name" = Option<String>, Query, description = "Substring of the name")),
-    responses((status = 200, description = "A page of products with `meta`", body = crate::openapi::Envelope)))]
+    responses((status = 200, description = "A page of products with `meta`", body = crate::response::Envelope)))]
 pub(crate) async fn list(ctx: &ApiContext, auth: &Caller, q: &Query) -> ApiResult {
     authenticate(ctx, auth).await?;
     let paging = paging(q)?;
@@ -204,8 +203,8 @@ fn load(ctx: &ApiContext, raw: &str) -> Result<Product, ApiError> {
 }
 
 #[utoipa::path(get, path = "/api/v1/products/{id}", tag = "products", params(("id" = u64, Path)), security(("basic" = []), ("bearer" = [])),
-    responses((status = 200, description = "`data` is a one-element array", body = crate::openapi::Envelope),
-              (status = 404, description = "No such product", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "`data` is a one-element array", body = crate::response::Envelope),
+              (status = 404, description = "No such product", body = crate::error::ErrorBody)))]
 pub(crate) async fn get(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult {
     authenticate(ctx, auth).await?;
     let p = load(ctx, raw)?;
@@ -221,8 +220,8 @@ pub(crate) async fn get(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult
 
 #[utoipa::path(put, path = "/api/v1/products/{id}", tag = "products", request_body = ProductUpdate, params(("id" = u64, Path)),
     security(("basic" = []), ("bearer" = [])),
-    responses((status = 200, description = "Updated", body = crate::openapi::Envelope),
-              (status = 404, description = "No such product", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "Updated", body = crate::response::Envelope),
+              (status = 404, description = "No such product", body = crate::error::ErrorBody)))]
 pub(crate) async fn update(ctx: &ApiContext, auth: &Caller, raw: &str, body: &[u8]) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
     let id = load(ctx, raw)?.id;
@@ -240,17 +239,17 @@ pub(crate) async fn update(ctx: &ApiContext, auth: &Caller, raw: &str, body: &[u
         auth_type: req.auth_type,
         description: req.description.map(Some),
     };
-    submit(ctx, Command::UpdateProduct { id, patch }).await?;
+    submit::<()>(ctx, Command::UpdateProduct { id, patch }).await?;
     ok()
 }
 
 #[utoipa::path(delete, path = "/api/v1/products/{id}", tag = "products", params(("id" = u64, Path)), security(("basic" = []), ("bearer" = [])),
-    responses((status = 200, description = "Deleted", body = crate::openapi::Envelope),
-              (status = 400, description = "The product still has devices", body = crate::openapi::ErrorBody),
-              (status = 404, description = "No such product", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "Deleted", body = crate::response::Envelope),
+              (status = 400, description = "The product still has devices", body = crate::error::ErrorBody),
+              (status = 404, description = "No such product", body = crate::error::ErrorBody)))]
 pub(crate) async fn delete(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
     let id = load(ctx, raw)?.id;
-    submit(ctx, Command::DeleteProduct { id }).await?;
+    submit::<()>(ctx, Command::DeleteProduct { id }).await?;
     ok()
 }

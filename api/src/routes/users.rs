@@ -86,7 +86,7 @@ fn validate_password(pw: &str) -> Result<(), ApiError> {
 }
 
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("basic" = []), ("bearer" = [])),
-    responses((status = 200, description = "Every user", body = crate::openapi::Envelope)))]
+    responses((status = 200, description = "Every user", body = crate::response::Envelope)))]
 pub(crate) async fn list(
     ctx: &ApiContext,
     auth: &Caller,
@@ -97,8 +97,8 @@ pub(crate) async fn list(
 }
 
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = NewUser, security(("basic" = []), ("bearer" = [])),
-    responses((status = 200, description = "Created", body = crate::openapi::Envelope),
-              (status = 400, description = "Invalid or duplicate user name", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "Created", body = crate::response::Envelope),
+              (status = 400, description = "Invalid or duplicate user name", body = crate::error::ErrorBody)))]
 pub(crate) async fn create(ctx: &ApiContext, auth: &Caller, body: &[u8]) -> ApiResult {
     admin(ctx, auth).await?;
     let req: NewUser = parse(body)?;
@@ -110,7 +110,7 @@ pub(crate) async fn create(ctx: &ApiContext, auth: &Caller, body: &[u8]) -> ApiR
         role: req.role.unwrap_or(Role::Viewer),
         created_at: chrono::Utc::now().timestamp_millis(),
     };
-    submit(ctx, Command::CreateUser { user }).await?;
+    submit::<()>(ctx, Command::CreateUser { user }).await?;
     ok()
 }
 
@@ -131,8 +131,8 @@ fn keep_an_admin(ctx: &ApiContext, username: &str) -> Result<(), ApiError> {
 
 #[utoipa::path(put, path = "/api/v1/users/{username}", tag = "users", request_body = UserUpdate,
     params(("username" = String, Path)), security(("basic" = []), ("bearer" = [])),
-    responses((status = 200, description = "Updated", body = crate::openapi::Envelope),
-              (status = 404, description = "No such user", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "Updated", body = crate::response::Envelope),
+              (status = 404, description = "No such user", body = crate::error::ErrorBody)))]
 pub(crate) async fn update(
     ctx: &ApiContext,
     auth: &Caller,
@@ -155,7 +155,7 @@ pub(crate) async fn update(
         password_hash,
         role: req.role,
     };
-    submit(
+    submit::<()>(
         ctx,
         Command::UpdateUser {
             username: username.to_string(),
@@ -168,8 +168,8 @@ pub(crate) async fn update(
 
 #[utoipa::path(delete, path = "/api/v1/users/{username}", tag = "users",
     params(("username" = String, Path)), security(("basic" = []), ("bearer" = [])),
-    responses((status = 200, description = "Deleted", body = crate::openapi::Envelope),
-              (status = 404, description = "No such user", body = crate::openapi::ErrorBody)))]
+    responses((status = 200, description = "Deleted", body = crate::response::Envelope),
+              (status = 404, description = "No such user", body = crate::error::ErrorBody)))]
 pub(crate) async fn delete(ctx: &ApiContext, auth: &Caller, username: &str) -> ApiResult {
     admin(ctx, auth).await?;
     if ctx
@@ -179,7 +179,7 @@ pub(crate) async fn delete(ctx: &ApiContext, auth: &Caller, username: &str) -> A
     {
         keep_an_admin(ctx, username)?;
     }
-    submit(
+    submit::<()>(
         ctx,
         Command::DeleteUser {
             username: username.to_string(),

@@ -187,7 +187,7 @@ impl pb::raft_server::Raft for RaftService {
                     index,
                 })
             }
-            Err(WriteError::NoQuorum(m)) | Err(WriteError::Unavailable(m)) => {
+            Err(WriteError::NoQuorum(m) | WriteError::Unavailable(m) | WriteError::Internal(m)) => {
                 pb::forward_reply::Result::Error(wire::forward_error_bytes(&ForwardError::Unknown(
                     m,
                 )))
