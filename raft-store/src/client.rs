@@ -99,16 +99,28 @@ struct Inner {
     remote: Arc<dyn Remote>,
     config: WriterConfig,
     room: Semaphore,
+    /// This writer's identity in `Command::Tagged`: the node, this start of it, and the
+    /// sequence of its entries.
+    origin: NodeId,
+    epoch: u64,
+    seq: std::sync::atomic::AtomicU64,
 }
 
 impl Writer {
     /// Starts the proposer and barrier tasks; call from within the runtime that runs `raft`.
     pub fn start(raft: Raft, remote: Arc<dyn Remote>, config: WriterConfig) -> Writer {
+        let origin = raft.metrics().borrow().id;
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
         let inner = Arc::new(Inner {
             raft,
             remote,
             config,
             room: Semaphore::new(MAX_QUEUED),
+            origin,
+            epoch,
+            seq: std::sync::atomic::AtomicU64::new(0),
         });
         let (queue, rx) = mpsc::unbounded_channel();
         let (barriers, brx) = mpsc::unbounded_channel();
@@ -255,8 +267,16 @@ async fn propose(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Pending>) {
 }
 
 impl Inner {
-    /// One command, to the leader wherever it is, within `write_timeout`.
+    /// One entry, to the leader wherever it is, within `write_timeout`. Tagged, so every
+    /// attempt after the first (a leader lost mid-write, a forward that timed out) is applied at
+    /// most once: retrying is always safe.
     async fn write(&self, cmd: &Command) -> Result<CommandResult, WriteError> {
+        let cmd = &Command::Tagged {
+            origin: self.origin,
+            epoch: self.epoch,
+            seq: self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+            cmd: Box::new(cmd.clone()),
+        };
         let deadline = Instant::now() + self.config.write_timeout;
         let mut why = String::from("no leader elected");
         loop {
@@ -268,13 +288,8 @@ impl Inner {
                         Some((leader, addr)) => {
                             match self.forward(deadline, leader, &addr, cmd).await {
                                 Ok(result) => return Ok(result),
-                                Err(ForwardError::NotDelivered(e)) => {
+                                Err(ForwardError::NotDelivered(e) | ForwardError::Unknown(e)) => {
                                     why = format!("leader {leader} did not take the write: {e}");
-                                }
-                                Err(ForwardError::Unknown(e)) => {
-                                    return Err(no_quorum(&format!(
-                                        "leader {leader} did not answer in time: {e}"
-                                    )));
                                 }
                             }
                         }

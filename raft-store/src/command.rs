@@ -98,6 +98,16 @@ pub enum Command {
 
     /// Several commands applied in order in one log entry (batched MQTT-side writes).
     Batch(Vec<Command>),
+    /// An entry proposed by node `origin`'s writer, applied at most once however often it is
+    /// retried: `apply` remembers the last (`epoch`, `seq`) of each origin with its result and
+    /// answers a repeat with that result. A writer has one entry in flight, so the last is
+    /// enough; `epoch` is new at every start of the node, so `seq` may start again at 1.
+    Tagged {
+        origin: u64,
+        epoch: u64,
+        seq: u64,
+        cmd: Box<Command>,
+    },
 }
 
 /// Why `apply` refused a command. `field` names what conflicted or was missing.

@@ -72,6 +72,14 @@ pub fn counter(product_id: u64, status: u8) -> Vec<u8> {
     k
 }
 
+/// The last entry applied from a writer, in SM_META: `writer:` ++ origin node id ->
+/// (epoch, seq, result), so a retried entry is answered instead of applied twice.
+pub fn writer(origin: u64) -> Vec<u8> {
+    let mut k = b"writer:".to_vec();
+    k.extend_from_slice(&origin.to_be_bytes());
+    k
+}
+
 pub fn id(id: u64) -> [u8; 8] {
     id.to_be_bytes()
 }

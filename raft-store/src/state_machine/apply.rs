@@ -46,7 +46,39 @@ pub(crate) fn apply_command(tx: &mut Tx<'_>, cmd: Command) -> IoResult<CommandRe
                 .map(|c| apply_command(tx, c))
                 .collect::<IoResult<_>>()?,
         )),
+        Command::Tagged {
+            origin,
+            epoch,
+            seq,
+            cmd,
+        } => tagged(tx, origin, epoch, seq, *cmd),
     }
+}
+
+/// Applies a writer's entry once: a retry of the last entry from `origin` gets its result.
+fn tagged(
+    tx: &mut Tx<'_>,
+    origin: u64,
+    epoch: u64,
+    seq: u64,
+    cmd: Command,
+) -> IoResult<CommandResult> {
+    let key = keys::writer(origin);
+    if let Some((e, s, result)) = tx.get_value::<(u64, u64, CommandResult)>(keys::SM_META, &key)?
+        && e == epoch
+    {
+        if s == seq {
+            return Ok(result);
+        }
+        if s > seq {
+            return rejected(Rejection::Invalid {
+                message: format!("a retry of entry {seq} arrived after entry {s}"),
+            });
+        }
+    }
+    let result = apply_command(tx, cmd)?;
+    tx.put_value(keys::SM_META, &key, &(epoch, seq, &result));
+    Ok(result)
 }
 
 fn rejected(r: Rejection) -> IoResult<CommandResult> {

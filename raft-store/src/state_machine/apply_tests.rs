@@ -690,3 +690,39 @@ fn removing_a_session_owned_elsewhere_changes_nothing() {
     );
     assert_eq!(reg.session("moved").unwrap(), None, "removed by its owner");
 }
+
+#[test]
+fn a_retried_writer_entry_is_answered_not_applied_again() {
+    let (_d, reg) = store();
+    let tagged = |seq: u64, cmd: Command| Command::Tagged {
+        origin: 2,
+        epoch: 7,
+        seq,
+        cmd: Box::new(cmd),
+    };
+    let create = || Command::CreateProduct {
+        product: product("p", "aaaaaaaaaa"),
+    };
+    let first = one(&reg, tagged(1, create()));
+    assert_eq!(first, CommandResult::Created { id: 1 });
+    // The same entry again (the leader changed before the writer heard back): same answer,
+    // no second product, no "already exists".
+    assert_eq!(one(&reg, tagged(1, create())), first);
+    assert_eq!(reg.products(&Default::default()).unwrap().total, 1);
+    // The next entry applies; a late copy of an older one is refused, not applied.
+    let next = Command::CreateProduct {
+        product: product("q", "bbbbbbbbbb"),
+    };
+    assert_eq!(one(&reg, tagged(2, next)), CommandResult::Created { id: 2 });
+    assert!(one(&reg, tagged(1, create())).rejected().is_some());
+    // A new start of the node (another epoch) begins its sequence again.
+    let restarted = Command::Tagged {
+        origin: 2,
+        epoch: 8,
+        seq: 1,
+        cmd: Box::new(Command::CreateProduct {
+            product: product("r", "cccccccccc"),
+        }),
+    };
+    assert_eq!(one(&reg, restarted), CommandResult::Created { id: 3 });
+}
