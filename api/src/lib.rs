@@ -80,8 +80,8 @@ async fn recover(err: Rejection) -> Result<Reply, Infallible> {
 
 /// On a cluster's first start (no token secret yet), creates the secret and the default `root` /
 /// `123456` administrator in one command that applies only while no secret exists (every node
-/// may propose it; the first wins). Returns whether this node found none; later starts, even
-/// after `root` was deleted, change nothing.
+/// may propose it; the first wins). Returns whether this node's command was the one applied;
+/// later starts, even after `root` was deleted, change nothing.
 pub async fn bootstrap(ctx: &ApiContext) -> Result<bool, ApiError> {
     ctx.writer.barrier().await?;
     if ctx.registry.token_secret()?.is_some() {
@@ -95,8 +95,12 @@ pub async fn bootstrap(ctx: &ApiContext) -> Result<bool, ApiError> {
         role: Role::Administrator,
         created_at: chrono::Utc::now().timestamp_millis(),
     };
-    write::submit::<()>(ctx, Command::Bootstrap { secret, root }).await?;
-    Ok(true)
+    // Every node of a new cluster gets here; only the first bootstrap to commit applies.
+    Ok(
+        write::submit_or_refused::<()>(ctx, Command::Bootstrap { secret, root })
+            .await?
+            .is_ok(),
+    )
 }
 
 /// Serves the API on `listener`; returns the bound address with the server future, which ends

@@ -75,6 +75,26 @@ pub struct Node {
     grace: Duration,
 }
 
+/// Retries a start-up step that needs a quorum until it succeeds, saying why it waits: a node
+/// whose peers are still starting (or a minority, until the others return) waits rather than
+/// exits.
+async fn until_quorum<T, E, F, Fut>(what: &str, mut step: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    loop {
+        match step().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!(error = %e, "waiting to {what}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
 impl Node {
     /// Binds the listeners, joins or forms the cluster, builds everything, and returns once
     /// MQTT and REST accept connections.
@@ -131,9 +151,7 @@ impl Node {
             u64::try_from(counted.metrics.connections.load(Ordering::Relaxed)).unwrap_or(0)
         }));
         // What this node restores must include everything acknowledged before it started.
-        runtime
-            .block_on(meta.writer.barrier())
-            .context("failed to catch up with the cluster")?;
+        runtime.block_on(until_quorum("catch up with the cluster", || meta.writer.barrier()));
         let restored = broker.restore(
             meta.registry
                 .sessions()
@@ -164,10 +182,9 @@ impl Node {
                 failed_login_limit: config.api.failed_login_limit,
             },
         );
-        if runtime
-            .block_on(realmq_api::bootstrap(&api_ctx))
-            .context("failed to create the default user")?
-        {
+        if runtime.block_on(until_quorum("create the default user", || {
+            realmq_api::bootstrap(&api_ctx)
+        })) {
             tracing::info!("first start: created the API user root (password 123456); change it");
         }
 

@@ -59,7 +59,7 @@ pub async fn start(
         cluster_addr: topology
             .advertise
             .clone()
-            .unwrap_or_else(|| cluster_local.to_string()),
+            .unwrap_or_else(|| advertised(None, cluster_local)),
         mqtt_addr: advertised(topology.advertise.as_deref(), bound.mqtt),
         api_addr: advertised(topology.advertise.as_deref(), bound.api),
     };
@@ -123,12 +123,21 @@ pub async fn start(
 }
 
 /// The address peers and clients should use for a listener bound to `bound`: the advertised
-/// host with the bound port when bound to every interface, else the bound address itself.
+/// host (else this machine's host name) with the bound port when bound to every interface, else
+/// the bound address itself.
 fn advertised(advertise: Option<&str>, bound: SocketAddr) -> String {
-    match advertise.and_then(|a| a.rsplit_once(':')) {
-        Some((host, _)) if bound.ip().is_unspecified() => format!("{host}:{}", bound.port()),
-        _ => bound.to_string(),
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
     }
+    let host = match advertise.and_then(|a| a.rsplit_once(':')) {
+        Some((host, _)) => host.to_string(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| bound.ip().to_string()),
+    };
+    format!("{host}:{}", bound.port())
 }
 
 /// This node's own status, as a peer would get it over the cluster port.

@@ -97,7 +97,8 @@ fn exists(field: &str) -> IoResult<CommandResult> {
 
 fn bootstrap(tx: &mut Tx<'_>, secret: Vec<u8>, root: User) -> IoResult<CommandResult> {
     if tx.exists(keys::SM_META, keys::TOKEN_SECRET)? {
-        return Ok(CommandResult::Ok);
+        // Another node's (or an earlier start's) bootstrap won: nothing changes.
+        return exists("token_secret");
     }
     tx.put(keys::SM_META, keys::TOKEN_SECRET, secret);
     create_user(tx, root)
