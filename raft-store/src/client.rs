@@ -29,9 +29,13 @@ use crate::command::{Answer, Command, CommandResult, Rejection};
 use crate::error::WriteError;
 use crate::typ::{ClientWriteError, NodeId, Raft, RaftError};
 
-/// Commands carried by one raft entry at most, and their encoded size at most.
+/// Commands carried by one raft entry at most, and their encoded size at most (a single
+/// command may be larger).
 const MAX_BATCH: usize = 512;
-const MAX_BATCH_BYTES: usize = 4 << 20;
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+/// Entries per replication message: with `MAX_BATCH_BYTES` entries, an append stays within
+/// `MAX_PAYLOAD_ENTRIES * MAX_BATCH_BYTES`, the size a transport must accept.
+pub const MAX_PAYLOAD_ENTRIES: u64 = 64;
 /// Awaited writes queued at most; further writers wait for room (backpressure).
 const MAX_QUEUED: usize = 4096;
 /// Pause between attempts while no leader is known or the leader just changed.

@@ -160,6 +160,9 @@ impl RaftSettings {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
             max_in_snapshot_log_to_keep: 1_000.min(self.snapshot_logs),
             purge_batch_size: 256,
+            // With entries of at most `client::MAX_BATCH_BYTES`, one append stays within the
+            // cluster port's message limit.
+            max_payload_entries: client::MAX_PAYLOAD_ENTRIES,
             ..Default::default()
         }
         .validate()

@@ -34,9 +34,11 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::wire;
 
-/// Largest message either side accepts: a snapshot chunk or an append of `MAX_PAYLOAD_ENTRIES`
-/// group-committed entries, with room to spare.
-pub const MAX_MESSAGE: usize = 96 << 20;
+/// Largest message either side accepts: an append of `MAX_PAYLOAD_ENTRIES` full group-committed
+/// entries, with room for their envelope.
+pub const MAX_MESSAGE: usize = realmq_raft_store::client::MAX_PAYLOAD_ENTRIES as usize
+    * realmq_raft_store::client::MAX_BATCH_BYTES
+    + (1 << 20);
 /// Snapshot file bytes per streamed chunk.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
