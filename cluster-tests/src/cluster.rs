@@ -302,6 +302,18 @@ impl Cluster {
         self.wait_ready(&[i]).await;
     }
 
+    /// Stops node `i` for good once it is no longer a member (`DELETE /api/v1/nodes/{i}`):
+    /// panics if it exited on its own meanwhile, then kills it. Being down, it is left out of
+    /// `invariant_check`, where it could never converge with a cluster that dropped it.
+    pub fn retire(&self, i: NodeId) {
+        let node = self.node(i);
+        if let Some(status) = node.crashed() {
+            panic!("node {i} exited on its own ({status}) before it was retired");
+        }
+        node.kill9();
+        self.event(&format!("retire({i})"));
+    }
+
     /// Starts one more node with `--peers` naming every existing node, so it joins the running
     /// cluster (as a learner once the voters are complete); returns its id.
     pub async fn add_node(&self) -> NodeId {

@@ -3,12 +3,13 @@
 //! Tests that start several real `realmq` processes on loopback and inject faults (node kill and
 //! restart, link partitions and latency). Single-node behaviour is tested in `node/tests/`; the
 //! tests themselves live in one binary, `tests/cluster/main.rs`, one file per test, numbered as
-//! in openraft (`t1x` the cluster works, `t2x` restarts, `t5x` faults, `t9x` regressions).
+//! in openraft (`t1x` the cluster works, `t2x` crashes, partitions and restarts, `t3x`
+//! membership changes, `t5x` link faults, `t9x` regressions).
 //!
 //! ## Layout
 //!
 //! - `cluster.rs`: [`Cluster`] and [`ClusterBuilder`], the sandbox a test drives: start, kill,
-//!   restart, wipe and add nodes; holds the process-wide test lock.
+//!   restart, wipe, add and retire nodes; holds the process-wide test lock.
 //! - `node.rs`: one `realmq` process: its arguments, data dir, log capture and readiness.
 //! - `proxy.rs`: one TCP proxy per directed cluster link, each open, cut or delayed.
 //! - `faults.rs`: which links a fault (`cut`, `heal`, `delay`) applies to.

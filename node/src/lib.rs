@@ -151,7 +151,9 @@ impl Node {
             u64::try_from(counted.metrics.connections.load(Ordering::Relaxed)).unwrap_or(0)
         }));
         // What this node restores must include everything acknowledged before it started.
-        runtime.block_on(until_quorum("catch up with the cluster", || meta.writer.barrier()));
+        runtime.block_on(until_quorum("catch up with the cluster", || {
+            meta.writer.barrier()
+        }));
         let restored = broker.restore(
             meta.registry
                 .sessions()

@@ -159,7 +159,8 @@ impl RaftSettings {
             install_snapshot_timeout: 60_000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs),
             max_in_snapshot_log_to_keep: 1_000.min(self.snapshot_logs),
-            purge_batch_size: 256,
+            // Purge as soon as a snapshot allows, even with a small snapshot interval.
+            purge_batch_size: 256.min(self.snapshot_logs).max(1),
             // With entries of at most `client::MAX_BATCH_BYTES`, one append stays within the
             // cluster port's message limit.
             max_payload_entries: client::MAX_PAYLOAD_ENTRIES,

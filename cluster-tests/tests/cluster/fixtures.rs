@@ -1,6 +1,8 @@
 //! REST fixtures shared by the tests: the spec's resources, created through any node.
 
-use realmq_cluster_tests::{Cluster, NodeId};
+use std::collections::BTreeSet;
+
+use realmq_cluster_tests::{Auth, Cluster, NodeId, WAIT, eventually};
 use serde_json::{Value, json};
 
 pub struct Product {
@@ -102,4 +104,99 @@ pub async fn users(cluster: &Cluster, on: NodeId) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// The leader that every node in `among` names in its own entry of `GET /api/v1/nodes`, once
+/// they agree on one that is among them.
+pub async fn leader(cluster: &Cluster, among: &[NodeId]) -> NodeId {
+    eventually(
+        &format!("nodes {among:?} to agree on a leader among them"),
+        WAIT,
+        async || {
+            let mut seen = Vec::new();
+            for &i in among {
+                seen.push(cluster.status(i).await?.leader);
+            }
+            match seen[0] {
+                Some(l) if among.contains(&l) && seen.iter().all(|s| *s == Some(l)) => Ok(l),
+                _ => Err(format!("leaders as seen by nodes {among:?}: {seen:?}")),
+            }
+        },
+    )
+    .await
+}
+
+/// The name of every product node `on` lists, page by page; `Err` describes a refusal (e.g.
+/// 503 while the node has no quorum) or a request that got no answer.
+pub async fn try_product_names(cluster: &Cluster, on: NodeId) -> Result<BTreeSet<String>, String> {
+    let mut names = BTreeSet::new();
+    for page in 1.. {
+        let path = format!("/api/v1/products?_limit=1000&_page={page}");
+        let (status, body) = cluster.try_api(on, &Auth::Root, "GET", &path, None).await?;
+        if status != 200 || body["code"] != 0 {
+            return Err(format!("GET {path} on node {on}: {status} {body}"));
+        }
+        let items = body["data"]
+            .as_array()
+            .ok_or(format!("no data in {body}"))?;
+        names.extend(
+            items
+                .iter()
+                .filter_map(|p| p["name"].as_str().map(String::from)),
+        );
+        if body["meta"]["hasnext"] != true {
+            break;
+        }
+    }
+    Ok(names)
+}
+
+/// `try_product_names`, on a node expected to answer.
+pub async fn product_names(cluster: &Cluster, on: NodeId) -> BTreeSet<String> {
+    try_product_names(cluster, on)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The names in `want` that node `on` does not list, in a short message (`None` if none).
+pub async fn missing_products(
+    cluster: &Cluster,
+    on: NodeId,
+    want: &BTreeSet<String>,
+) -> Option<String> {
+    let have = product_names(cluster, on).await;
+    let missing: Vec<&String> = want.difference(&have).collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "node {on} lacks {} of {} products, e.g. {:?}",
+            missing.len(),
+            want.len(),
+            &missing[..missing.len().min(10)]
+        )
+    })
+}
+
+/// Every line any node wrote that reports a panic (the process may survive a panicking task).
+pub fn panics(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .ids()
+        .into_iter()
+        .flat_map(|i| {
+            cluster
+                .logs(i)
+                .into_iter()
+                .filter(|l| l.starts_with("[stderr]") && l.contains("panicked at"))
+                .map(move |l| format!("node {i}: {l}"))
+        })
+        .collect()
+}
+
+/// Whether node `i` logged `needle` since the harness last started it.
+pub fn logged_since_last_start(cluster: &Cluster, i: NodeId, needle: &str) -> bool {
+    let lines = cluster.logs(i);
+    let start = lines
+        .iter()
+        .rposition(|l| l.starts_with("=== harness: start #"))
+        .unwrap_or(0);
+    lines[start..].iter().any(|l| l.contains(needle))
 }

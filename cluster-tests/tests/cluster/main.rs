@@ -1,6 +1,7 @@
 //! Multi-node tests: one binary, one file per test, numbered as in openraft (`t1x` a healthy
-//! cluster, `t2x` restarts, `t5x` faults, `t9x` regressions). Every test starts its own cluster
-//! (the harness runs one at a time) and ends with `cluster.invariant_check()`.
+//! cluster, `t2x` crashes, partitions and restarts, `t3x` membership changes, `t5x` link faults,
+//! `t9x` regressions). Every test starts its own cluster (the harness runs one at a time) and
+//! ends with `cluster.invariant_check()`.
 
 mod fixtures;
 
@@ -9,4 +10,10 @@ mod t11_any_node_serves_every_rest_endpoint;
 mod t12_a_token_from_one_node_works_on_another;
 mod t13_disabling_a_device_on_one_node_kicks_it_off_another;
 mod t14_retained_set_on_one_node_is_delivered_on_another;
+mod t20_leader_killed_under_write_load;
+mod t21_a_cut_off_minority_refuses_writes_and_keeps_serving_mqtt;
 mod t22_full_cluster_restart_recovers_everything;
+mod t23_a_node_far_behind_catches_up_by_snapshot;
+mod t24_a_lost_nodes_clients_go_offline;
+mod t30_a_fourth_node_joins_as_learner_and_is_removed;
+mod t31_a_wiped_node_rejoins;

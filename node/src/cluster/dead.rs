@@ -48,11 +48,13 @@ pub async fn watch(s: Shared, grace: Duration) {
             .filter_map(|(id, n)| Some((*id, s.peers.address(*id, Some(n))?)))
             .collect();
         last_seen.retain(|id, _| members.iter().any(|(m, _)| m == id));
+        let mut reachable = Vec::new();
         for (id, addr) in members {
             let seen = last_seen.entry(id).or_insert(now);
             if s.peers.status(&addr, false).await.is_ok() {
                 *seen = now;
                 dead.remove(&id);
+                reachable.push(id);
             } else if now.duration_since(*seen) >= grace && dead.insert(id) {
                 tracing::warn!(
                     node_id = id,
@@ -65,6 +67,7 @@ pub async fn watch(s: Shared, grace: Duration) {
                 }
             }
         }
+        promote(&s, &reachable).await;
         if !ticks.is_multiple_of(EXPIRE_EVERY) {
             continue;
         }
@@ -73,6 +76,42 @@ pub async fn watch(s: Shared, grace: Duration) {
                 tracing::warn!(node_id = id, error = %e, "failed to expire a dead node's sessions");
             }
         }
+    }
+}
+
+/// Keeps the voter count: while the cluster has fewer voters than configured (a node that
+/// crashed before its promotion, a voter removed), promotes a reachable learner that is caught
+/// up with the log.
+async fn promote(s: &Shared, reachable: &[NodeId]) {
+    let membership = s.membership();
+    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+    if voters.len() as u64 >= s.voters {
+        return;
+    }
+    let m = s.raft.metrics().borrow().clone();
+    let last = m.last_log_index.unwrap_or(0);
+    let caught_up = |id: &NodeId| {
+        m.replication
+            .as_ref()
+            .and_then(|r| r.get(id).cloned().flatten())
+            .is_some_and(|l| l.index + 64 >= last)
+    };
+    let Some(&id) = reachable
+        .iter()
+        .find(|id| !voters.contains(id) && caught_up(id))
+    else {
+        return;
+    };
+    match s
+        .raft
+        .change_membership(
+            openraft::ChangeMembers::AddVoterIds(BTreeSet::from([id])),
+            false,
+        )
+        .await
+    {
+        Ok(_) => tracing::info!(node_id = id, "promoted a learner to keep the voter count"),
+        Err(e) => tracing::warn!(node_id = id, error = %e, "failed to promote a learner"),
     }
 }
 

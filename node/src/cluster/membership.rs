@@ -3,10 +3,13 @@
 //!
 //! A fresh cluster is initialized exactly once, by the lowest voter id, and only after every
 //! configured voter answered that it is uninitialized: two nodes can never each start a cluster
-//! of their own. A node that finds the cluster already formed without it (a node beyond the voter
-//! count, or one that lost its disk) asks to join; the leader adds it as a learner, waits for it
-//! to catch up, and promotes it while the cluster has fewer voters than configured. A wiped voter
-//! is first demoted, so it never votes with a state it no longer has.
+//! of their own. It starts as a cluster of that one node; every other node, finding it formed,
+//! asks to join, and the leader adds it as a learner, waits for it to catch up, and promotes it
+//! while the cluster has fewer voters than configured. The initializer acknowledges nothing until
+//! the configured voters have joined. A new node, a node beyond the voter count and a node that
+//! lost its disk all take that one path; a wiped voter is demoted first, and a node that started
+//! without data refuses to vote until it has joined, so an empty log never helps elect a leader
+//! that lacks committed entries.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -28,54 +31,61 @@ const POLL: Duration = Duration::from_millis(300);
 /// How often a node still waiting for its peers says why.
 const REPORT_EVERY: Duration = Duration::from_secs(5);
 
-/// Brings this node into the cluster: returns once it is a member that knows a leader.
-pub async fn form(s: &Shared, voters: &BTreeMap<NodeId, String>) -> anyhow::Result<()> {
+/// Brings this node into the cluster: returns once it is a member that knows a leader. `fresh`:
+/// the store held no raft state when the node started (checked before the cluster port
+/// served anything).
+pub async fn form(
+    s: &Shared,
+    voters: &BTreeMap<NodeId, String>,
+    fresh: bool,
+) -> anyhow::Result<()> {
     let me = s.peers.me();
+    if !fresh {
+        // A restart on its data: the log and vote are as they were.
+        return wait_for_leader(s).await;
+    }
+    if voters.len() <= 1 && voters.keys().all(|&id| id == me) {
+        // A single node (or a one-voter cluster led by this node): nobody to wait for.
+        s.raft
+            .initialize(BTreeMap::from([(me, s.me.clone())]))
+            .await?;
+        tracing::info!(node_id = me, "initialized a one-member cluster");
+        return wait_for_leader(s).await;
+    }
     let mut last_report = Instant::now();
-    let mut joined = false;
     loop {
-        if s.raft.is_initialized().await? {
-            break;
-        }
-        let why = if voters.len() <= 1 && voters.keys().all(|&id| id == me) {
-            // A single node (or a one-voter cluster led by this node): nobody to wait for.
-            s.raft
-                .initialize(BTreeMap::from([(me, s.me.clone())]))
-                .await?;
-            tracing::info!(node_id = me, "initialized a one-member cluster");
-            break;
-        } else {
-            match survey(s, voters).await {
-                Survey::Formed(via) if !joined => {
-                    s.rejoining.store(true, Ordering::Release);
-                    match join(s, &via).await {
-                        Ok(()) => {
-                            tracing::info!(node_id = me, via = %via, "joined the cluster");
-                            s.rejoining.store(false, Ordering::Release);
-                            joined = true;
-                            "joined; waiting for the leader's log".to_string()
-                        }
-                        Err(e) => format!("the cluster exists, joining through {via} failed: {e}"),
+        let why = match survey(s, voters).await {
+            Survey::Formed(via) => match join(s, &via).await {
+                Ok(()) => {
+                    tracing::info!(node_id = me, via = %via, "joined the cluster");
+                    break;
+                }
+                Err(e) => format!("the cluster exists, joining through {via} failed: {e}"),
+            },
+            Survey::AllFresh if voters.keys().next() == Some(&me) => {
+                // The one initialization of this cluster, as a member of one; the others join
+                // (as they would after losing their disks) and are promoted up to the voter
+                // count, so a new node and a wiped node take the same path.
+                match s
+                    .raft
+                    .initialize(BTreeMap::from([(me, s.me.clone())]))
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(
+                            node_id = me,
+                            "initialized the cluster; the other voters join it"
+                        );
+                        break;
                     }
+                    Err(e) => format!("initializing failed: {e}"),
                 }
-                Survey::Formed(_) => "joined; waiting for the leader's log".to_string(),
-                Survey::AllFresh(nodes) if voters.keys().next() == Some(&me) => {
-                    match s.raft.initialize(nodes).await {
-                        Ok(()) => {
-                            tracing::info!(node_id = me, voters = ?voters.keys().collect::<Vec<_>>(), "initialized the cluster");
-                            break;
-                        }
-                        Err(e) => format!("initializing failed: {e}"),
-                    }
-                }
-                Survey::AllFresh(_) => {
-                    format!(
-                        "waiting for node {} to initialize the cluster",
-                        voters.keys().next().copied().unwrap_or(0)
-                    )
-                }
-                Survey::Missing(why) => why,
             }
+            Survey::AllFresh => format!(
+                "waiting for node {} to initialize the cluster",
+                voters.keys().next().copied().unwrap_or(0)
+            ),
+            Survey::Missing(why) => why,
         };
         if last_report.elapsed() >= REPORT_EVERY {
             tracing::info!(node_id = me, "not in a cluster yet: {why}");
@@ -83,7 +93,20 @@ pub async fn form(s: &Shared, voters: &BTreeMap<NodeId, String>) -> anyhow::Resu
         }
         tokio::time::sleep(POLL).await;
     }
-    // A member now; wait (reporting) until it knows a leader.
+    s.rejoining.store(false, Ordering::Release);
+    if voters.keys().next() == Some(&me) {
+        // Acknowledge nothing while this node alone is the quorum: wait for the configured
+        // voters to join first.
+        let want = voters.len().min(s.voters as usize);
+        wait_until(s, &format!("{want} voters to join"), |m| {
+            m.voter_ids().count() >= want
+        })
+        .await;
+    }
+    wait_for_leader(s).await
+}
+
+async fn wait_for_leader(s: &Shared) -> anyhow::Result<()> {
     let mut rx = s.raft.metrics();
     let mut last_report = Instant::now();
     loop {
@@ -93,9 +116,26 @@ pub async fn form(s: &Shared, voters: &BTreeMap<NodeId, String>) -> anyhow::Resu
         let _ = tokio::time::timeout(POLL, rx.changed()).await;
         if last_report.elapsed() >= REPORT_EVERY {
             tracing::info!(
-                node_id = me,
+                node_id = s.peers.me(),
                 "a cluster member, waiting for a leader to be elected"
             );
+            last_report = Instant::now();
+        }
+    }
+}
+
+/// Waits, reporting, until the membership satisfies `done`.
+async fn wait_until(
+    s: &Shared,
+    what: &str,
+    done: impl Fn(&realmq_raft_store::typ::Membership) -> bool,
+) {
+    let mut rx = s.raft.metrics();
+    let mut last_report = Instant::now();
+    while !done(rx.borrow().membership_config.membership()) {
+        let _ = tokio::time::timeout(POLL, rx.changed()).await;
+        if last_report.elapsed() >= REPORT_EVERY {
+            tracing::info!(node_id = s.peers.me(), "waiting for {what}");
             last_report = Instant::now();
         }
     }
@@ -104,44 +144,33 @@ pub async fn form(s: &Shared, voters: &BTreeMap<NodeId, String>) -> anyhow::Resu
 enum Survey {
     /// Some peer (at this address) is already a member of a cluster.
     Formed(String),
-    /// Every configured voter answered and none is initialized: their addresses.
-    AllFresh(BTreeMap<NodeId, NodeAddr>),
+    /// Every configured voter answered and none is initialized.
+    AllFresh,
     /// Someone did not answer (yet).
     Missing(String),
 }
 
 async fn survey(s: &Shared, voters: &BTreeMap<NodeId, String>) -> Survey {
     let me = s.peers.me();
-    let mut nodes = BTreeMap::new();
     let mut missing = Vec::new();
-    for (&id, addr) in voters {
-        if id == me {
-            nodes.insert(id, s.me.clone());
-            continue;
-        }
+    for (&id, addr) in voters.iter().filter(|(id, _)| **id != me) {
         match s.peers.status(addr, false).await {
             Ok(st) if st.initialized => return Survey::Formed(addr.clone()),
             Ok(st) if st.id != id => missing.push(format!(
                 "{addr} answers as node {} instead of node {id}",
                 st.id
             )),
-            Ok(st) => match wire::decode::<NodeAddr>(&st.addr) {
-                Ok(a) => {
-                    nodes.insert(id, a);
-                }
-                Err(e) => missing.push(format!("node {id}: bad address record: {e}")),
-            },
+            Ok(_) => {}
             Err(e) => missing.push(format!("node {id} at {addr}: {e}")),
         }
     }
-    if missing.is_empty() && !voters.contains_key(&me) {
-        // Not a configured voter, and nobody has formed the cluster yet: wait for them.
-        return Survey::Missing("waiting for the configured voters to form the cluster".into());
-    }
-    if missing.is_empty() {
-        Survey::AllFresh(nodes)
-    } else {
+    if !missing.is_empty() {
         Survey::Missing(missing.join("; "))
+    } else if !voters.contains_key(&me) {
+        // Not a configured voter, and nobody has formed the cluster yet: wait for them.
+        Survey::Missing("waiting for the configured voters to form the cluster".into())
+    } else {
+        Survey::AllFresh
     }
 }
 

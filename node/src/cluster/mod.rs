@@ -18,6 +18,7 @@ pub mod topology;
 mod wire;
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
@@ -85,8 +86,14 @@ pub async fn start(
             config.data_dir.display()
         )
     })?;
+    // Decided before the cluster port serves anything: a leader's append could otherwise make a
+    // wiped node look initialized before it had a chance to rejoin properly.
+    let fresh = !member.raft.is_initialized().await?;
     let connections: Arc<OnceLock<Arc<dyn Fn() -> u64 + Send + Sync>>> = Arc::default();
     let mut shared = Shared::new(&member, peers, me.clone(), config.voters);
+    shared
+        .rejoining
+        .store(fresh && !topology.voters.is_empty(), Ordering::Release);
     let counted = connections.clone();
     shared.connections = Arc::new(move || counted.get().map_or(0, |f| f()));
 
@@ -108,7 +115,7 @@ pub async fn start(
     });
     tracing::info!(node_id = topology.id, cluster = %cluster_local, advertise = %me.cluster_addr, "cluster port listening");
 
-    membership::form(&shared, &topology.voters).await?;
+    membership::form(&shared, &topology.voters, fresh).await?;
     tokio::spawn(dead::watch(
         shared.clone(),
         std::time::Duration::from_secs(c.dead_node_grace),
