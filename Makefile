@@ -41,12 +41,14 @@ bench-deps: deps
 RELEASE := $(CARGO_TARGET_DIR)/release
 # The idle-connection scenario opens as many connections as the soft open-file limit allows,
 # so the suite runs with the soft limit raised to the hard one.
-bench: bench-deps ## Benchmarks: RealMQ vs Mosquitto side by side, and the REST API (release build)
+bench: bench-deps ## Benchmarks: RealMQ vs Mosquitto side by side, the REST API, a 3-node cluster (release build)
 	$(CARGO) build --release --workspace --bins
 	ulimit -n $$(ulimit -Hn) 2>/dev/null || true; \
 	$(RELEASE)/bench-suite --realmq $(RELEASE)/realmq --bench $(RELEASE)/realmq-bench --out bench/results/latest.json
 	$(RELEASE)/api-bench --realmq $(RELEASE)/realmq --cpu 0 > bench/results/api-latest.json
 	@cat bench/results/api-latest.json
+	$(RELEASE)/cluster-bench --realmq $(RELEASE)/realmq > bench/results/cluster-latest.json
+	@cat bench/results/cluster-latest.json
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -57,9 +57,9 @@ struct Claims {
     exp: u64,
 }
 
-fn token_secret(ctx: &ApiContext) -> Result<Vec<u8>, ApiError> {
-    ctx.registry
-        .token_secret()?
+async fn token_secret(ctx: &ApiContext) -> Result<Vec<u8>, ApiError> {
+    ctx.lookup(|r| r.token_secret())
+        .await?
         .ok_or_else(|| ApiError::Unavailable("the token secret is not initialised yet".into()))
 }
 
@@ -71,7 +71,7 @@ pub async fn login(
     addr: Option<IpAddr>,
 ) -> Result<Role, ApiError> {
     let digest: [u8; 32] = Sha256::digest(password.as_bytes()).into();
-    let user = ctx.registry.user(username)?;
+    let user = ctx.lookup(|r| r.user(username)).await?;
     if let Some(user) = &user
         && ctx.creds.verified(username, &digest, &user.password_hash)
     {
@@ -89,7 +89,7 @@ pub async fn login(
     }
 }
 
-pub fn issue_token(ctx: &ApiContext, username: &str, role: Role) -> Result<String, ApiError> {
+pub async fn issue_token(ctx: &ApiContext, username: &str, role: Role) -> Result<String, ApiError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -102,13 +102,13 @@ pub fn issue_token(ctx: &ApiContext, username: &str, role: Role) -> Result<Strin
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
-        &EncodingKey::from_secret(&token_secret(ctx)?),
+        &EncodingKey::from_secret(&token_secret(ctx).await?),
     )
     .map_err(|e| ApiError::Internal(format!("token signing failed: {e}")))
 }
 
-fn verify_token(ctx: &ApiContext, token: &str) -> Result<Principal, ApiError> {
-    let key = DecodingKey::from_secret(&token_secret(ctx)?);
+async fn verify_token(ctx: &ApiContext, token: &str) -> Result<Principal, ApiError> {
+    let key = DecodingKey::from_secret(&token_secret(ctx).await?);
     let mut validation = Validation::new(Algorithm::HS256);
     // Expiry is exact: every node signs and checks with the same clock source (UTC seconds).
     validation.leeway = 0;
@@ -116,8 +116,8 @@ fn verify_token(ctx: &ApiContext, token: &str) -> Result<Principal, ApiError> {
         .map_err(|e| ApiError::Unauthorized(format!("invalid bearer token: {e}")))?;
     // The token names a user; a deleted user's tokens stop working and role changes apply.
     let user = ctx
-        .registry
-        .user(&data.claims.sub)?
+        .lookup(|r| r.user(&data.claims.sub))
+        .await?
         .ok_or_else(|| ApiError::Unauthorized("the token's user no longer exists".into()))?;
     Ok(Principal {
         username: user.username,
@@ -125,20 +125,26 @@ fn verify_token(ctx: &ApiContext, token: &str) -> Result<Principal, ApiError> {
     })
 }
 
-/// Authenticates a request from its `Authorization` header.
-///
-/// First the read barrier: this node then holds every write acknowledged anywhere before the
-/// request, so the credentials and everything the handler reads next are current (reads are
+/// Authenticates a request that reads: then the read barrier, so this node holds every write
+/// acknowledged anywhere before the request and what the handler reads is current (reads are
 /// linearizable on any node). Concurrent requests share one barrier.
-pub async fn authenticate(ctx: &ApiContext, caller: &Caller) -> Result<Principal, ApiError> {
+pub async fn authenticate_read(ctx: &ApiContext, caller: &Caller) -> Result<Principal, ApiError> {
+    let who = authenticate(ctx, caller).await?;
     ctx.writer.barrier().await?;
+    Ok(who)
+}
+
+/// Authenticates a request from its `Authorization` header. Credentials are read locally, with
+/// the read barrier only on a miss (`ApiContext::lookup`): a write needs no barrier, since what
+/// it changes is checked again when it is applied.
+pub async fn authenticate(ctx: &ApiContext, caller: &Caller) -> Result<Principal, ApiError> {
     let header = caller.authorization.as_deref().ok_or_else(|| {
         ApiError::Unauthorized(
             "missing Authorization header: use Basic credentials or a Bearer token".into(),
         )
     })?;
     if let Some(token) = header.strip_prefix("Bearer ") {
-        return verify_token(ctx, token.trim());
+        return verify_token(ctx, token.trim()).await;
     }
     let Some(encoded) = header.strip_prefix("Basic ") else {
         return Err(ApiError::Unauthorized(

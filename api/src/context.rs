@@ -8,6 +8,7 @@ use std::time::Duration;
 use realmq_raft_store::Registry;
 use realmq_raft_store::client::Writer;
 
+use crate::error::ApiError;
 use crate::passwords::{CredentialCache, Passwords};
 
 /// A message to publish on the broker, as `POST /mqtt/publish` describes it.
@@ -119,6 +120,21 @@ pub struct ApiContext {
 }
 
 impl ApiContext {
+    /// A read that may be served locally when it finds something: a miss may only mean this
+    /// node has not applied a write acknowledged elsewhere yet, so it is repeated after the
+    /// read barrier before the caller is told "not found". (A hit may be stale; the write it
+    /// leads to is validated again when applied.)
+    pub(crate) async fn lookup<T>(
+        &self,
+        read: impl Fn(&Registry) -> Result<Option<T>, realmq_raft_store::read::ReadError>,
+    ) -> Result<Option<T>, ApiError> {
+        if let Some(v) = read(&self.registry)? {
+            return Ok(Some(v));
+        }
+        self.writer.barrier().await?;
+        Ok(read(&self.registry)?)
+    }
+
     pub fn new(
         writer: Writer,
         registry: Registry,

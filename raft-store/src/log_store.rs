@@ -26,10 +26,22 @@ pub struct LogStore {
 
 /// Writes `batch` durably on the blocking pool.
 pub(crate) async fn write_sync(db: &Arc<DB>, batch: WriteBatch) -> Result<(), rocksdb::Error> {
+    write(db, batch, true).await
+}
+
+/// Writes `batch` to the write-ahead log without waiting for the disk. The log and the state
+/// machine share one RocksDB (one WAL), so the next synced write (an append, a vote, a purge)
+/// makes it durable too; until then a crash loses at most state that the durable raft log
+/// re-applies on restart.
+pub(crate) async fn write_buffered(db: &Arc<DB>, batch: WriteBatch) -> Result<(), rocksdb::Error> {
+    write(db, batch, false).await
+}
+
+async fn write(db: &Arc<DB>, batch: WriteBatch, sync: bool) -> Result<(), rocksdb::Error> {
     let db = db.clone();
     tokio::task::spawn_blocking(move || {
         let mut opts = WriteOptions::default();
-        opts.set_sync(true);
+        opts.set_sync(sync);
         db.write_opt(batch, &opts)
     })
     .await

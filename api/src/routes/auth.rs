@@ -38,8 +38,7 @@ pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
               (status = 429, description = "Too many failed logins for this user or address", body = crate::error::ErrorBody)))]
 pub(crate) async fn auth(ctx: &ApiContext, who: &Caller, body: &[u8]) -> ApiResult {
     let req: Login = parse(body)?;
-    ctx.writer.barrier().await?;
     let role = login(ctx, &req.username, &req.password, who.addr).await?;
-    let token = issue_token(ctx, &req.username, role)?;
+    let token = issue_token(ctx, &req.username, role).await?;
     data(json!({"token": token, "role": role.as_str()}))
 }

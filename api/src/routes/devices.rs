@@ -14,7 +14,7 @@ use warp::Filter;
 use warp::filters::BoxedFilter;
 
 use super::{body, with_ctx};
-use crate::auth::{Caller, authenticate};
+use crate::auth::{Caller, authenticate, authenticate_read};
 use crate::context::ApiContext;
 use crate::error::ApiError;
 use crate::json::{lenient_bool, parse};
@@ -143,9 +143,9 @@ pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
         .boxed()
 }
 
-fn product_by_key(ctx: &ApiContext, key: &str) -> Result<Product, ApiError> {
-    ctx.registry
-        .product_by_key(key)?
+async fn product_by_key(ctx: &ApiContext, key: &str) -> Result<Product, ApiError> {
+    ctx.lookup(|r| r.product_by_key(key))
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("product_key {key:?} not found")))
 }
 
@@ -179,7 +179,7 @@ pub(crate) async fn create(ctx: &ApiContext, auth: &Caller, body: &[u8]) -> ApiR
     ] {
         check_text(field, v)?;
     }
-    let product = product_by_key(ctx, &req.product_key)?;
+    let product = product_by_key(ctx, &req.product_key).await?;
     let device = Device {
         id: 0,
         product_id: product.id,
@@ -215,7 +215,7 @@ pub(crate) async fn create(ctx: &ApiContext, auth: &Caller, body: &[u8]) -> ApiR
            ("status" = Option<String>, Query, description = "0 disabled, 1 inactive, 2 offline, 3 online")),
     responses((status = 200, description = "A page of devices with `meta`", body = crate::response::Envelope)))]
 pub(crate) async fn list(ctx: &ApiContext, auth: &Caller, q: &Query) -> ApiResult {
-    authenticate(ctx, auth).await?;
+    authenticate_read(ctx, auth).await?;
     let paging = paging(q)?;
     let status = match text(q, "status") {
         None => None,
@@ -257,10 +257,10 @@ pub(crate) async fn list(ctx: &ApiContext, auth: &Caller, q: &Query) -> ApiResul
     page(items, paging.page, paging.limit, found.total)
 }
 
-fn load(ctx: &ApiContext, raw: &str) -> Result<Device, ApiError> {
+async fn load(ctx: &ApiContext, raw: &str) -> Result<Device, ApiError> {
     let id = id(raw, "device")?;
-    ctx.registry
-        .device(id)?
+    ctx.lookup(|r| r.device(id))
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("device {id} not found")))
 }
 
@@ -268,8 +268,8 @@ fn load(ctx: &ApiContext, raw: &str) -> Result<Device, ApiError> {
     responses((status = 200, description = "`data` is a one-element array with password, shadow, tags and product_type", body = crate::response::Envelope),
               (status = 404, description = "No such device", body = crate::error::ErrorBody)))]
 pub(crate) async fn get(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult {
-    authenticate(ctx, auth).await?;
-    let d = load(ctx, raw)?;
+    authenticate_read(ctx, auth).await?;
+    let d = load(ctx, raw).await?;
     let product = ctx.registry.product(d.product_id)?;
     let key = product
         .as_ref()
@@ -292,7 +292,7 @@ pub(crate) async fn get(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult
               (status = 404, description = "No such device or product", body = crate::error::ErrorBody)))]
 pub(crate) async fn update(ctx: &ApiContext, auth: &Caller, raw: &str, body: &[u8]) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
-    let old = load(ctx, raw)?;
+    let old = load(ctx, raw).await?;
     let req: DeviceUpdate = parse(body)?;
     for (field, v) in [
         ("name", req.name.as_deref()),
@@ -303,7 +303,7 @@ pub(crate) async fn update(ctx: &ApiContext, auth: &Caller, raw: &str, body: &[u
         check_text(field, v)?;
     }
     let product_id = match &req.product_key {
-        Some(key) => Some(product_by_key(ctx, key)?.id),
+        Some(key) => Some(product_by_key(ctx, key).await?.id),
         None => None,
     };
     let patch = DevicePatch {
@@ -328,7 +328,7 @@ pub(crate) async fn update(ctx: &ApiContext, auth: &Caller, raw: &str, body: &[u
               (status = 404, description = "No such device", body = crate::error::ErrorBody)))]
 pub(crate) async fn delete(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
-    let old = load(ctx, raw)?;
+    let old = load(ctx, raw).await?;
     submit::<()>(ctx, Command::DeleteDevice { id: old.id }).await?;
     ok()
 }
@@ -357,8 +357,7 @@ pub(crate) async fn register(ctx: &ApiContext, body: &[u8]) -> ApiResult {
     let req: Registration = parse(body)?;
     check_text("device_name", Some(&req.device_name))?;
     check_text("random", Some(&req.random))?;
-    ctx.writer.barrier().await?;
-    let product = product_by_key(ctx, &req.product_key)?;
+    let product = product_by_key(ctx, &req.product_key).await?;
     if product.dynamic_reg != 1 {
         return Err(ApiError::BadRequest(format!(
             "product {:?} does not allow dynamic registration",

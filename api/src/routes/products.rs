@@ -8,7 +8,7 @@ use serde_json::json;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 
-use crate::auth::{Caller, authenticate};
+use crate::auth::{Caller, authenticate, authenticate_read};
 use crate::context::ApiContext;
 use crate::error::ApiError;
 use crate::json::{lenient_u8, parse};
@@ -180,7 +180,7 @@ pub(crate) async fn create(ctx: &ApiContext, auth: &Caller, body: &[u8]) -> ApiR
            ("product_name" = Option<String>, Query, description = "Substring of the name")),
     responses((status = 200, description = "A page of products with `meta`", body = crate::response::Envelope)))]
 pub(crate) async fn list(ctx: &ApiContext, auth: &Caller, q: &Query) -> ApiResult {
-    authenticate(ctx, auth).await?;
+    authenticate_read(ctx, auth).await?;
     let paging = paging(q)?;
     let found = ctx.registry.products(&ProductQuery {
         offset: paging.offset(),
@@ -195,10 +195,10 @@ pub(crate) async fn list(ctx: &ApiContext, auth: &Caller, q: &Query) -> ApiResul
     page(items, paging.page, paging.limit, found.total)
 }
 
-fn load(ctx: &ApiContext, raw: &str) -> Result<Product, ApiError> {
+async fn load(ctx: &ApiContext, raw: &str) -> Result<Product, ApiError> {
     let id = id(raw, "product")?;
-    ctx.registry
-        .product(id)?
+    ctx.lookup(|r| r.product(id))
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("product {id} not found")))
 }
 
@@ -206,8 +206,8 @@ fn load(ctx: &ApiContext, raw: &str) -> Result<Product, ApiError> {
     responses((status = 200, description = "`data` is a one-element array", body = crate::response::Envelope),
               (status = 404, description = "No such product", body = crate::error::ErrorBody)))]
 pub(crate) async fn get(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult {
-    authenticate(ctx, auth).await?;
-    let p = load(ctx, raw)?;
+    authenticate_read(ctx, auth).await?;
+    let p = load(ctx, raw).await?;
     let counts = ctx.registry.device_counts(p.id)?;
     let secret = p.secret.clone();
     let mut v =
@@ -224,7 +224,7 @@ pub(crate) async fn get(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult
               (status = 404, description = "No such product", body = crate::error::ErrorBody)))]
 pub(crate) async fn update(ctx: &ApiContext, auth: &Caller, raw: &str, body: &[u8]) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
-    let id = load(ctx, raw)?.id;
+    let id = load(ctx, raw).await?.id;
     let req: ProductUpdate = parse(body)?;
     check_fields(
         req.name.as_deref(),
@@ -249,7 +249,7 @@ pub(crate) async fn update(ctx: &ApiContext, auth: &Caller, raw: &str, body: &[u
               (status = 404, description = "No such product", body = crate::error::ErrorBody)))]
 pub(crate) async fn delete(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
-    let id = load(ctx, raw)?.id;
+    let id = load(ctx, raw).await?.id;
     submit::<()>(ctx, Command::DeleteProduct { id }).await?;
     ok()
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use warp::Filter;
 use warp::filters::BoxedFilter;
 
-use crate::auth::{Caller, Principal, authenticate, hash_password};
+use crate::auth::{Caller, Principal, authenticate_read, hash_password};
 use crate::context::ApiContext;
 use crate::error::ApiError;
 use crate::json::parse;
@@ -61,8 +61,10 @@ pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
         .boxed()
 }
 
+/// User changes are rare and check the other users (the last administrator is kept): they read
+/// after the barrier.
 async fn admin(ctx: &ApiContext, auth: &Caller) -> Result<Principal, ApiError> {
-    let who = authenticate(ctx, auth).await?;
+    let who = authenticate_read(ctx, auth).await?;
     who.require_admin()?;
     Ok(who)
 }
@@ -92,7 +94,7 @@ pub(crate) async fn list(
     auth: &Caller,
     _query: &crate::query::Query,
 ) -> ApiResult {
-    authenticate(ctx, auth).await?;
+    authenticate_read(ctx, auth).await?;
     data(ctx.registry.users()?.iter().map(view).collect::<Vec<_>>())
 }
 

@@ -101,10 +101,18 @@ pub async fn start(
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let cluster_svc = pb::cluster_server::ClusterServer::new(ClusterService(shared.clone()));
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(bound.cluster);
+    // Without nodelay, small replies wait for the peer's delayed ACK (about 40 ms each); the
+    // builder's tcp_nodelay applies only to listeners tonic binds itself.
+    let incoming = futures::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(bound.cluster),
+        |conn| {
+            conn.inspect(|s| {
+                let _ = s.set_nodelay(true);
+            })
+        },
+    );
     tokio::spawn(async move {
         let served = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(raft_svc)
             .add_service(cluster_svc)
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())

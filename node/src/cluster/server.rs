@@ -173,6 +173,10 @@ impl pb::raft_server::Raft for RaftService {
         let cmd: Command = wire::decode(&req.into_inner().command).map_err(bad_request)?;
         let result = match self.0.writer.write(cmd).await {
             Ok(result) => {
+                // The follower answers its client only once it has applied the entry, and it
+                // learns the new commit index from the next append: send that now rather than
+                // at the next heartbeat tick.
+                let _ = self.0.raft.trigger().heartbeat().await;
                 // Applied here, so the applied index is at or past the entry: a follower that
                 // waits for it sees the write.
                 let index = self

@@ -1,9 +1,11 @@
 //! `StateMachineStore`: openraft's `RaftStateMachine` on RocksDB.
 //!
 //! All entries of one `apply` call go into one `WriteBatch` together with the last applied log id
-//! and membership; the batch is written with `sync` before any response is returned, so an
-//! acknowledged write survives a crash and a restart resumes exactly after the last applied entry.
-//! The data lives only in RocksDB: `Registry` reads the same column families.
+//! and membership, so data and applied index never disagree. The batch goes to RocksDB's
+//! write-ahead log without its own fsync: an entry is applied only after it was appended durably
+//! on a majority, and the log shares this WAL, so the next synced log write persists it; a crash
+//! before that loses only state the log re-applies on restart. The data lives only in RocksDB:
+//! `Registry` reads the same column families.
 
 mod apply;
 mod snapshot;
@@ -23,7 +25,7 @@ use rocksdb::DB;
 use crate::TypeConfig;
 use crate::command::CommandResult;
 use crate::keys;
-use crate::log_store::write_sync;
+use crate::log_store::write_buffered;
 use crate::typ::{
     Entry, EntryPayload, LogId, Snapshot, SnapshotMeta, StorageError, StorageIOError,
     StoredMembership,
@@ -103,7 +105,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let batch = std::mem::take(&mut tx.batch);
         let effects = std::mem::take(&mut tx.effects);
         drop(tx);
-        write_sync(&self.db, batch)
+        write_buffered(&self.db, batch)
             .await
             .map_err(|e| StorageIOError::write_state_machine(&e))?;
         self.last_applied = last_applied;
