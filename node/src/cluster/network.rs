@@ -368,6 +368,15 @@ fn snapshot_stream(
     futures::StreamExt::chain(futures::stream::iter([first]), rest)
 }
 
+impl Peers {
+    fn leader_client(&self, leader: NodeId, addr: &NodeAddr) -> Result<RaftClient, ForwardError> {
+        let addr = self
+            .address(leader, Some(addr))
+            .ok_or_else(|| ForwardError::NotDelivered(format!("no address for node {leader}")))?;
+        self.raft_client(&addr).map_err(ForwardError::NotDelivered)
+    }
+}
+
 /// `Remote` over gRPC: what a follower's writer asks of the leader.
 impl Remote for Peers {
     fn forward<'a>(
@@ -377,12 +386,7 @@ impl Remote for Peers {
         cmd: &'a Command,
     ) -> BoxFuture<'a, Result<(CommandResult, u64), ForwardError>> {
         Box::pin(async move {
-            let addr = self
-                .address(leader, Some(addr))
-                .ok_or_else(|| ForwardError::NotDelivered("no address".into()))?;
-            let mut client = self
-                .raft_client(&addr)
-                .map_err(ForwardError::NotDelivered)?;
+            let mut client = self.leader_client(leader, addr)?;
             let command =
                 wire::encode(cmd).map_err(|e| ForwardError::NotDelivered(e.to_string()))?;
             let reply = client
@@ -413,12 +417,7 @@ impl Remote for Peers {
         addr: &'a NodeAddr,
     ) -> BoxFuture<'a, Result<u64, ForwardError>> {
         Box::pin(async move {
-            let addr = self
-                .address(leader, Some(addr))
-                .ok_or_else(|| ForwardError::NotDelivered("no address".into()))?;
-            let mut client = self
-                .raft_client(&addr)
-                .map_err(ForwardError::NotDelivered)?;
+            let mut client = self.leader_client(leader, addr)?;
             let reply = client
                 .read_index(pb::ReadIndexRequest {})
                 .await
