@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use realmq_raft_store::Command;
+use realmq_raft_store::model::SessionRecord;
 use realmq_raft_store::typ::NodeId;
 
 use super::server::Shared;
@@ -115,31 +116,11 @@ async fn promote(s: &Shared, reachable: &[NodeId]) {
     }
 }
 
-/// Marks every connected session of `node` disconnected (their devices offline): the same
-/// command the node itself writes when a connection ends, so it applies only to sessions
-/// still owned by that very connection.
+/// Marks every connected session of `node` disconnected (their devices offline).
 pub async fn release(s: &Shared, node: NodeId) -> Result<(), String> {
     let at = chrono::Utc::now().timestamp_millis();
-    let owned: Vec<Command> = s
-        .registry
-        .sessions()
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter(|r| r.node_id == node && r.connected)
-        .map(|r| Command::ClientDisconnected {
-            client_id: r.client_id,
-            node_id: r.node_id,
-            conn_id: r.conn_id,
-            at,
-        })
-        .collect();
-    let n = owned.len();
-    for chunk in owned.chunks(CHUNK) {
-        s.writer
-            .write(Command::Batch(chunk.to_vec()))
-            .await
-            .map_err(|e| e.to_string())?;
-    }
+    let sessions = s.registry.sessions().map_err(|e| e.to_string())?;
+    let n = write_all(s, disconnects(sessions, node, at)).await?;
     if n > 0 {
         tracing::info!(
             node_id = node,
@@ -153,10 +134,39 @@ pub async fn release(s: &Shared, node: NodeId) -> Result<(), String> {
 /// Removes the offline sessions of `node` whose expiry has passed.
 async fn expire(s: &Shared, node: NodeId) -> Result<(), String> {
     let now = chrono::Utc::now().timestamp_millis();
-    let expired: Vec<Command> = s
-        .registry
-        .sessions()
-        .map_err(|e| e.to_string())?
+    let sessions = s.registry.sessions().map_err(|e| e.to_string())?;
+    write_all(s, expired(sessions, node, now)).await.map(|_| ())
+}
+
+async fn write_all(s: &Shared, cmds: Vec<Command>) -> Result<usize, String> {
+    for chunk in cmds.chunks(CHUNK) {
+        s.writer
+            .write(Command::Batch(chunk.to_vec()))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(cmds.len())
+}
+
+/// The writes that end `node`'s connections: the same command the node itself writes when a
+/// connection ends, so each applies only to a session still owned by that very connection.
+fn disconnects(sessions: Vec<SessionRecord>, node: NodeId, at: i64) -> Vec<Command> {
+    sessions
+        .into_iter()
+        .filter(|r| r.node_id == node && r.connected)
+        .map(|r| Command::ClientDisconnected {
+            client_id: r.client_id,
+            node_id: r.node_id,
+            conn_id: r.conn_id,
+            at,
+        })
+        .collect()
+}
+
+/// The writes that end `node`'s offline sessions whose expiry passed by `now` (ms), each
+/// conditional on the session still belonging to `node`.
+fn expired(sessions: Vec<SessionRecord>, node: NodeId, now: i64) -> Vec<Command> {
+    sessions
         .into_iter()
         .filter(|r| r.node_id == node && !r.connected && r.expiry_interval != u32::MAX)
         .filter(|r| {
@@ -167,12 +177,66 @@ async fn expire(s: &Shared, node: NodeId) -> Result<(), String> {
             client_id: r.client_id,
             owner: Some(node),
         })
-        .collect();
-    for chunk in expired.chunks(CHUNK) {
-        s.writer
-            .write(Command::Batch(chunk.to_vec()))
-            .await
-            .map_err(|e| e.to_string())?;
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(
+        client: &str,
+        node: NodeId,
+        connected: bool,
+        expiry: u32,
+        gone: Option<i64>,
+    ) -> SessionRecord {
+        SessionRecord {
+            client_id: client.into(),
+            node_id: node,
+            conn_id: 7,
+            username: None,
+            expiry_interval: expiry,
+            subscriptions: Vec::new(),
+            connected,
+            disconnected_at: gone,
+        }
     }
-    Ok(())
+
+    #[test]
+    fn a_lost_nodes_connected_clients_are_disconnected_and_only_those() {
+        let all = vec![
+            session("on-lost", 3, true, 60, None),
+            session("offline-on-lost", 3, false, 60, Some(1)),
+            session("elsewhere", 2, true, 60, None),
+        ];
+        assert_eq!(
+            disconnects(all, 3, 5_000),
+            vec![Command::ClientDisconnected {
+                client_id: "on-lost".into(),
+                node_id: 3,
+                conn_id: 7,
+                at: 5_000,
+            }]
+        );
+    }
+
+    #[test]
+    fn a_lost_nodes_sessions_expire_on_schedule() {
+        let all = vec![
+            session("due", 3, false, 10, Some(1_000)),
+            session("not-yet", 3, false, 10, Some(5_000)),
+            session("forever", 3, false, u32::MAX, Some(0)),
+            session("still-connected", 3, true, 10, None),
+            session("other-node", 2, false, 10, Some(0)),
+        ];
+        let ids: Vec<_> = expired(all, 3, 11_000)
+            .into_iter()
+            .map(|c| match c {
+                Command::RemoveSession { client_id, owner } => (client_id, owner),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, vec![("due".to_string(), Some(3))]);
+    }
 }
