@@ -168,6 +168,10 @@ impl Node {
                 .clone()
                 .follow_applied(applied, meta.registry.clone()),
         );
+        {
+            let _guard = runtime.enter();
+            cluster.link_broker(broker.clone());
+        }
 
         let listening = Arc::new(AtomicBool::new(false));
         let api_ctx = ApiContext::new(

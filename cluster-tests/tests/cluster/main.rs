@@ -17,3 +17,4 @@ mod t23_a_node_far_behind_catches_up_by_snapshot;
 mod t24_a_lost_nodes_clients_go_offline;
 mod t30_a_fourth_node_joins_as_learner_and_is_removed;
 mod t31_a_wiped_node_rejoins;
+mod t40_messages_cross_nodes;

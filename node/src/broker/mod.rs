@@ -9,10 +9,12 @@
 //! - `lifecycle.rs`: CONNECT (auth, session open/takeover), disconnect, wills, session expiry
 //! - `persist.rs`: what the broker records in the replicated store, and restoring it at start-up
 //! - `applied.rs`: following writes applied on any node (kicks, retained messages, takeovers)
+//! - `remote.rs`: routes to other nodes' subscribers and the `Peering` seam that forwards to them
 
 mod applied;
 mod lifecycle;
 mod persist;
+mod remote;
 mod subscribe;
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 pub use lifecycle::{Accepted, Closed, ConnectRefused, ConnectRequest};
+pub use remote::Peering;
 pub use subscribe::{SubRequest, SubResult};
 
 use crate::auth::{Authenticator, ClientInfo};
@@ -54,6 +57,13 @@ pub struct Broker {
     /// recorded without waiting, in order, and retried until committed, so the MQTT hot path
     /// never waits for consensus.
     meta: Writer,
+    /// Local subscriptions per plain filter: a filter's first and last subscriber are
+    /// announced to the peers (`remote.rs`).
+    local_filters: parking_lot::Mutex<std::collections::HashMap<Box<str>, usize>>,
+    /// What the peers announced, and whether there is anything in it (the hot path's check).
+    remote: parking_lot::RwLock<remote::RemoteRoutes>,
+    has_remote: std::sync::atomic::AtomicBool,
+    peering: std::sync::OnceLock<Arc<dyn Peering>>,
 }
 
 impl Broker {
@@ -76,6 +86,10 @@ impl Broker {
             runtime,
             next_conn_id: AtomicU64::new(1),
             meta,
+            local_filters: Default::default(),
+            remote: Default::default(),
+            has_remote: Default::default(),
+            peering: Default::default(),
         })
     }
 
@@ -96,7 +110,9 @@ impl Broker {
             self.retained.set(msg.clone());
             self.persist_retained(&msg);
         }
-        Ok(self.route(&msg))
+        let local = self.route(&msg);
+        self.forward(&msg);
+        Ok(local)
     }
 
     fn route(&self, msg: &Arc<Message>) -> usize {

@@ -182,7 +182,7 @@ impl Broker {
                     };
                     let opts = sub_options(sub);
                     let guard = self.auth.subscribe_access(&client, spec.filter).guard;
-                    self.router.subscribe(&cell, spec, opts, guard);
+                    self.add_subscription(&cell, spec, opts, guard);
                     inner
                         .state
                         .subscriptions

@@ -62,9 +62,7 @@ impl Broker {
                     results.push(SubResult::SessionGone);
                     continue;
                 }
-                let existed = self
-                    .router
-                    .subscribe(session, spec, req.opts, guard.clone());
+                let existed = self.add_subscription(session, spec, req.opts, guard.clone());
                 inner
                     .state
                     .subscriptions
@@ -112,7 +110,7 @@ impl Broker {
                 };
                 let mut inner = session.lock();
                 let existed = inner.state.subscriptions.remove(f).is_some();
-                self.router.unsubscribe(session.id, spec);
+                self.remove_subscription(session.id, spec);
                 if existed {
                     self.meta.record(Command::Unsubscribe {
                         client_id: session.client_id.to_string(),
@@ -133,7 +131,7 @@ impl Broker {
         for (filter, opts) in &inner.state.subscriptions {
             if let Ok(spec) = parse_filter(filter) {
                 let guard = self.auth.subscribe_access(client, spec.filter).guard;
-                self.router.subscribe(session, spec, *opts, guard);
+                self.add_subscription(session, spec, *opts, guard);
             }
         }
     }
@@ -143,7 +141,7 @@ impl Broker {
         let subs = std::mem::take(&mut session.lock().state.subscriptions);
         for filter in subs.keys() {
             if let Ok(spec) = parse_filter(filter) {
-                self.router.unsubscribe(session.id, spec);
+                self.remove_subscription(session.id, spec);
             }
         }
     }

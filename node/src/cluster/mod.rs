@@ -5,12 +5,14 @@
 //! - `server.rs`: the server side (raft RPCs, forwarded writes, read index, status, join, leave)
 //! - `membership.rs`: forming the cluster once, joining and promotion, removal, the member list
 //! - `dead.rs`: the leader marks clients of nodes unreachable past a grace period disconnected
+//! - `links.rs`: MQTT between nodes: route announcements and forwarded publishes, one link per peer
 //! - `topology.rs`: who the peers are, from `--peers` or Kubernetes StatefulSet names
 //! - `wire.rs`: how raft payloads fill the proto envelopes
 //!
 //! This module is the only one that names tonic or proto types, as `mqtt/` is for ntex.
 
 mod dead;
+mod links;
 mod membership;
 mod network;
 mod server;
@@ -38,6 +40,7 @@ pub use topology::Topology;
 pub struct Cluster {
     shared: Shared,
     connections: Arc<OnceLock<Arc<dyn Fn() -> u64 + Send + Sync>>>,
+    links: Arc<links::Links>,
 }
 
 /// The addresses this node's listeners are bound to.
@@ -101,6 +104,10 @@ pub async fn start(
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let cluster_svc = pb::cluster_server::ClusterServer::new(ClusterService(shared.clone()));
+    let links = links::Links::new(topology.id, shared.peers.clone());
+    let peer_svc = pb::peer_server::PeerServer::new(links::PeerService(links.clone()))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
     // Without nodelay, small replies wait for the peer's delayed ACK (about 40 ms each); the
     // builder's tcp_nodelay applies only to listeners tonic binds itself.
     let incoming = futures::StreamExt::map(
@@ -115,6 +122,7 @@ pub async fn start(
         let served = tonic::transport::Server::builder()
             .add_service(raft_svc)
             .add_service(cluster_svc)
+            .add_service(peer_svc)
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
             .await;
         if let Err(e) = served {
@@ -133,6 +141,7 @@ pub async fn start(
         Cluster {
             shared,
             connections,
+            links,
         },
     ))
 }
@@ -193,6 +202,11 @@ async fn local_status(s: &Shared, digest: bool) -> Result<pb::StatusReply, Strin
 }
 
 impl Cluster {
+    /// Connects the broker to the other nodes: routes announced both ways, publishes forwarded.
+    pub fn link_broker(&self, broker: Arc<crate::broker::Broker>) {
+        self.links.start(broker, self.shared.raft.clone());
+    }
+
     /// Where `GET /nodes` gets each member's MQTT connection count on this node.
     pub fn count_connections(&self, f: Arc<dyn Fn() -> u64 + Send + Sync>) {
         let _ = self.connections.set(f);
