@@ -18,3 +18,4 @@ mod t24_a_lost_nodes_clients_go_offline;
 mod t30_a_fourth_node_joins_as_learner_and_is_removed;
 mod t31_a_wiped_node_rejoins;
 mod t40_messages_cross_nodes;
+mod t43_a_client_id_taken_on_another_node;

@@ -30,6 +30,9 @@ pub trait Peering: Send + Sync + 'static {
     fn route_changed(&self, filter: &str, added: bool);
     /// Queues `msg` for the subscribers of each of `peers`.
     fn forward(&self, msg: &Arc<Message>, peers: &[u64]);
+    /// Resolves once the connected peers know every route change made so far (bounded);
+    /// `None` when they already do.
+    fn settled(&self) -> Option<realmq_raft_store::client::BoxFuture<'static, ()>>;
 }
 
 impl Broker {
@@ -122,6 +125,12 @@ impl Broker {
             p.forward(msg, &peers);
         }
         peers.len()
+    }
+
+    /// Awaited before SUBACK: a message published anywhere after the client got its SUBACK
+    /// reaches the new subscription. `None` (nothing to wait for) on a single node.
+    pub fn routes_settled(&self) -> Option<realmq_raft_store::client::BoxFuture<'static, ()>> {
+        self.peering.get()?.settled()
     }
 
     /// Delivers a message a peer forwarded to this node's subscribers (and only them).

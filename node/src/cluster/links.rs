@@ -7,14 +7,18 @@
 //! is exact from then on; a link that fails is reconnected after a pause. Links follow the raft
 //! membership: a member gets one, a node that leaves loses it and its routes.
 //!
-//! Not yet: acknowledgements (a QoS 1/2 publisher is answered after local delivery and queueing
-//! for the peers), and a bound that blocks rather than drops (a peer's queue keeps at most
-//! `MAX_QUEUED` publishes; beyond that new ones are dropped and counted).
+//! Route changes are numbered; the peer acknowledges them as it applies them, and `settled`
+//! lets a SUBACK wait until every connected peer knows every route announced before it (within
+//! `SETTLE_BOUND`; a peer without a live link gets the route in its next dump).
+//!
+//! Not yet: acknowledgements of publishes (a QoS 1/2 publisher is answered after local delivery
+//! and queueing for the peers), and a bound that blocks rather than drops (a peer's queue keeps
+//! at most `MAX_QUEUED` publishes; beyond that new ones are dropped and counted).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -28,17 +32,22 @@ use super::network::{Peers, describe};
 use super::wire;
 use crate::broker::{Broker, Peering};
 use crate::message::Message;
+use realmq_raft_store::client::BoxFuture;
 
 /// Publishes queued per peer at most.
 const MAX_QUEUED: usize = 100_000;
 /// Publishes per frame at most.
 const MAX_FRAME: usize = 1024;
 const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
+/// How long a SUBACK waits at most for the peers to acknowledge a route.
+const SETTLE_BOUND: Duration = Duration::from_secs(2);
 
 /// What is waiting to go to one peer.
 #[derive(Default)]
 struct Pending {
     changes: Vec<pb::RouteChange>,
+    /// The sequence number of the last change in `changes`.
+    route_seq: u64,
     publishes: VecDeque<bytes::Bytes>,
 }
 
@@ -46,6 +55,9 @@ struct Link {
     pending: Mutex<Pending>,
     notify: Notify,
     stop: CancellationToken,
+    /// Route changes the peer acknowledged on this connection, through this sequence number;
+    /// and since when the link is down (`None`: up).
+    acked: tokio::sync::watch::Sender<(u64, Option<Instant>)>,
 }
 
 /// The node's links to its peers; the broker's `Peering`.
@@ -54,6 +66,9 @@ pub struct Links {
     peers: Peers,
     broker: OnceLock<Arc<Broker>>,
     links: Mutex<HashMap<NodeId, Arc<Link>>>,
+    /// The last route change's sequence number (changes are numbered under the broker's lock
+    /// that orders them).
+    route_seq: AtomicU64,
     /// Publishes dropped because a peer's queue was full.
     pub dropped: AtomicU64,
 }
@@ -65,6 +80,7 @@ impl Links {
             peers,
             broker: OnceLock::new(),
             links: Mutex::new(HashMap::new()),
+            route_seq: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         })
     }
@@ -103,6 +119,7 @@ impl Links {
                     pending: Mutex::new(Pending::default()),
                     notify: Notify::new(),
                     stop: CancellationToken::new(),
+                    acked: tokio::sync::watch::Sender::new((0, Some(Instant::now()))),
                 });
                 links.insert(*id, link.clone());
                 tokio::spawn(self.clone().run(*id, node.clone(), link));
@@ -132,7 +149,9 @@ impl Links {
     ) {
         let mut warned = false;
         while !link.stop.is_cancelled() {
-            match self.connect_once(peer, &node, &link).await {
+            let result = self.connect_once(peer, &node, &link).await;
+            link.acked.send_modify(|a| a.1 = Some(Instant::now()));
+            match result {
                 Ok(()) => warned = false,
                 Err(e) if !warned => {
                     tracing::warn!(peer, error = %e, "link to peer down; reconnecting");
@@ -169,12 +188,19 @@ impl Links {
             pb::PeerFrame {
                 from: self.me,
                 dump: Some(pb::RouteDump { filters }),
+                route_seq: self.route_seq.load(Ordering::Acquire),
                 ..Default::default()
             }
         });
         tx.send(dump).await.map_err(|e| e.to_string())?;
-        let call = client.link(tokio_stream::wrappers::ReceiverStream::new(rx));
-        tokio::pin!(call);
+        let mut acks = client
+            .link(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .map_err(|s| describe(&s))?
+            .into_inner();
+        // Up from now, with nothing of this connection acknowledged yet: a SUBACK waits for this
+        // peer's acknowledgement of the dump or of its own change.
+        link.acked.send_replace((0, None));
         loop {
             // Everything queued (also while the link was down), then wait for more.
             loop {
@@ -184,43 +210,76 @@ impl Links {
                         break;
                     }
                     let n = p.publishes.len().min(MAX_FRAME);
+                    let changes = std::mem::take(&mut p.changes);
                     pb::PeerFrame {
                         from: self.me,
                         dump: None,
-                        changes: std::mem::take(&mut p.changes),
+                        route_seq: if changes.is_empty() { 0 } else { p.route_seq },
+                        changes,
                         publishes: p.publishes.drain(..n).collect(),
                     }
                 };
-                tokio::select! {
-                    sent = tx.send(frame) => if sent.is_err() { break },
-                    r = &mut call => return closed(r),
+                if tx.send(frame).await.is_err() {
+                    return Err("the link closed".into());
                 }
             }
             tokio::select! {
-                r = &mut call => return closed(r),
+                ack = acks.message() => match ack {
+                    Ok(Some(a)) => link.acked.send_modify(|v| v.0 = v.0.max(a.routes)),
+                    Ok(None) => return Err("the peer closed the link".into()),
+                    Err(s) => return Err(describe(&s)),
+                },
                 () = link.notify.notified() => {}
                 () = link.stop.cancelled() => return Ok(()),
             }
         }
     }
-}
 
-fn closed(r: Result<Response<pb::LinkClosed>, Status>) -> Result<(), String> {
-    match r {
-        Ok(_) => Err("the peer closed the link".into()),
-        Err(s) => Err(describe(&s)),
+    /// Resolves once every peer acknowledged every route change made so far, or after
+    /// `SETTLE_BOUND`; `None` when there is nothing to wait for. A peer whose link has been down
+    /// longer than the bound is not waited for (it gets the routes in its next dump), so a dead
+    /// node delays no SUBACK; one that is (re)connecting right now is.
+    fn settle(&self) -> Option<BoxFuture<'static, ()>> {
+        let target = self.route_seq.load(Ordering::Acquire);
+        let waiting: Vec<_> = self
+            .links
+            .lock()
+            .values()
+            .map(|l| l.acked.subscribe())
+            .filter(|rx| {
+                let (acked, down) = *rx.borrow();
+                acked < target && down.is_none_or(|t| t.elapsed() < SETTLE_BOUND)
+            })
+            .collect();
+        if waiting.is_empty() {
+            return None;
+        }
+        Some(Box::pin(async move {
+            let all = futures::future::join_all(waiting.into_iter().map(|mut rx| async move {
+                let _ = rx.wait_for(|(acked, _)| *acked >= target).await;
+            }));
+            let _ = tokio::time::timeout(SETTLE_BOUND, all).await;
+        }))
     }
 }
 
 impl Peering for Links {
     fn route_changed(&self, filter: &str, added: bool) {
+        let seq = self.route_seq.fetch_add(1, Ordering::AcqRel) + 1;
         for link in self.links.lock().values() {
-            link.pending.lock().changes.push(pb::RouteChange {
+            let mut p = link.pending.lock();
+            p.changes.push(pb::RouteChange {
                 filter: filter.to_string(),
                 added,
             });
+            p.route_seq = seq;
+            drop(p);
             link.notify.notify_one();
         }
+    }
+
+    fn settled(&self) -> Option<BoxFuture<'static, ()>> {
+        self.settle()
     }
 
     fn forward(&self, msg: &Arc<Message>, peers: &[u64]) {
@@ -251,12 +310,17 @@ impl Peering for Links {
 /// The receiving side: a peer's link into this node's broker.
 pub struct PeerService(pub Arc<Links>);
 
+type AckStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::PeerAck, Status>> + Send + 'static>>;
+
 #[tonic::async_trait]
 impl pb::peer_server::Peer for PeerService {
+    type LinkStream = AckStream;
+
     async fn link(
         &self,
         req: Request<Streaming<pb::PeerFrame>>,
-    ) -> Result<Response<pb::LinkClosed>, Status> {
+    ) -> Result<Response<AckStream>, Status> {
         let broker = self
             .0
             .broker
@@ -264,26 +328,45 @@ impl pb::peer_server::Peer for PeerService {
             .cloned()
             .ok_or_else(|| Status::unavailable("this node is still starting"))?;
         let mut stream = req.into_inner();
-        while let Some(frame) = stream.next().await {
-            let frame = frame?;
-            let from = frame.from;
-            if let Some(dump) = frame.dump {
-                broker.set_peer_routes(from, dump.filters);
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            while let Some(frame) = stream.next().await {
+                let Ok(frame) = frame else { return };
+                apply(&broker, frame, &tx).await;
             }
-            for c in frame.changes {
-                broker.peer_route_changed(from, &c.filter, c.added);
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+/// Applies one frame from a peer, acknowledging its route changes once they are in the table.
+async fn apply(
+    broker: &Broker,
+    frame: pb::PeerFrame,
+    acks: &mpsc::Sender<Result<pb::PeerAck, Status>>,
+) {
+    let from = frame.from;
+    if let Some(dump) = frame.dump {
+        broker.set_peer_routes(from, dump.filters);
+    }
+    for c in frame.changes {
+        broker.peer_route_changed(from, &c.filter, c.added);
+    }
+    if frame.route_seq > 0 {
+        let _ = acks
+            .send(Ok(pb::PeerAck {
+                routes: frame.route_seq,
+            }))
+            .await;
+    }
+    for p in frame.publishes {
+        match wire::decode_message(&p) {
+            Ok(msg) => {
+                broker.deliver_forwarded(msg);
             }
-            for p in frame.publishes {
-                match wire::decode_message(&p) {
-                    Ok(msg) => {
-                        broker.deliver_forwarded(msg);
-                    }
-                    Err(e) => {
-                        tracing::warn!(peer = from, error = %e, "undecodable forwarded message")
-                    }
-                }
-            }
+            Err(e) => tracing::warn!(peer = from, error = %e, "undecodable forwarded message"),
         }
-        Ok(Response::new(pb::LinkClosed {}))
     }
 }

@@ -171,7 +171,12 @@ async fn run(io: &Io, conn: &Conn, keep_alive: Seconds) {
             }
             Event::Packet(packet) => {
                 io.start_timer(keep_alive);
+                let subscribed = matches!(packet, Decoded::Packet(Packet::Subscribe { .. }, _));
                 if let Some(reply) = handle(conn, &partial, packet) {
+                    // A SUBACK goes out once the other nodes know the new routes.
+                    if subscribed && let Some(settled) = conn.broker.routes_settled() {
+                        settled.await;
+                    }
                     let _ = io.encode(reply, codec);
                 }
             }

@@ -287,7 +287,12 @@ where
             }
             Decoded::Packet(Packet::Subscribe(sub), size) if !sub.topic_filters.is_empty() => {
                 conn.received(size);
-                subscribe(conn, sub).map(|ack| Some(Packet::SubscribeAck(ack).into()))
+                let ack = subscribe(conn, sub)?;
+                // A SUBACK goes out once the other nodes know the new routes.
+                if let Some(settled) = conn.broker.routes_settled() {
+                    settled.await;
+                }
+                Ok(Some(Packet::SubscribeAck(ack).into()))
             }
             Decoded::Packet(Packet::Unsubscribe(unsub), size)
                 if !unsub.topic_filters.is_empty() =>
