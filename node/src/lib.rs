@@ -145,6 +145,7 @@ impl Node {
             auth,
             runtime.handle().clone(),
             meta.writer.clone(),
+            meta.registry.clone(),
         );
         let counted = broker.clone();
         cluster.count_connections(Arc::new(move || {

@@ -19,3 +19,4 @@ mod t30_a_fourth_node_joins_as_learner_and_is_removed;
 mod t31_a_wiped_node_rejoins;
 mod t40_messages_cross_nodes;
 mod t43_a_client_id_taken_on_another_node;
+mod t44_a_persistent_session_resumes_on_another_node;

@@ -43,7 +43,12 @@ impl Broker {
         }
     }
 
-    fn on_applied(&self, e: Applied, registry: &Registry, registered: &mut HashMap<String, u64>) {
+    fn on_applied(
+        self: &Arc<Self>,
+        e: Applied,
+        registry: &Registry,
+        registered: &mut HashMap<String, u64>,
+    ) {
         match e {
             Applied::CredentialsRevoked { client_id } => {
                 if self.kick(&client_id, CloseReason::NotAuthorized) {
@@ -64,7 +69,7 @@ impl Broker {
                 if node_id == self.node_id {
                     registered.insert(client_id, conn_id);
                 } else if let Some(mine) = registered.remove(&client_id) {
-                    self.close_if_current(&client_id, mine, node_id);
+                    self.session_moved(&client_id, mine, node_id);
                 }
             }
             Applied::SessionRemoved { client_id } => {
@@ -74,21 +79,36 @@ impl Broker {
         }
     }
 
-    /// Closes `client_id`'s local connection if it still is `conn_id`: the session moved to
-    /// `owner`.
-    fn close_if_current(&self, client_id: &str, conn_id: u64, owner: u64) {
+    /// `client_id`'s session now lives on node `owner`: closes its local connection if that is
+    /// still `conn_id` (0x8E), and ends the local copy once the close went through, so this node
+    /// neither withholds its routes nor queues messages for a session that lives elsewhere. A
+    /// newer local connection is left alone.
+    fn session_moved(self: &Arc<Self>, client_id: &str, conn_id: u64, owner: u64) {
         let Some(cell) = self.sessions.get(client_id) else {
             return;
         };
-        let link = cell.lock().conn.clone();
-        if let Some(link) = link.filter(|l| l.conn_id == conn_id) {
-            tracing::info!(
-                client_id,
-                node = owner,
-                "session taken over on another node"
-            );
-            link.close(CloseReason::SessionTakenOver);
+        let (link, generation, username) = {
+            let inner = cell.lock();
+            (inner.conn.clone(), inner.generation, inner.username.clone())
+        };
+        match link {
+            Some(l) if l.conn_id != conn_id => return,
+            Some(l) => {
+                tracing::info!(
+                    client_id,
+                    node = owner,
+                    "session taken over on another node"
+                );
+                l.close(CloseReason::SessionTakenOver);
+            }
+            None => {}
         }
+        let me = self.clone();
+        let client = crate::auth::ClientInfo {
+            client_id: cell.client_id.clone(),
+            username,
+        };
+        self.after(1, async move { me.end_session(&cell, generation, &client) });
     }
 
     /// Rebuilds what follows the replicated state: retained messages, and local connections

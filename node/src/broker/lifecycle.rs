@@ -159,8 +159,17 @@ impl Broker {
             username: info.username,
         };
         opened.cell.lock().username = client.username.clone();
-        if opened.present {
+        let mut present = opened.present;
+        if present {
             self.reauthorize(&opened.cell, &client);
+        } else if !req.clean_start {
+            // Not here, but maybe on another node: its subscriptions are in the replicated
+            // record (this connection's registration, applied by now, kept them).
+            present = self.resume_from_record(&opened.cell, &client);
+            // Its subscriptions are live cluster-wide by CONNACK, as after a SUBACK.
+            if present && let Some(settled) = self.routes_settled() {
+                settled.await;
+            }
         }
         if let Some(old) = opened.kicked {
             old.close(CloseReason::SessionTakenOver);
@@ -178,7 +187,7 @@ impl Broker {
             assigned_client_id: assigned,
             session: opened.cell,
             link,
-            present: opened.present,
+            present,
             session_expiry: expiry,
         })
     }

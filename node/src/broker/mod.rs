@@ -57,6 +57,9 @@ pub struct Broker {
     /// recorded without waiting, in order, and retried until committed, so the MQTT hot path
     /// never waits for consensus.
     meta: Writer,
+    /// The replicated state: a session resumed on this node after living on another is
+    /// rebuilt from its record.
+    registry: realmq_raft_store::Registry,
     /// Local subscriptions per plain filter: a filter's first and last subscriber are
     /// announced to the peers (`remote.rs`).
     local_filters: parking_lot::Mutex<std::collections::HashMap<Box<str>, usize>>,
@@ -73,6 +76,7 @@ impl Broker {
         auth: Arc<dyn Authenticator>,
         runtime: tokio::runtime::Handle,
         meta: Writer,
+        registry: realmq_raft_store::Registry,
     ) -> Arc<Broker> {
         Arc::new(Broker {
             node_id,
@@ -86,6 +90,7 @@ impl Broker {
             runtime,
             next_conn_id: AtomicU64::new(1),
             meta,
+            registry,
             local_filters: Default::default(),
             remote: Default::default(),
             has_remote: Default::default(),

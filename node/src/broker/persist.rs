@@ -16,6 +16,7 @@ use crate::message::{
     ByteString, Bytes, CloseReason, Message, MessageProperties, QoS, RetainHandling, SubOptions,
 };
 use crate::routing::topic::parse_filter;
+use crate::session::SessionCell;
 
 /// Wall-clock milliseconds, the timestamp unit of replicated records.
 pub(crate) fn now_ms() -> i64 {
@@ -199,6 +200,37 @@ impl Broker {
             restored.sessions += 1;
         }
         restored
+    }
+
+    /// Rebuilds a session that lived on another node from its replicated record: its
+    /// subscriptions, decided again for this connection. Returns whether there was one.
+    /// (Messages queued on the other node do not follow yet.)
+    pub(super) fn resume_from_record(&self, cell: &Arc<SessionCell>, client: &ClientInfo) -> bool {
+        let record = match self.registry.session(&cell.client_id) {
+            Ok(Some(r)) if !r.subscriptions.is_empty() => r,
+            Ok(_) => return false,
+            Err(e) => {
+                tracing::warn!(client_id = %cell.client_id, error = %e, "failed to read a session record");
+                return false;
+            }
+        };
+        let mut inner = cell.lock();
+        for sub in &record.subscriptions {
+            let Ok(spec) = parse_filter(&sub.filter) else {
+                continue;
+            };
+            let access = self.auth.subscribe_access(client, spec.filter);
+            if !access.granted {
+                continue;
+            }
+            let opts = sub_options(sub);
+            self.add_subscription(cell, spec, opts, access.guard);
+            inner
+                .state
+                .subscriptions
+                .insert(ByteString::from(sub.filter.clone()), opts);
+        }
+        true
     }
 
     /// Disconnects `client_id`'s current connection, if any (a disabled or deleted device).

@@ -1,0 +1,57 @@
+//! A persistent session follows its client to another node: the subscriptions it made on node
+//! 1 deliver on node 2 without subscribing again, and only there (node 1 drops its copy once
+//! the session moved, so nothing is delivered twice).
+
+use std::time::Duration;
+
+use realmq_cluster_tests::{Cluster, MqttClient, WAIT};
+use rumqttc::QoS;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t44_a_persistent_session_resumes_on_another_node() {
+    let cluster = Cluster::start(3).await;
+    let mut opts = MqttClient::options(cluster.mqtt_addr(1), "t44-roamer", None);
+    opts.set_clean_session(false);
+    let mut first = MqttClient::connect_with(opts)
+        .await
+        .expect("connects to node 1");
+    first.subscribe("roam/#", QoS::AtLeastOnce).await;
+    first.disconnect().await;
+
+    let mut opts = MqttClient::options(cluster.mqtt_addr(2), "t44-roamer", None);
+    opts.set_clean_session(false);
+    let mut resumed = MqttClient::connect_with(opts)
+        .await
+        .expect("resumes on node 2");
+
+    // No waiting after CONNACK: the resumed subscriptions are live cluster-wide by then.
+    let mut publisher = MqttClient::connect(cluster.mqtt_addr(3), "t44-pub", None)
+        .await
+        .expect("publisher connects to node 3");
+    for i in 0..10 {
+        publisher
+            .publish(
+                "roam/x",
+                QoS::AtLeastOnce,
+                false,
+                format!("m{i}").as_bytes(),
+            )
+            .await;
+    }
+    for i in 0..10 {
+        let p = resumed
+            .next_publish(WAIT)
+            .await
+            .expect("delivered on node 2");
+        assert_eq!(p.payload, format!("m{i}").as_bytes(), "in order, once");
+    }
+    assert!(
+        resumed
+            .next_publish(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "a message arrived twice"
+    );
+
+    cluster.invariant_check().await;
+}
