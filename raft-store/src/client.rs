@@ -227,10 +227,11 @@ async fn propose(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Pending>) {
             Ok([cmd]) => cmd,
             Err(cmds) => Command::Batch(cmds),
         };
-        let results = match inner.write(&cmd).await {
+        let (written, cmd) = inner.write(cmd).await;
+        let results = match written {
             Ok(result) if n == 1 => Ok(vec![result]),
             Ok(CommandResult::Batch(results)) if results.len() == n => Ok(results),
-            Ok(other) => Err(WriteError::Unavailable(format!(
+            Ok(other) => Err(WriteError::Internal(format!(
                 "a batch of {n} commands was answered with {other:?}"
             ))),
             Err(e) => Err(e),
@@ -274,13 +275,23 @@ impl Inner {
     /// One entry, to the leader wherever it is, within `write_timeout`. Tagged, so every
     /// attempt after the first (a leader lost mid-write, a forward that timed out) is applied at
     /// most once: retrying is always safe.
-    async fn write(&self, cmd: &Command) -> Result<CommandResult, WriteError> {
-        let cmd = &Command::Tagged {
+    /// Gives `cmd` back with the outcome, for the caller to retry what failed.
+    async fn write(&self, cmd: Command) -> (Result<CommandResult, WriteError>, Command) {
+        let tagged = Command::Tagged {
             origin: self.origin,
             epoch: self.epoch,
             seq: self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
-            cmd: Box::new(cmd.clone()),
+            cmd: Box::new(cmd),
         };
+        let result = self.attempts(&tagged).await;
+        let cmd = match tagged {
+            Command::Tagged { cmd, .. } => *cmd,
+            other => other,
+        };
+        (result, cmd)
+    }
+
+    async fn attempts(&self, cmd: &Command) -> Result<CommandResult, WriteError> {
         let deadline = Instant::now() + self.config.write_timeout;
         let mut why = String::from("no leader elected");
         loop {
@@ -403,18 +414,7 @@ async fn serve_barriers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Role, User};
-
-    fn user(name: &str) -> Command {
-        Command::CreateUser {
-            user: User {
-                username: name.into(),
-                password_hash: "h".into(),
-                role: Role::Viewer,
-                created_at: 1,
-            },
-        }
-    }
+    use crate::test_support::create_viewer;
 
     fn last_index(raft: &Raft) -> u64 {
         raft.metrics().borrow().last_log_index.unwrap_or(0)
@@ -431,7 +431,7 @@ mod tests {
         let tasks: Vec<_> = names
             .iter()
             .map(|n| {
-                let (w, cmd) = (member.writer.clone(), user(n));
+                let (w, cmd) = (member.writer.clone(), create_viewer(n));
                 tokio::spawn(async move { w.write(cmd).await })
             })
             .collect();
@@ -453,7 +453,7 @@ mod tests {
         );
 
         // `record` does not wait, but nothing overtakes it.
-        member.writer.record(user("recorded"));
+        member.writer.record(create_viewer("recorded"));
         let deleted = member
             .writer
             .write(Command::DeleteUser {

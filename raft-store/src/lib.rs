@@ -251,3 +251,21 @@ pub async fn start_offline(dir: &Path, node_id: typ::NodeId) -> Result<Member, S
         .map_err(|e| raft_err(&e))?;
     Ok(member)
 }
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::Command;
+    use crate::model::{Role, User};
+
+    /// Creating the viewer `name`: a small command every test can tell apart by name.
+    pub fn create_viewer(name: &str) -> Command {
+        Command::CreateUser {
+            user: User {
+                username: name.into(),
+                password_hash: "h".into(),
+                role: Role::Viewer,
+                created_at: 1,
+            },
+        }
+    }
+}

@@ -22,6 +22,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 pub use lifecycle::{Accepted, Closed, ConnectRefused, ConnectRequest};
+pub(crate) use persist::{retained_message, retained_record};
 pub use remote::Peering;
 pub use subscribe::{SubRequest, SubResult};
 

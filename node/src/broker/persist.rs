@@ -65,7 +65,9 @@ fn expiry_from_wall(at: Option<i64>) -> Option<Instant> {
     at.map(|ms| Instant::now() + Duration::from_millis(u64::try_from(ms - now_ms()).unwrap_or(0)))
 }
 
-fn retained_record(m: &Message) -> RetainedRecord {
+/// A message as plain data (the replicated form of a retained message; also how a message
+/// crosses to a peer, `cluster/wire.rs`).
+pub(crate) fn retained_record(m: &Message) -> RetainedRecord {
     let p = &m.properties;
     RetainedRecord {
         topic: m.topic.to_string(),
@@ -84,7 +86,7 @@ fn retained_record(m: &Message) -> RetainedRecord {
     }
 }
 
-pub(super) fn retained_message(r: RetainedRecord) -> Message {
+pub(crate) fn retained_message(r: RetainedRecord) -> Message {
     Message {
         topic: ByteString::from(r.topic),
         payload: Bytes::from(r.payload),

@@ -23,7 +23,7 @@ use realmq_raft_store::NodeAddr;
 use realmq_raft_store::typ::NodeId;
 use tonic::transport::Channel;
 
-use super::network::{STATUS_TIMEOUT, describe};
+use super::network::describe;
 use super::server::Shared;
 use super::wire;
 
@@ -99,7 +99,7 @@ pub async fn form(
         // voters to join first.
         let want = voters.len().min(s.voters as usize);
         wait_until(s, &format!("{want} voters to join"), |m| {
-            m.voter_ids().count() >= want
+            m.membership_config.membership().voter_ids().count() >= want
         })
         .await;
     }
@@ -107,35 +107,25 @@ pub async fn form(
 }
 
 async fn wait_for_leader(s: &Shared) -> anyhow::Result<()> {
+    wait_until(s, "a leader to be elected", |m| m.current_leader.is_some()).await;
+    Ok(())
+}
+
+/// Waits, saying what for every few seconds, until this node's raft metrics satisfy `done`.
+async fn wait_until(
+    s: &Shared,
+    what: &str,
+    done: impl Fn(&realmq_raft_store::typ::RaftMetrics) -> bool,
+) {
     let mut rx = s.raft.metrics();
     let mut last_report = Instant::now();
-    loop {
-        if rx.borrow().current_leader.is_some() {
-            return Ok(());
-        }
+    while !done(&rx.borrow()) {
         let _ = tokio::time::timeout(POLL, rx.changed()).await;
         if last_report.elapsed() >= REPORT_EVERY {
             tracing::info!(
                 node_id = s.peers.me(),
-                "a cluster member, waiting for a leader to be elected"
+                "a cluster member, waiting for {what}"
             );
-            last_report = Instant::now();
-        }
-    }
-}
-
-/// Waits, reporting, until the membership satisfies `done`.
-async fn wait_until(
-    s: &Shared,
-    what: &str,
-    done: impl Fn(&realmq_raft_store::typ::Membership) -> bool,
-) {
-    let mut rx = s.raft.metrics();
-    let mut last_report = Instant::now();
-    while !done(rx.borrow().membership_config.membership()) {
-        let _ = tokio::time::timeout(POLL, rx.changed()).await;
-        if last_report.elapsed() >= REPORT_EVERY {
-            tracing::info!(node_id = s.peers.me(), "waiting for {what}");
             last_report = Instant::now();
         }
     }
@@ -314,9 +304,8 @@ pub async fn nodes(s: &Shared, digest: bool) -> Vec<NodeInfo> {
             let status = if id == s.peers.me() {
                 super::local_status(&s, digest).await
             } else {
-                tokio::time::timeout(STATUS_TIMEOUT, s.peers.status(&dial, digest))
-                    .await
-                    .unwrap_or_else(|_| Err("timed out".into()))
+                // Bounded by `Peers::status`.
+                s.peers.status(&dial, digest).await
             };
             (id, addr, status)
         }

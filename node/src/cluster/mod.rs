@@ -20,8 +20,8 @@ pub mod topology;
 mod wire;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use realmq_api::{BoxFuture, NodeInfo, OpError};
@@ -39,7 +39,6 @@ pub use topology::Topology;
 #[derive(Clone)]
 pub struct Cluster {
     shared: Shared,
-    connections: Arc<OnceLock<Arc<dyn Fn() -> u64 + Send + Sync>>>,
     links: Arc<links::Links>,
 }
 
@@ -92,13 +91,10 @@ pub async fn start(
     // Decided before the cluster port serves anything: a leader's append could otherwise make a
     // wiped node look initialized before it had a chance to rejoin properly.
     let fresh = !member.raft.is_initialized().await?;
-    let connections: Arc<OnceLock<Arc<dyn Fn() -> u64 + Send + Sync>>> = Arc::default();
-    let mut shared = Shared::new(&member, peers, me.clone(), config.voters);
+    let shared = Shared::new(&member, peers, me.clone(), config.voters);
     shared
         .rejoining
         .store(fresh && !topology.voters.is_empty(), Ordering::Release);
-    let counted = connections.clone();
-    shared.connections = Arc::new(move || counted.get().map_or(0, |f| f()));
 
     let raft_svc = pb::raft_server::RaftServer::new(RaftService(shared.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
@@ -136,14 +132,7 @@ pub async fn start(
         shared.clone(),
         std::time::Duration::from_secs(c.dead_node_grace),
     ));
-    Ok((
-        member,
-        Cluster {
-            shared,
-            connections,
-            links,
-        },
-    ))
+    Ok((member, Cluster { shared, links }))
 }
 
 /// The address peers and clients should use for a listener bound to `bound`: the advertised
@@ -195,7 +184,7 @@ async fn local_status(s: &Shared, digest: bool) -> Result<pb::StatusReply, Strin
             m.last_applied.map_or(0, |l| l.index)
         },
         addr: wire::encode(&s.me).map_err(|e| e.to_string())?,
-        connections: (s.connections)(),
+        connections: s.connections.get().map_or(0, |count| count()),
         digest,
         digest_index,
     })
@@ -209,7 +198,7 @@ impl Cluster {
 
     /// Where `GET /nodes` gets each member's MQTT connection count on this node.
     pub fn count_connections(&self, f: Arc<dyn Fn() -> u64 + Send + Sync>) {
-        let _ = self.connections.set(f);
+        let _ = self.shared.connections.set(f);
     }
 
     pub fn nodes(&self, digest: bool) -> BoxFuture<'static, Vec<NodeInfo>> {

@@ -27,8 +27,8 @@ pub struct Shared {
     pub me: NodeAddr,
     /// Voters the cluster keeps (`--voters`).
     pub voters: u64,
-    /// Live MQTT connections on this node, once the broker exists.
-    pub connections: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// Counts live MQTT connections on this node, set once the broker exists.
+    pub connections: Arc<std::sync::OnceLock<Arc<dyn Fn() -> u64 + Send + Sync>>>,
     /// Set while this node rejoins without its data: it must not vote until it caught up, or
     /// its empty log could elect a leader that lacks committed entries.
     pub rejoining: Arc<std::sync::atomic::AtomicBool>,
@@ -53,7 +53,7 @@ impl Shared {
             peers,
             me,
             voters,
-            connections: Arc::new(|| 0),
+            connections: Arc::default(),
             rejoining: Arc::default(),
         }
     }

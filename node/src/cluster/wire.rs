@@ -41,69 +41,88 @@ pub fn forward_error(bytes: &[u8]) -> ForwardError {
     }
 }
 
-/// A message as it crosses to a peer: plain data, with the remaining expiry in milliseconds
-/// rather than an `Instant` of this process.
+/// A message as it crosses to a peer: the plain-data record a retained message is replicated
+/// as, with the remaining expiry in milliseconds (not an `Instant` of this process, nor a wall
+/// time that would depend on the nodes' clocks agreeing), the retain flag and the publisher.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct WireMessage {
-    topic: String,
-    payload: Vec<u8>,
-    qos: u8,
+    record: realmq_raft_store::model::RetainedRecord,
     retain: bool,
-    payload_is_utf8: bool,
-    content_type: Option<String>,
-    response_topic: Option<String>,
-    correlation_data: Option<Vec<u8>>,
-    user_properties: Vec<(String, String)>,
     expires_in_ms: Option<u64>,
     publisher: Option<String>,
 }
 
 pub fn encode_message(m: &crate::message::Message) -> Result<bytes::Bytes, postcard::Error> {
-    let now = std::time::Instant::now();
-    let p = &m.properties;
+    let mut record = crate::broker::retained_record(m);
+    record.expires_at = None;
     encode(&WireMessage {
-        topic: m.topic.to_string(),
-        payload: m.payload.to_vec(),
-        qos: m.qos as u8,
+        record,
         retain: m.retain,
-        payload_is_utf8: p.payload_is_utf8,
-        content_type: p.content_type.as_ref().map(|s| s.to_string()),
-        response_topic: p.response_topic.as_ref().map(|s| s.to_string()),
-        correlation_data: p.correlation_data.as_ref().map(|b| b.to_vec()),
-        user_properties: p
-            .user_properties
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        expires_in_ms: m
-            .expires_at
-            .map(|at| at.saturating_duration_since(now).as_millis() as u64),
+        expires_in_ms: m.expires_at.map(|at| {
+            at.saturating_duration_since(std::time::Instant::now())
+                .as_millis() as u64
+        }),
         publisher: m.publisher.as_deref().map(str::to_string),
     })
 }
 
 pub fn decode_message(bytes: &[u8]) -> Result<crate::message::Message, postcard::Error> {
-    use crate::message::{ByteString, Bytes, Message, MessageProperties, QoS};
     let w: WireMessage = decode(bytes)?;
-    Ok(Message {
-        topic: ByteString::from(w.topic),
-        payload: Bytes::from(w.payload),
-        qos: QoS::from_u8(w.qos).unwrap_or(QoS::AtMostOnce),
-        retain: w.retain,
-        properties: MessageProperties {
-            payload_is_utf8: w.payload_is_utf8,
-            content_type: w.content_type.map(ByteString::from),
-            response_topic: w.response_topic.map(ByteString::from),
-            correlation_data: w.correlation_data.map(Bytes::from),
-            user_properties: w
-                .user_properties
-                .into_iter()
-                .map(|(k, v)| (ByteString::from(k), ByteString::from(v)))
-                .collect(),
-        },
-        expires_at: w
-            .expires_in_ms
-            .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms)),
-        publisher: w.publisher.map(|p| std::sync::Arc::from(p.as_str())),
-    })
+    let mut m = crate::broker::retained_message(w.record);
+    m.retain = w.retain;
+    m.expires_at = w
+        .expires_in_ms
+        .map(|ms| std::time::Instant::now() + std::time::Duration::from_millis(ms));
+    m.publisher = w.publisher.map(|p| std::sync::Arc::from(p.as_str()));
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use crate::message::{ByteString, Bytes, Message, MessageProperties, QoS};
+
+    #[test]
+    fn a_forwarded_message_keeps_everything_but_the_clock() {
+        let m = Message {
+            topic: ByteString::from("a/b"),
+            payload: Bytes::from_static(b"p"),
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            properties: MessageProperties {
+                payload_is_utf8: true,
+                content_type: Some(ByteString::from("text/plain")),
+                response_topic: Some(ByteString::from("r")),
+                correlation_data: Some(Bytes::from_static(b"c")),
+                user_properties: vec![(ByteString::from("k"), ByteString::from("v"))],
+            },
+            expires_at: Some(Instant::now() + Duration::from_secs(30)),
+            publisher: Some(Arc::from("pub")),
+        };
+        let back = super::decode_message(&super::encode_message(&m).unwrap()).unwrap();
+        assert_eq!(
+            (
+                &back.topic,
+                &back.payload,
+                back.qos,
+                back.retain,
+                &back.publisher
+            ),
+            (&m.topic, &m.payload, m.qos, m.retain, &m.publisher)
+        );
+        assert_eq!(back.properties.content_type, m.properties.content_type);
+        assert_eq!(
+            back.properties.user_properties,
+            m.properties.user_properties
+        );
+        assert_eq!(
+            back.properties.correlation_data,
+            m.properties.correlation_data
+        );
+        assert!(back.properties.payload_is_utf8);
+        let left = back.remaining_expiry(Instant::now()).unwrap();
+        assert!((29..=30).contains(&left), "{left} s of expiry left");
+    }
 }

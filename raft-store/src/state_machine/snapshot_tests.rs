@@ -5,19 +5,8 @@ use openraft::storage::RaftStateMachine;
 use openraft::{Entry, EntryPayload, LogId, RaftSnapshotBuilder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::model::{Role, User};
+use crate::test_support::create_viewer;
 use crate::{Command, TypeConfig};
-
-fn user(name: &str) -> Command {
-    Command::CreateUser {
-        user: User {
-            username: name.into(),
-            password_hash: "h".into(),
-            role: Role::Viewer,
-            created_at: 1,
-        },
-    }
-}
 
 fn entry(index: u64, cmd: Command) -> Entry<TypeConfig> {
     Entry {
@@ -32,7 +21,9 @@ async fn source(
     n: u64,
 ) -> (crate::Store, crate::typ::SnapshotMeta, Vec<u8>) {
     let mut store = crate::open(dir).unwrap();
-    let entries: Vec<_> = (1..=n).map(|i| entry(i, user(&format!("u{i}")))).collect();
+    let entries: Vec<_> = (1..=n)
+        .map(|i| entry(i, create_viewer(&format!("u{i}"))))
+        .collect();
     store.state_machine.apply(entries).await.unwrap();
     let mut snap = store
         .state_machine
@@ -53,7 +44,7 @@ async fn a_snapshot_installs_elsewhere_with_its_meta_inside() {
     let mut dst = crate::open(b.path()).unwrap();
     // Something the snapshot does not have: must be gone after the install.
     dst.state_machine
-        .apply(vec![entry(1, user("stale"))])
+        .apply(vec![entry(1, create_viewer("stale"))])
         .await
         .unwrap();
     let mut file = dst.state_machine.begin_receiving_snapshot().await.unwrap();
@@ -111,7 +102,7 @@ async fn an_install_killed_halfway_is_finished_on_the_next_start() {
     {
         let mut dst = crate::open(b.path()).unwrap();
         dst.state_machine
-            .apply(vec![entry(1, user("stale"))])
+            .apply(vec![entry(1, create_viewer("stale"))])
             .await
             .unwrap();
         // The state a kill leaves after staging and marking, with the data half replaced: the
