@@ -52,12 +52,21 @@ pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T
 
 /// What the REST API asks of the node: its broker and its cluster.
 pub trait NodeOps: Send + Sync + 'static {
-    /// Routes a message exactly as an MQTT PUBLISH would; returns how many sessions it reached.
-    fn publish(&self, msg: Publish) -> Result<usize, OpError>;
-    /// Adds a subscription to `client_id`'s session (connected or persistent and offline).
-    fn subscribe(&self, client_id: &str, filter: &str, qos: u8) -> Result<(), OpError>;
+    /// Routes a message exactly as an MQTT PUBLISH would, before returning (so publishes are
+    /// routed in call order); the future resolves, once the other nodes it was forwarded to
+    /// confirmed it, to how many sessions it reached cluster-wide.
+    fn publish(&self, msg: Publish) -> BoxFuture<'static, Result<usize, OpError>>;
+    /// Adds a subscription to `client_id`'s session (connected or persistent and offline), on
+    /// whichever node holds it.
+    fn subscribe(
+        &self,
+        client_id: &str,
+        filter: &str,
+        qos: u8,
+    ) -> BoxFuture<'static, Result<(), OpError>>;
     /// Removes a subscription; `NotFound` if the client has no session or no such subscription.
-    fn unsubscribe(&self, client_id: &str, filter: &str) -> Result<(), OpError>;
+    fn unsubscribe(&self, client_id: &str, filter: &str)
+    -> BoxFuture<'static, Result<(), OpError>>;
     /// Whether the MQTT listener accepts connections.
     fn listening(&self) -> bool;
     /// Every cluster member as this node sees it, each asked for its own status; with `digest`,

@@ -20,36 +20,51 @@ struct Recorder {
 }
 
 impl NodeOps for Recorder {
-    fn publish(&self, msg: Publish) -> Result<usize, OpError> {
-        if msg.topic.contains(['+', '#']) {
-            return Err(OpError::Invalid(format!(
+    fn publish(&self, msg: Publish) -> BoxFuture<'static, Result<usize, OpError>> {
+        let r = if msg.topic.contains(['+', '#']) {
+            Err(OpError::Invalid(format!(
                 "topic {:?} has wildcards",
                 msg.topic
-            )));
-        }
-        self.published.lock().unwrap().push(msg);
-        Ok(1)
+            )))
+        } else {
+            self.published.lock().unwrap().push(msg);
+            Ok(1)
+        };
+        Box::pin(async move { r })
     }
-    fn subscribe(&self, client_id: &str, filter: &str, qos: u8) -> Result<(), OpError> {
-        if !self.sessions.lock().unwrap().contains(client_id) {
-            return Err(OpError::NotFound(format!(
+    fn subscribe(
+        &self,
+        client_id: &str,
+        filter: &str,
+        qos: u8,
+    ) -> BoxFuture<'static, Result<(), OpError>> {
+        let r = if self.sessions.lock().unwrap().contains(client_id) {
+            self.subscribed
+                .lock()
+                .unwrap()
+                .push((client_id.into(), filter.into(), qos));
+            Ok(())
+        } else {
+            Err(OpError::NotFound(format!(
                 "client {client_id:?} has no session"
-            )));
-        }
-        self.subscribed
-            .lock()
-            .unwrap()
-            .push((client_id.into(), filter.into(), qos));
-        Ok(())
+            )))
+        };
+        Box::pin(async move { r })
     }
-    fn unsubscribe(&self, client_id: &str, filter: &str) -> Result<(), OpError> {
+    fn unsubscribe(
+        &self,
+        client_id: &str,
+        filter: &str,
+    ) -> BoxFuture<'static, Result<(), OpError>> {
         let mut subs = self.subscribed.lock().unwrap();
         let before = subs.len();
         subs.retain(|(c, f, _)| !(c == client_id && f == filter));
-        if subs.len() == before {
-            return Err(OpError::NotFound("no such subscription".into()));
-        }
-        Ok(())
+        let r = if subs.len() == before {
+            Err(OpError::NotFound("no such subscription".into()))
+        } else {
+            Ok(())
+        };
+        Box::pin(async move { r })
     }
     fn listening(&self) -> bool {
         true

@@ -21,6 +21,7 @@ pub struct MqttClient {
     inbox: VecDeque<Publish>,
     /// Why the connection ended; polling again would make rumqttc reconnect.
     closed: Option<String>,
+    session_present: bool,
 }
 
 impl MqttClient {
@@ -51,16 +52,22 @@ impl MqttClient {
     pub async fn connect_with(opts: MqttOptions) -> Result<MqttClient, ConnectionError> {
         let (client, mut events) = AsyncClient::new(opts, 16);
         match tokio::time::timeout(WAIT, events.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => Ok(MqttClient {
+            Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) => Ok(MqttClient {
                 client,
                 events,
                 inbox: VecDeque::new(),
                 closed: None,
+                session_present: ack.session_present,
             }),
             Ok(Ok(other)) => panic!("expected CONNACK first, got {other:?}"),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(ConnectionError::NetworkTimeout),
         }
+    }
+
+    /// The CONNACK's session present flag.
+    pub fn session_present(&self) -> bool {
+        self.session_present
     }
 
     /// The rumqttc handle, for requests this wrapper does not cover.

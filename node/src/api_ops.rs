@@ -1,5 +1,6 @@
 //! `BrokerOps`: the node's implementation of the REST API's `NodeOps`, so HTTP publishes and
-//! proxy subscriptions take the same path through the broker as MQTT packets do.
+//! proxy subscriptions take the same path through the broker (and to the other nodes) as MQTT
+//! packets do.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use realmq_api::{BoxFuture, NodeInfo, NodeOps, OpError, Publish};
 
-use crate::auth::ClientInfo;
-use crate::broker::{Broker, PublishError, SubRequest, SubResult};
-use crate::message::{ByteString, Bytes, Message, MessageProperties, QoS, SubOptions};
-use crate::routing::topic::{parse_filter, valid_topic_name};
+use crate::broker::{Broker, ProxyError, ProxyOp, PublishError, Published};
+use crate::message::{ByteString, Bytes, Message, MessageProperties, QoS};
+use crate::routing::topic::valid_topic_name;
 
 pub struct BrokerOps {
     pub broker: Arc<Broker>,
@@ -50,76 +50,56 @@ fn message(p: Publish) -> Result<Message, OpError> {
     })
 }
 
-impl BrokerOps {
-    fn session(&self, client_id: &str) -> Result<Arc<crate::session::SessionCell>, OpError> {
-        self.broker
-            .sessions
-            .get(client_id)
-            .ok_or_else(|| OpError::NotFound(format!("client {client_id:?} has no session")))
+fn op_error(e: ProxyError) -> OpError {
+    match e {
+        ProxyError::Invalid(m) => OpError::Invalid(m),
+        ProxyError::NotFound(m) => OpError::NotFound(m),
+        ProxyError::Denied(m) => OpError::Denied(m),
+        ProxyError::Unavailable(m) => OpError::Unavailable(m),
     }
 }
 
 impl NodeOps for BrokerOps {
-    fn publish(&self, msg: Publish) -> Result<usize, OpError> {
+    fn publish(&self, msg: Publish) -> BoxFuture<'static, Result<usize, OpError>> {
         // An administrator publishes on the API: the ACL for MQTT clients does not apply.
-        self.broker
-            .publish(None, message(msg)?)
-            .map_err(|e| match e {
+        let published = message(msg).and_then(|m| {
+            self.broker.publish_counted(m).map_err(|e| match e {
                 PublishError::NotAuthorized => OpError::Denied(e.to_string()),
             })
+        });
+        Box::pin(async move {
+            let Published { local, confirm, .. } = published?;
+            Ok(match confirm {
+                Some(c) => local + c.await,
+                None => local,
+            })
+        })
     }
 
-    fn subscribe(&self, client_id: &str, filter: &str, qos: u8) -> Result<(), OpError> {
-        parse_filter(filter)
-            .map_err(|e| OpError::Invalid(format!("topic filter {filter:?}: {e}")))?;
-        let qos =
-            QoS::from_u8(qos).ok_or_else(|| OpError::Invalid("qos must be 0, 1 or 2".into()))?;
-        let session = self.session(client_id)?;
-        // Decided by the ACL as the session's own user's subscription would be.
-        let client = ClientInfo {
-            client_id: session.client_id.clone(),
-            username: session.lock().username.clone(),
+    fn subscribe(
+        &self,
+        client_id: &str,
+        filter: &str,
+        qos: u8,
+    ) -> BoxFuture<'static, Result<(), OpError>> {
+        let op = ProxyOp::Subscribe {
+            filter: filter.to_string(),
+            qos,
         };
-        let request = SubRequest {
-            filter: ByteString::from(filter.to_string()),
-            opts: SubOptions {
-                qos,
-                ..SubOptions::default()
-            },
-        };
-        match self
-            .broker
-            .subscribe(&session, &client, vec![request])
-            .as_slice()
-        {
-            [SubResult::Granted(_)] => Ok(()),
-            [SubResult::NotAuthorized] => Err(OpError::Denied(format!(
-                "the ACL denies {client_id:?} subscribing to {filter:?}"
-            ))),
-            [SubResult::SessionGone] => Err(OpError::NotFound(format!(
-                "client {client_id:?} has no session"
-            ))),
-            _ => Err(OpError::Invalid(format!(
-                "topic filter {filter:?} is invalid"
-            ))),
-        }
+        let done = self.cluster.proxy(client_id, op);
+        Box::pin(async move { done.await.map_err(op_error) })
     }
 
-    fn unsubscribe(&self, client_id: &str, filter: &str) -> Result<(), OpError> {
-        parse_filter(filter)
-            .map_err(|e| OpError::Invalid(format!("topic filter {filter:?}: {e}")))?;
-        let session = self.session(client_id)?;
-        if self
-            .broker
-            .unsubscribe(&session, &[ByteString::from(filter.to_string())])
-            == [true]
-        {
-            Ok(())
-        } else {
-            Err(OpError::NotFound(format!(
-                "client {client_id:?} has no subscription to {filter:?}"
-            )))
-        }
+    fn unsubscribe(
+        &self,
+        client_id: &str,
+        filter: &str,
+    ) -> BoxFuture<'static, Result<(), OpError>> {
+        let op = ProxyOp::Unsubscribe {
+            filter: filter.to_string(),
+        };
+        let done = self.cluster.proxy(client_id, op);
+        Box::pin(async move { done.await.map_err(op_error) })
     }
 
     fn listening(&self) -> bool {

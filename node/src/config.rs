@@ -194,6 +194,10 @@ pub struct ClusterSettings {
     pub dead_node_grace: u64,
     /// Threads of the runtime that runs raft, the REST API and cluster RPCs.
     pub runtime_threads: usize,
+    /// Milliseconds a peer may be without a link before it stops holding back the
+    /// acknowledgements of QoS 1/2 messages forwarded to it (what it missed is counted, and
+    /// still delivered if it comes back).
+    pub peer_ack_timeout_ms: u64,
 }
 
 impl Default for ClusterSettings {
@@ -205,6 +209,7 @@ impl Default for ClusterSettings {
             snapshot_logs: 100_000,
             dead_node_grace: 30,
             runtime_threads: 2,
+            peer_ack_timeout_ms: 3000,
         }
     }
 }
@@ -316,6 +321,9 @@ impl Config {
         }
         if c.dead_node_grace == 0 {
             errs.push("cluster.dead_node_grace must be at least 1 second".into());
+        }
+        if c.peer_ack_timeout_ms == 0 {
+            errs.push("cluster.peer_ack_timeout_ms must be at least 1".into());
         }
         if c.runtime_threads == 0 {
             errs.push("cluster.runtime_threads must be at least 1".into());

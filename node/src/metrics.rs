@@ -19,6 +19,11 @@ pub struct Metrics {
     pub dropped_too_large: AtomicU64,
     /// PUBLISH or SUBSCRIBE refused by the authorization seam.
     pub denied: AtomicU64,
+    /// Publishes for another node's subscribers dropped because that peer's queue was full.
+    pub forward_dropped: AtomicU64,
+    /// QoS 1/2 publishes acknowledged to their publisher without a peer's confirmation (it had
+    /// no link for `peer_ack_timeout_ms`); still delivered if it comes back.
+    pub forward_unconfirmed: AtomicU64,
 }
 
 /// A point-in-time copy of the counters.
@@ -35,6 +40,8 @@ pub struct Snapshot {
     pub dropped_expired: u64,
     pub dropped_too_large: u64,
     pub denied: u64,
+    pub forward_dropped: u64,
+    pub forward_unconfirmed: u64,
 }
 
 pub fn inc(counter: &AtomicU64, n: u64) {
@@ -56,6 +63,8 @@ impl Metrics {
             dropped_expired: g(&self.dropped_expired),
             dropped_too_large: g(&self.dropped_too_large),
             denied: g(&self.denied),
+            forward_dropped: g(&self.forward_dropped),
+            forward_unconfirmed: g(&self.forward_unconfirmed),
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::message::{ByteString, Bytes, Message, MessageProperties, QoS};
 pub fn publish_once(broker: &Broker) -> usize {
     let m = broker.metrics.snapshot();
     let uptime = broker.started.elapsed().as_secs();
-    let stats: [(&str, String); 12] = [
+    let stats: [(&str, String); 14] = [
         ("version", env!("CARGO_PKG_VERSION").to_string()),
         ("uptime", uptime.to_string()),
         ("clients/connected", m.connections.to_string()),
@@ -27,6 +27,11 @@ pub fn publish_once(broker: &Broker) -> usize {
         (
             "messages/dropped",
             (m.dropped_queue_full + m.dropped_expired + m.dropped_too_large).to_string(),
+        ),
+        ("cluster/forward/dropped", m.forward_dropped.to_string()),
+        (
+            "cluster/forward/unconfirmed",
+            m.forward_unconfirmed.to_string(),
         ),
     ];
     for (suffix, value) in &stats {

@@ -17,11 +17,14 @@ pub enum Applied {
     CredentialsRevoked { client_id: String },
     /// A retained message was set, or cleared (empty payload).
     Retained(Arc<RetainedRecord>),
-    /// `client_id`'s session now belongs to connection `conn_id` on node `node_id`.
+    /// `client_id`'s session now belongs to connection `conn_id` on node `node_id`; with
+    /// `resumed`, that connection continues the session (no clean start), so a previous owner
+    /// hands over what it holds instead of ending it.
     SessionOwner {
         client_id: String,
         node_id: u64,
         conn_id: u64,
+        resumed: bool,
     },
     /// A session ended (expiry, or a clean start elsewhere).
     SessionRemoved { client_id: String },

@@ -84,10 +84,18 @@ pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
             .and(caller())
             .and(body(max))
     };
+    // Every endpoint here changes broker state: administrators only.
     macro_rules! endpoint {
         ($name:literal, $handler:ident) => {
             post($name).then(|ctx: ApiContext, a: Caller, b: Bytes| async move {
-                into_reply(guarded(&ctx, &a, &b, $handler).await)
+                let admitted = match authenticate(&ctx, &a).await {
+                    Ok(caller) => caller.require_admin(),
+                    Err(e) => Err(e),
+                };
+                into_reply(match admitted {
+                    Ok(()) => $handler(&ctx, &b).await,
+                    Err(e) => Err(e),
+                })
             })
         };
     }
@@ -103,17 +111,6 @@ pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
         .or(endpoint!("unsubscribe_batch", unsubscribe_batch))
         .unify()
         .boxed()
-}
-
-/// Every endpoint here changes broker state: administrators only.
-async fn guarded(
-    ctx: &ApiContext,
-    auth: &Caller,
-    body: &[u8],
-    handler: fn(&ApiContext, &[u8]) -> ApiResult,
-) -> ApiResult {
-    authenticate(ctx, auth).await?.require_admin()?;
-    handler(ctx, body)
 }
 
 /// `topic` and the comma-separated `topics`, at least one.
@@ -193,11 +190,13 @@ fn message_id() -> String {
 #[utoipa::path(post, path = "/api/v1/mqtt/publish", tag = "mqtt", request_body = PublishBody, security(("basic" = []), ("bearer" = [])),
     responses((status = 200, description = "Routed; `data.id` and `data.matched` (sessions reached)", body = crate::response::Envelope),
               (status = 400, description = "Invalid topic, qos, encoding or payload", body = crate::error::ErrorBody)))]
-pub(crate) fn publish(ctx: &ApiContext, body: &[u8]) -> ApiResult {
+pub(crate) async fn publish(ctx: &ApiContext, body: &[u8]) -> ApiResult {
     let msgs = messages(parse(body)?)?;
+    // Routed in order, confirmed together.
+    let confirms: Vec<_> = msgs.into_iter().map(|m| ctx.node.publish(m)).collect();
     let mut matched = 0;
-    for m in msgs {
-        matched += ctx.node.publish(m)?;
+    for c in confirms {
+        matched += c.await?;
     }
     data(json!({"id": message_id(), "matched": matched}))
 }
@@ -206,11 +205,11 @@ pub(crate) fn publish(ctx: &ApiContext, body: &[u8]) -> ApiResult {
     responses((status = 200, description = "Subscribed", body = crate::response::Envelope),
               (status = 400, description = "Invalid filter or qos", body = crate::error::ErrorBody),
               (status = 404, description = "The client has no session", body = crate::error::ErrorBody)))]
-pub(crate) fn subscribe(ctx: &ApiContext, body: &[u8]) -> ApiResult {
+pub(crate) async fn subscribe(ctx: &ApiContext, body: &[u8]) -> ApiResult {
     let req: SubscribeBody = parse(body)?;
     let q = qos(req.qos)?;
     for f in topic_list(req.topic.as_deref(), req.topics.as_deref())? {
-        ctx.node.subscribe(&req.clientid, &f, q)?;
+        ctx.node.subscribe(&req.clientid, &f, q).await?;
     }
     ok()
 }
@@ -218,10 +217,10 @@ pub(crate) fn subscribe(ctx: &ApiContext, body: &[u8]) -> ApiResult {
 #[utoipa::path(post, path = "/api/v1/mqtt/unsubscribe", tag = "mqtt", request_body = UnsubscribeBody, security(("basic" = []), ("bearer" = [])),
     responses((status = 200, description = "Unsubscribed", body = crate::response::Envelope),
               (status = 404, description = "No such session or subscription", body = crate::error::ErrorBody)))]
-pub(crate) fn unsubscribe(ctx: &ApiContext, body: &[u8]) -> ApiResult {
+pub(crate) async fn unsubscribe(ctx: &ApiContext, body: &[u8]) -> ApiResult {
     let req: UnsubscribeBody = parse(body)?;
     let _ = req.qos;
-    ctx.node.unsubscribe(&req.clientid, &req.topic)?;
+    ctx.node.unsubscribe(&req.clientid, &req.topic).await?;
     ok()
 }
 
@@ -259,28 +258,34 @@ fn topic_of(v: &Value) -> String {
 
 #[utoipa::path(post, path = "/api/v1/mqtt/publish_batch", tag = "mqtt", request_body = Vec<PublishBody>, security(("basic" = []), ("bearer" = [])),
     responses((status = 200, description = "`data`: one `{topic, code}` per topic", body = crate::response::Envelope)))]
-pub(crate) fn publish_batch(ctx: &ApiContext, body: &[u8]) -> ApiResult {
-    let mut out = Vec::new();
+pub(crate) async fn publish_batch(ctx: &ApiContext, body: &[u8]) -> ApiResult {
+    // Every item is routed in order first; then the confirmations are awaited together.
+    let mut pending = Vec::new();
     for (i, v) in items(body)?.iter().enumerate() {
         match item::<PublishBody>(v, i).and_then(messages) {
-            Err(e) => out.push(result(&topic_of(v), Err(e))),
+            Err(e) => pending.push((topic_of(v), Err(e))),
             Ok(msgs) => {
                 for m in msgs {
                     let topic = m.topic.clone();
-                    out.push(result(
-                        &topic,
-                        ctx.node.publish(m).map(|_| ()).map_err(ApiError::from),
-                    ));
+                    pending.push((topic, Ok(ctx.node.publish(m))));
                 }
             }
         }
+    }
+    let mut out = Vec::with_capacity(pending.len());
+    for (topic, p) in pending {
+        let r = match p {
+            Ok(confirm) => confirm.await.map(|_| ()).map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
+        out.push(result(&topic, r));
     }
     data(out)
 }
 
 #[utoipa::path(post, path = "/api/v1/mqtt/subscribe_batch", tag = "mqtt", request_body = Vec<SubscribeBody>, security(("basic" = []), ("bearer" = [])),
     responses((status = 200, description = "`data`: one `{topic, code}` per topic", body = crate::response::Envelope)))]
-pub(crate) fn subscribe_batch(ctx: &ApiContext, body: &[u8]) -> ApiResult {
+pub(crate) async fn subscribe_batch(ctx: &ApiContext, body: &[u8]) -> ApiResult {
     let mut out = Vec::new();
     for (i, v) in items(body)?.iter().enumerate() {
         let parsed = item::<SubscribeBody>(v, i).and_then(|r| {
@@ -295,10 +300,8 @@ pub(crate) fn subscribe_batch(ctx: &ApiContext, body: &[u8]) -> ApiResult {
             Err(e) => out.push(result(&topic_of(v), Err(e))),
             Ok((filters, client, q)) => {
                 for f in filters {
-                    out.push(result(
-                        &f,
-                        ctx.node.subscribe(&client, &f, q).map_err(ApiError::from),
-                    ));
+                    let r = ctx.node.subscribe(&client, &f, q).await;
+                    out.push(result(&f, r.map_err(ApiError::from)));
                 }
             }
         }
@@ -308,14 +311,17 @@ pub(crate) fn subscribe_batch(ctx: &ApiContext, body: &[u8]) -> ApiResult {
 
 #[utoipa::path(post, path = "/api/v1/mqtt/unsubscribe_batch", tag = "mqtt", request_body = Vec<UnsubscribeBody>, security(("basic" = []), ("bearer" = [])),
     responses((status = 200, description = "`data`: one `{topic, code}` per item", body = crate::response::Envelope)))]
-pub(crate) fn unsubscribe_batch(ctx: &ApiContext, body: &[u8]) -> ApiResult {
+pub(crate) async fn unsubscribe_batch(ctx: &ApiContext, body: &[u8]) -> ApiResult {
     let mut out = Vec::new();
     for (i, v) in items(body)?.iter().enumerate() {
-        let r = item::<UnsubscribeBody>(v, i).and_then(|r| {
-            ctx.node
+        let r = match item::<UnsubscribeBody>(v, i) {
+            Ok(r) => ctx
+                .node
                 .unsubscribe(&r.clientid, &r.topic)
-                .map_err(ApiError::from)
-        });
+                .await
+                .map_err(ApiError::from),
+            Err(e) => Err(e),
+        };
         out.push(result(&topic_of(v), r));
     }
     data(out)

@@ -1,6 +1,6 @@
 //! Multi-node tests: one binary, one file per test, numbered as in openraft (`t1x` a healthy
-//! cluster, `t2x` crashes, partitions and restarts, `t3x` membership changes, `t5x` link faults,
-//! `t9x` regressions). Every test starts its own cluster (the harness runs one at a time) and
+//! cluster, `t2x` crashes, partitions and restarts, `t3x` membership changes, `t4x` MQTT across
+//! nodes, `t5x` the REST API's MQTT operations across nodes, `t9x` regressions). Every test starts its own cluster (the harness runs one at a time) and
 //! ends with `cluster.invariant_check()`.
 
 mod fixtures;
@@ -18,5 +18,11 @@ mod t24_a_lost_nodes_clients_go_offline;
 mod t30_a_fourth_node_joins_as_learner_and_is_removed;
 mod t31_a_wiped_node_rejoins;
 mod t40_messages_cross_nodes;
+mod t41_overlapping_subscriptions_across_nodes;
+mod t42_a_shared_group_spread_over_nodes;
 mod t43_a_client_id_taken_on_another_node;
 mod t44_a_persistent_session_resumes_on_another_node;
+mod t45_retained_and_will_across_nodes;
+mod t46_acknowledged_messages_survive_the_publishers_node;
+mod t48_a_route_announced_while_a_link_was_down;
+mod t50_proxy_subscriptions_on_any_node;

@@ -8,7 +8,8 @@
 //!   last write in log order);
 //! - a client id whose session now belongs to a connection on another node has its connection
 //!   here closed (0x8E), once this node's own registration of it was applied before, so an old
-//!   registration replayed late never closes the newer connection;
+//!   registration replayed late never closes the newer connection; a resumed session is handed
+//!   over with what it had not delivered;
 //! - after a snapshot install (or if this consumer fell behind), everything is rebuilt from the
 //!   registry.
 
@@ -65,11 +66,12 @@ impl Broker {
                 client_id,
                 node_id,
                 conn_id,
+                resumed,
             } => {
                 if node_id == self.node_id {
                     registered.insert(client_id, conn_id);
                 } else if let Some(mine) = registered.remove(&client_id) {
-                    self.session_moved(&client_id, mine, node_id);
+                    self.session_moved(&client_id, mine, node_id, resumed);
                 }
             }
             Applied::SessionRemoved { client_id } => {
@@ -79,14 +81,20 @@ impl Broker {
         }
     }
 
-    /// `client_id`'s session now lives on node `owner`: closes its local connection if that is
-    /// still `conn_id` (0x8E), and ends the local copy once the close went through, so this node
-    /// neither withholds its routes nor queues messages for a session that lives elsewhere. A
-    /// newer local connection is left alone.
-    fn session_moved(self: &Arc<Self>, client_id: &str, conn_id: u64, owner: u64) {
+    /// `client_id`'s session now lives on node `owner`. If the new connection resumed it, the
+    /// local copy is handed over (`handover.rs`). Otherwise this closes its local connection if
+    /// that is still `conn_id` (0x8E), and ends the local copy once the close went through, so
+    /// this node neither withholds its routes nor queues messages for a session that lives
+    /// elsewhere. A newer local connection is left alone.
+    fn session_moved(self: &Arc<Self>, client_id: &str, conn_id: u64, owner: u64, resumed: bool) {
         let Some(cell) = self.sessions.get(client_id) else {
             return;
         };
+        let attached = cell.lock().conn.as_ref().map(|l| l.conn_id);
+        if resumed && attached.is_none_or(|c| c == conn_id) {
+            self.detach_moved(client_id);
+            return;
+        }
         let (link, generation, username) = {
             let inner = cell.lock();
             (inner.conn.clone(), inner.generation, inner.username.clone())

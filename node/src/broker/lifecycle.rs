@@ -113,6 +113,13 @@ impl Broker {
         };
         let window = usize::from(req.receive_max.min(self.limits.max_inflight).max(1));
         let link = ConnLink::new(self.next_conn_id.fetch_add(1, Ordering::Relaxed));
+        // A session resumed from another node is taken over from it after registering.
+        let previous_owner = if req.clean_start {
+            None
+        } else {
+            self.session_owner(&client_id)
+                .filter(|n| *n != self.node_id)
+        };
         // The cluster learns who owns the client id before the client hears CONNACK.
         let registered = self
             .meta
@@ -166,6 +173,10 @@ impl Broker {
             // Not here, but maybe on another node: its subscriptions are in the replicated
             // record (this connection's registration, applied by now, kept them).
             present = self.resume_from_record(&opened.cell, &client);
+            // What the previous node had not delivered, if it is alive to hand it over.
+            if let Some(from) = previous_owner {
+                present |= self.take_over_from(from, &opened.cell).await;
+            }
             // Its subscriptions are live cluster-wide by CONNACK, as after a SUBACK.
             if present && let Some(settled) = self.routes_settled() {
                 settled.await;

@@ -10,10 +10,14 @@
 //! - `persist.rs`: what the broker records in the replicated store, and restoring it at start-up
 //! - `applied.rs`: following writes applied on any node (kicks, retained messages, takeovers)
 //! - `remote.rs`: routes to other nodes' subscribers and the `Peering` seam that forwards to them
+//! - `proxy.rs`: subscriptions an operator adds to or removes from a client's session
+//! - `handover.rs`: a persistent session moving to another node with what it had not delivered
 
 mod applied;
+mod handover;
 mod lifecycle;
 mod persist;
+mod proxy;
 mod remote;
 mod subscribe;
 
@@ -21,9 +25,11 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
+pub use handover::Takeover;
 pub use lifecycle::{Accepted, Closed, ConnectRefused, ConnectRequest};
 pub(crate) use persist::{retained_message, retained_record};
-pub use remote::Peering;
+pub use proxy::{ProxyError, ProxyOp};
+pub use remote::{Confirm, PeerTarget, Peering, Published, Want};
 pub use subscribe::{SubRequest, SubResult};
 
 use crate::auth::{Authenticator, ClientInfo};
@@ -31,7 +37,7 @@ use crate::config::MqttConfig;
 use crate::message::{Message, Will};
 use crate::metrics::{Metrics, inc};
 use crate::retain::RetainStore;
-use crate::routing::{Router, Target};
+use crate::routing::{Groups, Router, Target};
 use crate::session::{Pushed, Sessions};
 use realmq_raft_store::client::Writer;
 
@@ -61,13 +67,16 @@ pub struct Broker {
     /// The replicated state: a session resumed on this node after living on another is
     /// rebuilt from its record.
     registry: realmq_raft_store::Registry,
-    /// Local subscriptions per plain filter: a filter's first and last subscriber are
-    /// announced to the peers (`remote.rs`).
-    local_filters: parking_lot::Mutex<std::collections::HashMap<Box<str>, usize>>,
+    /// Local subscriptions per route (plain filter, or shared group and filter): a route's
+    /// first and last subscriber are announced to the peers (`remote.rs`).
+    local_routes: parking_lot::Mutex<std::collections::HashMap<Box<str>, usize>>,
     /// What the peers announced, and whether there is anything in it (the hot path's check).
     remote: parking_lot::RwLock<remote::RemoteRoutes>,
     has_remote: std::sync::atomic::AtomicBool,
     peering: std::sync::OnceLock<Arc<dyn Peering>>,
+    takeover: std::sync::OnceLock<Arc<dyn Takeover>>,
+    /// Sessions that moved to another node, waiting for it to take their messages.
+    stash: handover::Stash,
 }
 
 impl Broker {
@@ -89,22 +98,45 @@ impl Broker {
             started: Instant::now(),
             auth,
             runtime,
-            next_conn_id: AtomicU64::new(1),
+            next_conn_id: AtomicU64::new(boot_epoch()),
             meta,
             registry,
-            local_filters: Default::default(),
+            local_routes: Default::default(),
             remote: Default::default(),
             has_remote: Default::default(),
             peering: Default::default(),
+            takeover: Default::default(),
+            stash: Default::default(),
         })
     }
 
     /// Authorizes and routes a message. `from` is the publishing client; `None` for messages the
-    /// broker itself originates (`$SYS`). Returns the number of sessions it was queued for.
+    /// broker itself originates (`$SYS`). Returns the sessions it was queued for here plus the
+    /// peers it was forwarded to, and for QoS 1/2 with peers, what resolves once they have it.
     ///
     /// Never awaits: a QoS 0 PUBLISH is routed before the handler returns, so a client's
     /// DISCONNECT right behind it cannot overtake it.
-    pub fn publish(&self, from: Option<&ClientInfo>, msg: Message) -> Result<usize, PublishError> {
+    pub fn publish(
+        &self,
+        from: Option<&ClientInfo>,
+        msg: Message,
+    ) -> Result<Published, PublishError> {
+        let want = remote::want_for(msg.qos);
+        self.publish_wanting(from, msg, want)
+    }
+
+    /// `publish` for the REST API: whatever the QoS, the confirmation reports how many sessions
+    /// the peers reached, so the answer's `matched` is cluster-wide.
+    pub fn publish_counted(&self, msg: Message) -> Result<Published, PublishError> {
+        self.publish_wanting(None, msg, Want::Count)
+    }
+
+    fn publish_wanting(
+        &self,
+        from: Option<&ClientInfo>,
+        msg: Message,
+        want: Want,
+    ) -> Result<Published, PublishError> {
         if let Some(client) = from
             && !self.auth.may_publish(client, &msg.topic)
         {
@@ -116,14 +148,18 @@ impl Broker {
             self.retained.set(msg.clone());
             self.persist_retained(&msg);
         }
-        let local = self.route(&msg);
-        self.forward(&msg);
-        Ok(local)
+        let local = self.route(&msg, Groups::All);
+        let (peers, confirm) = self.forward(&msg, want);
+        Ok(Published {
+            local,
+            peers,
+            confirm,
+        })
     }
 
-    fn route(&self, msg: &Arc<Message>) -> usize {
+    fn route(&self, msg: &Arc<Message>, groups: Groups<'_>) -> usize {
         let mut targets: Vec<Target> = Vec::new();
-        self.router.route(msg, &mut targets);
+        self.router.route(msg, groups, &mut targets);
         let n = targets.len();
         for t in targets {
             if t.session.deliver(t.delivery) == Pushed::DroppedFull {
@@ -150,4 +186,14 @@ impl Broker {
             tracing::info!(client_id = %client.client_id, error = %e, "will message not published");
         }
     }
+}
+
+/// Where this process's connection ids start: the boot time in seconds, shifted so that ids stay
+/// unique across restarts of a node (the replicated session record names a connection by node
+/// and id) while staying below 2^53 (exact in JSON).
+fn boot_epoch() -> u64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (secs << 20) | 1
 }

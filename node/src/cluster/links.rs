@@ -4,43 +4,60 @@
 //! route announcements and the publishes it forwards to that peer's subscribers, batched: each
 //! frame takes everything queued since the last one. On every (re)connect the link first sends
 //! the whole route set, taken under the same lock that orders route changes, so the peer's view
-//! is exact from then on; a link that fails is reconnected after a pause. Links follow the raft
+//! is exact from then on; a link that fails is reconnected with backoff. Links follow the raft
 //! membership: a member gets one, a node that leaves loses it and its routes.
 //!
-//! Route changes are numbered; the peer acknowledges them as it applies them, and `settled`
+//! Route changes are numbered; the peer acknowledges them as it applies them, and `settle`
 //! lets a SUBACK wait until every connected peer knows every route announced before it (within
 //! `SETTLE_BOUND`; a peer without a live link gets the route in its next dump).
 //!
-//! Not yet: acknowledgements of publishes (a QoS 1/2 publisher is answered after local delivery
-//! and queueing for the peers), and a bound that blocks rather than drops (a peer's queue keeps
-//! at most `MAX_QUEUED` publishes; beyond that new ones are dropped and counted).
+//! Publishes are numbered per link (with an epoch chosen per process); the peer acknowledges
+//! them once they are in its sessions. A QoS 1/2 publish stays queued until acknowledged and is
+//! resent after a reconnect (the peer skips numbers it already delivered), and its publisher's
+//! acknowledgement waits for the confirmation, or until the peer has been without a link for
+//! `peer_ack_timeout_ms` (counted as unconfirmed); a link over which nothing was acknowledged
+//! for that long counts as down (a peer that died without closing its sockets) and is
+//! restarted. QoS 0 is sent once. A peer's queue holds at
+//! most `MAX_QUEUED` publishes; beyond that new ones are dropped and counted.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use parking_lot::Mutex;
 use realmq_proto as pb;
 use realmq_raft_store::typ::{NodeId, Raft};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming};
 
 use super::network::{Peers, describe};
 use super::wire;
-use crate::broker::{Broker, Peering};
-use crate::message::Message;
+use crate::broker::{Broker, Confirm, PeerTarget, Peering, Want};
+use crate::message::{Message, QoS};
+use crate::metrics::inc;
 use realmq_raft_store::client::BoxFuture;
 
-/// Publishes queued per peer at most.
+/// Publishes queued (or sent and not yet acknowledged) per peer at most.
 const MAX_QUEUED: usize = 100_000;
 /// Publishes per frame at most.
 const MAX_FRAME: usize = 1024;
-const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
+/// Reconnect backoff: doubling from the first pause up to the last.
+const RECONNECT_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
 /// How long a SUBACK waits at most for the peers to acknowledge a route.
 const SETTLE_BOUND: Duration = Duration::from_secs(2);
+
+/// A publish on its way to one peer.
+struct Queued {
+    seq: u64,
+    message: bytes::Bytes,
+    groups: Vec<String>,
+    /// QoS 1/2: kept until acknowledged, resent after a reconnect.
+    resend: bool,
+    count: bool,
+    /// When it was last sent (`None`: not yet on this connection).
+    sent: Option<Instant>,
+}
 
 /// What is waiting to go to one peer.
 #[derive(Default)]
@@ -48,40 +65,97 @@ struct Pending {
     changes: Vec<pb::RouteChange>,
     /// The sequence number of the last change in `changes`.
     route_seq: u64,
-    publishes: VecDeque<bytes::Bytes>,
+    /// Not sent yet on the current connection.
+    publishes: VecDeque<Queued>,
+    /// Sent and waiting for the peer's acknowledgement (QoS 1/2, or counted).
+    unacked: VecDeque<Queued>,
+    /// The last publish sequence number given out on this link.
+    publish_seq: u64,
+    /// Who waits for the number of sessions a counted publish reached.
+    counts: HashMap<u64, oneshot::Sender<u32>>,
+}
+
+impl Pending {
+    fn len(&self) -> usize {
+        self.publishes.len() + self.unacked.len()
+    }
+
+    /// A new connection: what the last one sent without an acknowledgement goes first (QoS 0
+    /// is not resent; a count nobody will report is given up).
+    fn requeue(&mut self) {
+        let mut again = VecDeque::with_capacity(self.unacked.len() + self.publishes.len());
+        for mut q in self.unacked.drain(..) {
+            if q.resend {
+                q.sent = None;
+                again.push_back(q);
+            } else {
+                self.counts.remove(&q.seq);
+            }
+        }
+        again.extend(self.publishes.drain(..));
+        self.publishes = again;
+    }
+
+    /// The peer has everything through `seq` in its sessions.
+    fn acknowledged(&mut self, seq: u64, counts: Vec<pb::Count>) {
+        while self.unacked.front().is_some_and(|q| q.seq <= seq) {
+            self.unacked.pop_front();
+        }
+        for c in counts {
+            if let Some(tx) = self.counts.remove(&c.seq) {
+                let _ = tx.send(c.matched);
+            }
+        }
+    }
+}
+
+/// What the peer acknowledged, as publishers and SUBACKs wait for it.
+#[derive(Debug, Clone, Copy)]
+struct Acked {
+    /// Route changes acknowledged on the current connection, through this sequence number.
+    routes: u64,
+    /// Publishes acknowledged on this link, through this sequence number.
+    publishes: u64,
+    /// Since when the link is down (`None`: up).
+    down_since: Option<Instant>,
 }
 
 struct Link {
     pending: Mutex<Pending>,
     notify: Notify,
     stop: CancellationToken,
-    /// Route changes the peer acknowledged on this connection, through this sequence number;
-    /// and since when the link is down (`None`: up).
-    acked: tokio::sync::watch::Sender<(u64, Option<Instant>)>,
+    acked: watch::Sender<Acked>,
 }
 
 /// The node's links to its peers; the broker's `Peering`.
 pub struct Links {
     me: NodeId,
+    /// Makes this process's publish sequence numbers unique, so a peer never mistakes a
+    /// restarted node's publishes for ones it already delivered.
+    epoch: u64,
     peers: Peers,
-    broker: OnceLock<Arc<Broker>>,
+    ack_timeout: Duration,
+    pub(super) broker: OnceLock<Arc<Broker>>,
     links: Mutex<HashMap<NodeId, Arc<Link>>>,
     /// The last route change's sequence number (changes are numbered under the broker's lock
     /// that orders them).
     route_seq: AtomicU64,
-    /// Publishes dropped because a peer's queue was full.
-    pub dropped: AtomicU64,
+    /// Receiving side (`peer.rs`): per sending peer, its epoch and the last publish delivered
+    /// from it.
+    pub(super) delivered: Mutex<HashMap<NodeId, (u64, u64)>>,
 }
 
 impl Links {
-    pub fn new(me: NodeId, peers: Peers) -> Arc<Links> {
+    pub fn new(me: NodeId, peers: Peers, ack_timeout: Duration) -> Arc<Links> {
         Arc::new(Links {
             me,
+            epoch: rand::random::<u64>() | 1,
             peers,
+            ack_timeout,
             broker: OnceLock::new(),
             links: Mutex::new(HashMap::new()),
             route_seq: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
+            delivered: Mutex::new(HashMap::new()),
         })
     }
 
@@ -119,7 +193,11 @@ impl Links {
                     pending: Mutex::new(Pending::default()),
                     notify: Notify::new(),
                     stop: CancellationToken::new(),
-                    acked: tokio::sync::watch::Sender::new((0, Some(Instant::now()))),
+                    acked: watch::Sender::new(Acked {
+                        routes: 0,
+                        publishes: 0,
+                        down_since: Some(Instant::now()),
+                    }),
                 });
                 links.insert(*id, link.clone());
                 tokio::spawn(self.clone().run(*id, node.clone(), link));
@@ -148,11 +226,21 @@ impl Links {
         link: Arc<Link>,
     ) {
         let mut warned = false;
+        let mut pause = RECONNECT_PAUSE.0;
         while !link.stop.is_cancelled() {
             let result = self.connect_once(peer, &node, &link).await;
-            link.acked.send_modify(|a| a.1 = Some(Instant::now()));
+            // Down since the first failure: a peer that keeps failing to come back must not
+            // look freshly down on every attempt.
+            link.acked.send_modify(|a| {
+                a.down_since.get_or_insert_with(Instant::now);
+            });
             match result {
-                Ok(()) => warned = false,
+                Ok(up) => {
+                    warned = false;
+                    if up {
+                        pause = RECONNECT_PAUSE.0;
+                    }
+                }
                 Err(e) if !warned => {
                     tracing::warn!(peer, error = %e, "link to peer down; reconnecting");
                     warned = true;
@@ -161,17 +249,21 @@ impl Links {
             }
             tokio::select! {
                 () = link.stop.cancelled() => return,
-                () = tokio::time::sleep(RECONNECT_PAUSE) => {}
+                () = tokio::time::sleep(pause) => {}
             }
+            pause = (pause * 2).min(RECONNECT_PAUSE.1);
         }
+        // Whoever still waits for this peer stops waiting: it left the cluster.
+        link.pending.lock().counts.clear();
     }
 
+    /// One connection of the link; `Ok(true)` if it was up and ended cleanly.
     async fn connect_once(
         &self,
         peer: NodeId,
         node: &realmq_raft_store::NodeAddr,
         link: &Link,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let broker = self.broker.get().ok_or("no broker yet")?;
         let addr = self
             .peers
@@ -183,10 +275,13 @@ impl Links {
             .max_decoding_message_size(super::MAX_MESSAGE);
         let (tx, rx) = mpsc::channel::<pb::PeerFrame>(4);
         // The whole route set first, and no change queued before it is sent after it.
-        let dump = broker.with_local_filters(|filters| {
-            link.pending.lock().changes.clear();
+        let dump = broker.with_local_routes(|filters| {
+            let mut p = link.pending.lock();
+            p.changes.clear();
+            p.requeue();
             pb::PeerFrame {
                 from: self.me,
+                epoch: self.epoch,
                 dump: Some(pb::RouteDump { filters }),
                 route_seq: self.route_seq.load(Ordering::Acquire),
                 ..Default::default()
@@ -198,41 +293,90 @@ impl Links {
             .await
             .map_err(|s| describe(&s))?
             .into_inner();
-        // Up from now, with nothing of this connection acknowledged yet: a SUBACK waits for this
-        // peer's acknowledgement of the dump or of its own change.
-        link.acked.send_replace((0, None));
+        // Up from now, with no route change of this connection acknowledged yet: a SUBACK
+        // waits for this peer's acknowledgement of the dump or of its own change.
+        link.acked.send_modify(|a| {
+            a.routes = 0;
+            a.down_since = None;
+        });
         loop {
-            // Everything queued (also while the link was down), then wait for more.
-            loop {
-                let frame = {
-                    let mut p = link.pending.lock();
-                    if p.changes.is_empty() && p.publishes.is_empty() {
-                        break;
-                    }
-                    let n = p.publishes.len().min(MAX_FRAME);
-                    let changes = std::mem::take(&mut p.changes);
-                    pb::PeerFrame {
-                        from: self.me,
-                        dump: None,
-                        route_seq: if changes.is_empty() { 0 } else { p.route_seq },
-                        changes,
-                        publishes: p.publishes.drain(..n).collect(),
-                    }
-                };
-                if tx.send(frame).await.is_err() {
-                    return Err("the link closed".into());
-                }
-            }
+            // Sending and reading acknowledgements go together: waiting for room to send while
+            // the peer waits for room to acknowledge would deadlock.
+            let (pending, stalled_since) = {
+                let p = link.pending.lock();
+                let pending = !p.changes.is_empty() || !p.publishes.is_empty();
+                (pending, p.unacked.front().and_then(|q| q.sent))
+            };
+            // A peer that acknowledges nothing for `ack_timeout` is as good as gone: the link
+            // is restarted, and counts as down since the oldest unacknowledged frame left.
+            let stall = tokio::time::Instant::from_std(
+                stalled_since.map_or_else(Instant::now, |t| t + self.ack_timeout),
+            );
             tokio::select! {
                 ack = acks.message() => match ack {
-                    Ok(Some(a)) => link.acked.send_modify(|v| v.0 = v.0.max(a.routes)),
+                    Ok(Some(a)) => {
+                        if a.publishes > 0 {
+                            link.pending.lock().acknowledged(a.publishes, a.counts);
+                        }
+                        link.acked.send_modify(|v| {
+                            v.routes = v.routes.max(a.routes);
+                            v.publishes = v.publishes.max(a.publishes);
+                        });
+                    }
                     Ok(None) => return Err("the peer closed the link".into()),
                     Err(s) => return Err(describe(&s)),
                 },
-                () = link.notify.notified() => {}
-                () = link.stop.cancelled() => return Ok(()),
+                permit = tx.reserve(), if pending => {
+                    let permit = permit.map_err(|_| "the link closed".to_string())?;
+                    if let Some(frame) = self.next_frame(link) {
+                        permit.send(frame);
+                    }
+                }
+                () = link.notify.notified(), if !pending => {}
+                () = tokio::time::sleep_until(stall), if stalled_since.is_some() => {
+                    link.acked.send_modify(|a| a.down_since = stalled_since);
+                    return Err(format!(
+                        "the peer acknowledged nothing for {:?}",
+                        self.ack_timeout
+                    ));
+                }
+                () = link.stop.cancelled() => return Ok(true),
             }
         }
+    }
+
+    /// The next frame of queued route changes and publishes, if anything is queued; what must
+    /// be acknowledged moves to `unacked`.
+    fn next_frame(&self, link: &Link) -> Option<pb::PeerFrame> {
+        let mut p = link.pending.lock();
+        if p.changes.is_empty() && p.publishes.is_empty() {
+            return None;
+        }
+        let n = p.publishes.len().min(MAX_FRAME);
+        let changes = std::mem::take(&mut p.changes);
+        let route_seq = if changes.is_empty() { 0 } else { p.route_seq };
+        let mut publishes = Vec::with_capacity(n);
+        let now = Instant::now();
+        for mut q in p.publishes.drain(..n).collect::<Vec<_>>() {
+            publishes.push(pb::Forwarded {
+                seq: q.seq,
+                message: q.message.clone(),
+                groups: q.groups.clone(),
+                count: q.count,
+            });
+            if q.resend || q.count {
+                q.sent = Some(now);
+                p.unacked.push_back(q);
+            }
+        }
+        Some(pb::PeerFrame {
+            from: self.me,
+            epoch: self.epoch,
+            dump: None,
+            route_seq,
+            changes,
+            publishes,
+        })
     }
 
     /// Resolves once every peer acknowledged every route change made so far, or after
@@ -247,8 +391,8 @@ impl Links {
             .values()
             .map(|l| l.acked.subscribe())
             .filter(|rx| {
-                let (acked, down) = *rx.borrow();
-                acked < target && down.is_none_or(|t| t.elapsed() < SETTLE_BOUND)
+                let a = *rx.borrow();
+                a.routes < target && a.down_since.is_none_or(|t| t.elapsed() < SETTLE_BOUND)
             })
             .collect();
         if waiting.is_empty() {
@@ -256,20 +400,53 @@ impl Links {
         }
         Some(Box::pin(async move {
             let all = futures::future::join_all(waiting.into_iter().map(|mut rx| async move {
-                let _ = rx.wait_for(|(acked, _)| *acked >= target).await;
+                let _ = rx.wait_for(|a| a.routes >= target).await;
             }));
             let _ = tokio::time::timeout(SETTLE_BOUND, all).await;
         }))
     }
 }
 
+/// Waits for one peer to confirm publish `seq` (and report its count, if asked): `None` if the
+/// peer has been without a link for `bound`, or left the cluster.
+async fn confirmed(
+    mut acked: watch::Receiver<Acked>,
+    seq: u64,
+    mut count: Option<oneshot::Receiver<u32>>,
+    bound: Duration,
+) -> Option<usize> {
+    loop {
+        let a = *acked.borrow_and_update();
+        if count.is_none() && a.publishes >= seq {
+            return Some(0);
+        }
+        let deadline = a.down_since.map(|t| t + bound);
+        if deadline.is_some_and(|d| d <= Instant::now()) {
+            return None;
+        }
+        // Far enough never to fire while the link is up (the branch is off then anyway).
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(
+            deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400)),
+        ));
+        tokio::select! {
+            changed = acked.changed() => if changed.is_err() {
+                return None;
+            },
+            n = async { count.as_mut().expect("guarded by the branch condition").await }, if count.is_some() => {
+                return n.ok().map(|n| n as usize);
+            }
+            () = sleep, if deadline.is_some() => {}
+        }
+    }
+}
+
 impl Peering for Links {
-    fn route_changed(&self, filter: &str, added: bool) {
+    fn route_changed(&self, route: &str, added: bool) {
         let seq = self.route_seq.fetch_add(1, Ordering::AcqRel) + 1;
         for link in self.links.lock().values() {
             let mut p = link.pending.lock();
             p.changes.push(pb::RouteChange {
-                filter: filter.to_string(),
+                filter: route.to_string(),
                 added,
             });
             p.route_seq = seq;
@@ -282,91 +459,62 @@ impl Peering for Links {
         self.settle()
     }
 
-    fn forward(&self, msg: &Arc<Message>, peers: &[u64]) {
+    fn forward(&self, msg: &Arc<Message>, targets: &[PeerTarget], want: Want) -> Option<Confirm> {
+        let broker = self.broker.get()?;
         let encoded = match wire::encode_message(msg) {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "a message could not be encoded for a peer");
-                return;
+                return None;
             }
         };
+        let mut waits = Vec::new();
         let links = self.links.lock();
-        for peer in peers {
-            let Some(link) = links.get(peer) else {
+        for t in targets {
+            let Some(link) = links.get(&t.peer) else {
                 continue;
             };
             let mut p = link.pending.lock();
-            if p.publishes.len() >= MAX_QUEUED {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+            if p.len() >= MAX_QUEUED {
+                inc(&broker.metrics.forward_dropped, 1);
                 continue;
             }
-            p.publishes.push_back(encoded.clone());
+            p.publish_seq += 1;
+            let seq = p.publish_seq;
+            let count = (want == Want::Count).then(|| {
+                let (tx, rx) = oneshot::channel();
+                p.counts.insert(seq, tx);
+                rx
+            });
+            p.publishes.push_back(Queued {
+                seq,
+                message: encoded.clone(),
+                groups: t.groups.clone(),
+                resend: msg.qos != QoS::AtMostOnce,
+                count: count.is_some(),
+                sent: None,
+            });
             drop(p);
             link.notify.notify_one();
-        }
-    }
-}
-
-/// The receiving side: a peer's link into this node's broker.
-pub struct PeerService(pub Arc<Links>);
-
-type AckStream =
-    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::PeerAck, Status>> + Send + 'static>>;
-
-#[tonic::async_trait]
-impl pb::peer_server::Peer for PeerService {
-    type LinkStream = AckStream;
-
-    async fn link(
-        &self,
-        req: Request<Streaming<pb::PeerFrame>>,
-    ) -> Result<Response<AckStream>, Status> {
-        let broker = self
-            .0
-            .broker
-            .get()
-            .cloned()
-            .ok_or_else(|| Status::unavailable("this node is still starting"))?;
-        let mut stream = req.into_inner();
-        let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(async move {
-            while let Some(frame) = stream.next().await {
-                let Ok(frame) = frame else { return };
-                apply(&broker, frame, &tx).await;
+            if want != Want::Nothing {
+                waits.push((link.acked.subscribe(), seq, count));
             }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
-    }
-}
-
-/// Applies one frame from a peer, acknowledging its route changes once they are in the table.
-async fn apply(
-    broker: &Broker,
-    frame: pb::PeerFrame,
-    acks: &mpsc::Sender<Result<pb::PeerAck, Status>>,
-) {
-    let from = frame.from;
-    if let Some(dump) = frame.dump {
-        broker.set_peer_routes(from, dump.filters);
-    }
-    for c in frame.changes {
-        broker.peer_route_changed(from, &c.filter, c.added);
-    }
-    if frame.route_seq > 0 {
-        let _ = acks
-            .send(Ok(pb::PeerAck {
-                routes: frame.route_seq,
-            }))
-            .await;
-    }
-    for p in frame.publishes {
-        match wire::decode_message(&p) {
-            Ok(msg) => {
-                broker.deliver_forwarded(msg);
-            }
-            Err(e) => tracing::warn!(peer = from, error = %e, "undecodable forwarded message"),
         }
+        drop(links);
+        if waits.is_empty() {
+            return None;
+        }
+        let bound = self.ack_timeout;
+        let broker = broker.clone();
+        Some(Box::pin(async move {
+            let mut matched = 0;
+            for (acked, seq, count) in waits {
+                match confirmed(acked, seq, count, bound).await {
+                    Some(n) => matched += n,
+                    None => inc(&broker.metrics.forward_unconfirmed, 1),
+                }
+            }
+            matched
+        }))
     }
 }

@@ -6,6 +6,8 @@
 //! - `membership.rs`: forming the cluster once, joining and promotion, removal, the member list
 //! - `dead.rs`: the leader marks clients of nodes unreachable past a grace period disconnected
 //! - `links.rs`: MQTT between nodes: route announcements and forwarded publishes, one link per peer
+//! - `peer.rs`: the receiving side of the links (the `Peer` service)
+//! - `sessions.rs`: requests to the node holding a session: proxy subscriptions, handover
 //! - `topology.rs`: who the peers are, from `--peers` or Kubernetes StatefulSet names
 //! - `wire.rs`: how raft payloads fill the proto envelopes
 //!
@@ -15,7 +17,9 @@ mod dead;
 mod links;
 mod membership;
 mod network;
+mod peer;
 mod server;
+mod sessions;
 pub mod topology;
 mod wire;
 
@@ -100,8 +104,12 @@ pub async fn start(
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     let cluster_svc = pb::cluster_server::ClusterServer::new(ClusterService(shared.clone()));
-    let links = links::Links::new(topology.id, shared.peers.clone());
-    let peer_svc = pb::peer_server::PeerServer::new(links::PeerService(links.clone()))
+    let links = links::Links::new(
+        topology.id,
+        shared.peers.clone(),
+        std::time::Duration::from_millis(c.peer_ack_timeout_ms),
+    );
+    let peer_svc = pb::peer_server::PeerServer::new(peer::PeerService(links.clone()))
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
     // Without nodelay, small replies wait for the peer's delayed ACK (about 40 ms each); the
@@ -193,12 +201,30 @@ async fn local_status(s: &Shared, digest: bool) -> Result<pb::StatusReply, Strin
 impl Cluster {
     /// Connects the broker to the other nodes: routes announced both ways, publishes forwarded.
     pub fn link_broker(&self, broker: Arc<crate::broker::Broker>) {
+        broker.set_takeover(Arc::new(sessions::Handovers(self.shared.clone())));
         self.links.start(broker, self.shared.raft.clone());
     }
 
     /// Where `GET /nodes` gets each member's MQTT connection count on this node.
     pub fn count_connections(&self, f: Arc<dyn Fn() -> u64 + Send + Sync>) {
         let _ = self.shared.connections.set(f);
+    }
+
+    /// Applies a proxy subscribe / unsubscribe on the node holding `client_id`'s session.
+    pub fn proxy(
+        &self,
+        client_id: &str,
+        op: crate::broker::ProxyOp,
+    ) -> BoxFuture<'static, Result<(), crate::broker::ProxyError>> {
+        let shared = self.shared.clone();
+        let broker = self.links.broker.get().cloned();
+        let client_id = client_id.to_string();
+        Box::pin(async move {
+            let broker = broker.ok_or_else(|| {
+                crate::broker::ProxyError::Unavailable("this node is still starting".into())
+            })?;
+            sessions::proxy(&shared, &broker, &client_id, op).await
+        })
     }
 
     pub fn nodes(&self, digest: bool) -> BoxFuture<'static, Vec<NodeInfo>> {

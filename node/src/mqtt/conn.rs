@@ -25,8 +25,7 @@ use ntex_bytes::{BytePages, Bytes, BytesMut};
 use ntex_mqtt::{v3, v5};
 
 use crate::auth::ClientInfo;
-use crate::broker::PublishError;
-use crate::broker::{Broker, Closed};
+use crate::broker::{Broker, Closed, Confirm, PublishError, Published};
 use crate::message::{ByteString, CloseReason, Delivery, Message, QoS, Will};
 use crate::metrics::inc;
 use crate::session::{ConnLink, Outgoing, SessionCell};
@@ -235,11 +234,23 @@ impl Wire {
 /// What became of an inbound PUBLISH; the adapter turns it into PUBACK / PUBREC.
 pub(super) enum Inbound {
     Routed {
+        /// Sessions reached here plus peers it was forwarded to.
         matched: usize,
+        /// For QoS 1/2 forwarded to peers: the acknowledgement waits for this.
+        confirm: Option<Confirm>,
     },
     /// A QoS 2 re-send of a flow already routed: acknowledge again, do not route twice.
     Duplicate,
     Denied,
+}
+
+/// A PUBACK / PUBREC and what it waits for first: the peers' confirmation of a message
+/// forwarded to their subscribers. Acknowledgements leave in the order the PUBLISHes came
+/// [MQTT-4.6.0-2], so one that waits holds back those behind it (v5: ntex's dispatcher keeps
+/// replies in order; 3.1.1: `v3::run` queues them).
+pub(super) struct Ack<E> {
+    pub(super) packet: E,
+    pub(super) after: Option<Confirm>,
 }
 
 pub(crate) struct Conn {
@@ -468,11 +479,18 @@ impl Conn {
             return Inbound::Duplicate;
         }
         match self.broker.publish(Some(&self.client), msg) {
-            Ok(matched) => {
+            Ok(Published {
+                local,
+                peers,
+                confirm,
+            }) => {
                 if let Some(id) = qos2 {
                     self.session.lock().state.begin_inbound_qos2(id);
                 }
-                Inbound::Routed { matched }
+                Inbound::Routed {
+                    matched: local + peers,
+                    confirm,
+                }
             }
             Err(PublishError::NotAuthorized) => Inbound::Denied,
         }

@@ -8,6 +8,7 @@
 //! flows and `Broker`), writes what the session has queued when `ConnLink` wakes it, and enforces
 //! the keep-alive → `Conn::finish` reports the disconnect.
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use ntex_mqtt::v3::codec::{
 };
 use ntex_mqtt::v5::codec::DisconnectReasonCode as Dr;
 
-use super::conn::{Conn, Partial, PubRecReply, Wire};
+use super::conn::{Ack, Conn, Inbound, Partial, PubRecReply, Wire};
 use super::linger::Socket;
 use super::{qos_in, qos_out};
 use crate::broker::{Broker, ConnectRefused, ConnectRequest, SubRequest, SubResult};
@@ -152,6 +153,8 @@ async fn run(io: &Io, conn: &Conn, keep_alive: Seconds) {
         return;
     };
     let partial = Partial::default();
+    // PUBACK / PUBREC waiting for peers to confirm a forwarded message, in arrival order.
+    let mut held: VecDeque<Ack<Encoded>> = VecDeque::new();
     io.start_timer(keep_alive);
     conn.resume();
     while !io.is_closed() {
@@ -162,6 +165,10 @@ async fn run(io: &Io, conn: &Conn, keep_alive: Seconds) {
                 conn.on_woken();
                 continue;
             }
+            () = confirmed(&mut held), if !held.is_empty() => {
+                release(io, codec, &mut held);
+                continue;
+            }
         };
         match event {
             Event::Packet(Decoded::Packet(Packet::Disconnect, size)) => {
@@ -169,10 +176,17 @@ async fn run(io: &Io, conn: &Conn, keep_alive: Seconds) {
                 conn.clear_will();
                 break;
             }
+            Event::Packet(packet @ (Decoded::Publish(..) | Decoded::PayloadChunk(..))) => {
+                io.start_timer(keep_alive);
+                if let Some(ack) = publish(conn, &partial, packet) {
+                    held.push_back(ack);
+                    release(io, codec, &mut held);
+                }
+            }
             Event::Packet(packet) => {
                 io.start_timer(keep_alive);
                 let subscribed = matches!(packet, Decoded::Packet(Packet::Subscribe { .. }, _));
-                if let Some(reply) = handle(conn, &partial, packet) {
+                if let Some(reply) = handle(conn, packet) {
                     // A SUBACK goes out once the other nodes know the new routes.
                     if subscribed && let Some(settled) = conn.broker.routes_settled() {
                         settled.await;
@@ -191,8 +205,37 @@ async fn run(io: &Io, conn: &Conn, keep_alive: Seconds) {
     }
 }
 
-/// One decoded packet: its effect, and the reply to encode, if any.
-fn handle(conn: &Conn, partial: &Partial<codec::Publish>, req: Decoded) -> Option<Encoded> {
+/// Resolves once the first held acknowledgement may go.
+async fn confirmed(held: &mut VecDeque<Ack<Encoded>>) {
+    if let Some(Ack {
+        after: after @ Some(_),
+        ..
+    }) = held.front_mut()
+    {
+        if let Some(confirm) = after.as_mut() {
+            confirm.await;
+        }
+        *after = None;
+    }
+}
+
+/// Writes the held acknowledgements from the front whose confirmations are in.
+fn release(io: &Io, codec: &codec::Codec, held: &mut VecDeque<Ack<Encoded>>) {
+    while let Some(front) = held.front_mut() {
+        if let Some(confirm) = front.after.as_mut() {
+            if futures::FutureExt::now_or_never(confirm).is_none() {
+                return;
+            }
+            front.after = None;
+        }
+        if let Some(ack) = held.pop_front() {
+            let _ = io.encode(ack.packet, codec);
+        }
+    }
+}
+
+/// A PUBLISH (or the rest of its payload): its effect, and its acknowledgement, if any.
+fn publish(conn: &Conn, partial: &Partial<codec::Publish>, req: Decoded) -> Option<Ack<Encoded>> {
     match req {
         Decoded::Publish(pkt, payload, size) => {
             conn.received(size);
@@ -203,6 +246,14 @@ fn handle(conn: &Conn, partial: &Partial<codec::Publish>, req: Decoded) -> Optio
         Decoded::PayloadChunk(chunk, eof) => partial
             .chunk(conn, chunk, eof)
             .and_then(|(pkt, payload)| publish_in(conn, pkt, payload)),
+        Decoded::Packet(..) => None,
+    }
+}
+
+/// Any other decoded packet: its effect, and the reply to encode, if any.
+fn handle(conn: &Conn, req: Decoded) -> Option<Encoded> {
+    match req {
+        Decoded::Publish(..) | Decoded::PayloadChunk(..) => None,
         Decoded::Packet(packet, size) => {
             conn.received(size);
             match packet {
@@ -283,7 +334,11 @@ fn handle(conn: &Conn, partial: &Partial<codec::Publish>, req: Decoded) -> Optio
 
 /// An inbound PUBLISH: check it, route it, produce its PUBACK / PUBREC. 3.1.1 cannot refuse a
 /// PUBLISH, so an unauthorized one is acknowledged and dropped.
-fn publish_in(conn: &Conn, pkt: codec::Publish, payload: ntex_bytes::Bytes) -> Option<Encoded> {
+fn publish_in(
+    conn: &Conn,
+    pkt: codec::Publish,
+    payload: ntex_bytes::Bytes,
+) -> Option<Ack<Encoded>> {
     let qos = qos_in(pkt.qos);
     let packet_id = pkt.packet_id;
     if let Err(code) = conn.admit(&pkt.topic, pkt.retain, qos, packet_id.map(|p| p.get())) {
@@ -299,11 +354,15 @@ fn publish_in(conn: &Conn, pkt: codec::Publish, payload: ntex_bytes::Bytes) -> O
         expires_at: None,
         publisher: Some(conn.client.client_id.clone()),
     };
-    conn.publish(packet_id.map(|p| p.get()), msg);
+    let after = match conn.publish(packet_id.map(|p| p.get()), msg) {
+        Inbound::Routed { confirm, .. } => confirm,
+        Inbound::Duplicate | Inbound::Denied => None,
+    };
     let packet_id = packet_id?;
-    match qos {
-        QoS::AtMostOnce => None,
-        QoS::AtLeastOnce => Some(Packet::PublishAck { packet_id }.into()),
-        QoS::ExactlyOnce => Some(Packet::PublishReceived { packet_id }.into()),
-    }
+    let packet = match qos {
+        QoS::AtMostOnce => return None,
+        QoS::AtLeastOnce => Packet::PublishAck { packet_id }.into(),
+        QoS::ExactlyOnce => Packet::PublishReceived { packet_id }.into(),
+    };
+    Some(Ack { packet, after })
 }

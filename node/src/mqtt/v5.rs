@@ -17,7 +17,7 @@ use ntex_mqtt::error::{DecodeError, DispatcherError, MqttProtocolError};
 use ntex_mqtt::v5::codec::{self, Decoded, DisconnectReasonCode as Dr, Encoded, Packet};
 use ntex_mqtt::{Control, Reason, v5};
 
-use super::conn::{Conn, Inbound, OutAliases, PubRecReply, SessionService, V5Wire, Wire};
+use super::conn::{Ack, Conn, Inbound, OutAliases, PubRecReply, SessionService, V5Wire, Wire};
 use super::linger;
 use super::{MqttFail, qos_in};
 use crate::broker::{Broker, ConnectRefused, ConnectRequest, SubRequest, SubResult};
@@ -257,15 +257,19 @@ where
             }
             Decoded::Publish(pkt, payload, size) => {
                 conn.received(size);
-                Ok(self
+                let ack = self
                     .partial
                     .start(pkt, payload)
-                    .and_then(|(pkt, payload)| publish_in(conn, pkt, payload)))
+                    .and_then(|(pkt, payload)| publish_in(conn, pkt, payload));
+                Ok(acknowledge(ack).await)
             }
-            Decoded::PayloadChunk(chunk, eof) => Ok(self
-                .partial
-                .chunk(conn, chunk, eof)
-                .and_then(|(pkt, payload)| publish_in(conn, pkt, payload))),
+            Decoded::PayloadChunk(chunk, eof) => {
+                let ack = self
+                    .partial
+                    .chunk(conn, chunk, eof)
+                    .and_then(|(pkt, payload)| publish_in(conn, pkt, payload));
+                Ok(acknowledge(ack).await)
+            }
             Decoded::Packet(Packet::PublishRelease(rel), size) => {
                 // Inbound QoS 2 state lives in the session, so this also completes flows an
                 // earlier connection of the session began.
@@ -327,7 +331,11 @@ where
 }
 
 /// An inbound PUBLISH: resolve the alias, check it, route it, and produce its PUBACK / PUBREC.
-fn publish_in(conn: &Conn, mut pkt: codec::Publish, payload: ntex_bytes::Bytes) -> Option<Encoded> {
+fn publish_in(
+    conn: &Conn,
+    mut pkt: codec::Publish,
+    payload: ntex_bytes::Bytes,
+) -> Option<Ack<Encoded>> {
     let qos = qos_in(pkt.qos);
     let packet_id = pkt.packet_id.map(NonZeroU16::get);
     let checked = if pkt.properties.subscription_ids.is_empty() {
@@ -359,10 +367,14 @@ fn publish_in(conn: &Conn, mut pkt: codec::Publish, payload: ntex_bytes::Bytes) 
             .map(|s| Instant::now() + Duration::from_secs(u64::from(s.get()))),
         publisher: Some(conn.client.client_id.clone()),
     };
-    let reason = match conn.publish(packet_id, msg) {
-        Inbound::Routed { matched: 0 } => codec::PublishAckReason::NoMatchingSubscribers,
-        Inbound::Routed { .. } | Inbound::Duplicate => codec::PublishAckReason::Success,
-        Inbound::Denied => codec::PublishAckReason::NotAuthorized,
+    let (reason, after) = match conn.publish(packet_id, msg) {
+        Inbound::Routed {
+            matched: 0,
+            confirm,
+        } => (codec::PublishAckReason::NoMatchingSubscribers, confirm),
+        Inbound::Routed { confirm, .. } => (codec::PublishAckReason::Success, confirm),
+        Inbound::Duplicate => (codec::PublishAckReason::Success, None),
+        Inbound::Denied => (codec::PublishAckReason::NotAuthorized, None),
     };
     let ack = codec::PublishAck {
         packet_id: pkt.packet_id?,
@@ -370,11 +382,22 @@ fn publish_in(conn: &Conn, mut pkt: codec::Publish, payload: ntex_bytes::Bytes) 
         properties: Vec::new(),
         reason_string: None,
     };
-    Some(match qos {
+    let packet = match qos {
         QoS::AtMostOnce => return None,
         QoS::AtLeastOnce => Packet::PublishAck(ack).into(),
         QoS::ExactlyOnce => Packet::PublishReceived(ack).into(),
-    })
+    };
+    Some(Ack { packet, after })
+}
+
+/// The reply to a PUBLISH, once the peers it was forwarded to confirmed it; ntex's dispatcher
+/// answers calls in order, so later replies wait behind it.
+async fn acknowledge(ack: Option<Ack<Encoded>>) -> Option<Encoded> {
+    let ack = ack?;
+    if let Some(confirm) = ack.after {
+        confirm.await;
+    }
+    Some(ack.packet)
 }
 
 fn pubrel(packet_id: NonZeroU16, reason_code: codec::PublishAck2Reason) -> Encoded {

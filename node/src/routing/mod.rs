@@ -8,7 +8,7 @@ pub mod topic_tree;
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 
@@ -44,6 +44,44 @@ impl Subscriber {
     }
 }
 
+/// Which shared-subscription groups a routing serves: all of them for a message published on
+/// this node; for one a peer forwarded, only those the peer chose this node for (by route key).
+#[derive(Clone, Copy)]
+pub enum Groups<'a> {
+    All,
+    Only(&'a [String]),
+}
+
+/// How a shared subscription is named between nodes: its MQTT form, `$share/{group}/{filter}`;
+/// a plain filter is its own name.
+pub fn route_key(spec: FilterSpec<'_>) -> std::borrow::Cow<'_, str> {
+    match spec.group {
+        None => spec.filter.into(),
+        Some(g) => format!("$share/{g}/{}", spec.filter).into(),
+    }
+}
+
+/// Whether `key` names the shared subscription of `group` to `filter`.
+pub fn is_route_of(key: &str, group: &str, filter: &str) -> bool {
+    key.strip_prefix("$share/")
+        .and_then(|k| k.strip_prefix(group))
+        .and_then(|k| k.strip_prefix('/'))
+        == Some(filter)
+}
+
+/// Where a shared group's pick starts among `n` members, per the configured strategy.
+pub fn pick_start(strategy: ShareStrategy, cursor: &AtomicUsize, n: usize, msg: &Message) -> usize {
+    match strategy {
+        ShareStrategy::RoundRobin => cursor.fetch_add(1, Ordering::Relaxed) % n,
+        ShareStrategy::Random => rand::random_range(0..n),
+        ShareStrategy::HashClientid => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            msg.publisher.as_deref().unwrap_or("").hash(&mut h);
+            (h.finish() % n as u64) as usize
+        }
+    }
+}
+
 /// One session's copy of a message, before it is queued.
 pub struct Target {
     pub session: Arc<SessionCell>,
@@ -56,6 +94,10 @@ pub struct Router {
 }
 
 impl Router {
+    pub fn strategy(&self) -> ShareStrategy {
+        self.strategy
+    }
+
     pub fn new(strategy: ShareStrategy) -> Self {
         Router {
             tree: RwLock::new(TopicTree::default()),
@@ -100,7 +142,7 @@ impl Router {
     }
 
     /// Computes every session's copy of `msg` into `out`.
-    pub fn route(&self, msg: &Arc<Message>, out: &mut Vec<Target>) {
+    pub fn route(&self, msg: &Arc<Message>, groups: Groups<'_>, out: &mut Vec<Target>) {
         let tree = self.tree.read();
         let mut plain: Vec<&Subscriber> = Vec::new();
         tree.matches(&msg.topic, |hit| match hit {
@@ -110,6 +152,13 @@ impl Router {
                 }
             }
             Hit::Group(group) => {
+                if let Groups::Only(keys) = groups
+                    && !keys
+                        .iter()
+                        .any(|k| is_route_of(k, &group.name, &group.filter))
+                {
+                    return;
+                }
                 if let Some(sub) = self.pick(group, msg) {
                     out.push(Target {
                         session: sub.session.clone(),
@@ -151,15 +200,7 @@ impl Router {
         if n == 0 {
             return None;
         }
-        let start = match self.strategy {
-            ShareStrategy::RoundRobin => group.cursor.fetch_add(1, Ordering::Relaxed) % n,
-            ShareStrategy::Random => rand::random_range(0..n),
-            ShareStrategy::HashClientid => {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                msg.publisher.as_deref().unwrap_or("").hash(&mut h);
-                (h.finish() % n as u64) as usize
-            }
-        };
+        let start = pick_start(self.strategy, &group.cursor, n, msg);
         // Members whose ACL guard refuses the topic are not candidates.
         let candidates = || {
             (0..n)

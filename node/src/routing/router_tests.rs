@@ -28,7 +28,7 @@ fn sub(router: &Router, s: &Arc<SessionCell>, filter: &str, opts: SubOptions) {
 
 fn route(router: &Router, m: &Arc<Message>) -> Vec<(String, QoS, bool, Vec<u32>)> {
     let mut out = Vec::new();
-    router.route(m, &mut out);
+    router.route(m, super::Groups::All, &mut out);
     let mut v: Vec<_> = out
         .into_iter()
         .map(|t| {
@@ -291,11 +291,51 @@ fn acl_guards_filter_deliveries_per_subscription() {
     }
     for _ in 0..4 {
         let mut out = Vec::new();
-        shared.route(&msg("secret/x", QoS::AtMostOnce, false, None), &mut out);
+        shared.route(
+            &msg("secret/x", QoS::AtMostOnce, false, None),
+            super::Groups::All,
+            &mut out,
+        );
         let got: Vec<_> = out
             .iter()
             .map(|t| t.session.client_id.to_string())
             .collect();
         assert_eq!(got, ["admin"], "only the member allowed to see it");
     }
+}
+
+#[test]
+fn a_forwarded_message_serves_only_the_groups_chosen_for_this_node() {
+    let sessions = Sessions::new(10, DropPolicy::DropOldest);
+    let router = Router::new(ShareStrategy::RoundRobin);
+    let (a, b, c) = (
+        session(&sessions, "a"),
+        session(&sessions, "b"),
+        session(&sessions, "c"),
+    );
+    sub(&router, &a, "$share/g1/t/+", SubOptions::default());
+    sub(&router, &b, "$share/g2/t/+", SubOptions::default());
+    sub(&router, &c, "t/#", SubOptions::default());
+    let names = |groups: Groups<'_>| {
+        let mut out = Vec::new();
+        router.route(&msg("t/1", QoS::AtMostOnce, false, None), groups, &mut out);
+        let mut v: Vec<String> = out
+            .iter()
+            .map(|t| t.session.client_id.to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(Groups::All), ["a", "b", "c"]);
+    assert_eq!(
+        names(Groups::Only(&[])),
+        ["c"],
+        "plain subscriptions always"
+    );
+    assert_eq!(
+        names(Groups::Only(&["$share/g2/t/+".to_string()])),
+        ["b", "c"]
+    );
+    assert!(super::is_route_of("$share/g1/t/+", "g1", "t/+"));
+    assert!(!super::is_route_of("$share/g1/t/+", "g", "1/t/+"));
 }

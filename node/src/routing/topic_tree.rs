@@ -16,6 +16,8 @@ use std::sync::atomic::AtomicUsize;
 #[derive(Debug)]
 pub struct SharedGroup<K, V> {
     pub name: Box<str>,
+    /// The filter the group subscribed with (a node of the trie does not know its path).
+    pub filter: Box<str>,
     pub members: Vec<(K, V)>,
     /// Next member for round-robin; atomic so it advances under the tree's read lock.
     pub cursor: AtomicUsize,
@@ -111,6 +113,7 @@ impl<K: Eq, V> TopicTree<K, V> {
                     None => {
                         node.groups.push(SharedGroup {
                             name: name.into(),
+                            filter: filter.into(),
                             members: Vec::new(),
                             cursor: AtomicUsize::new(0),
                         });

@@ -18,7 +18,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::message::{Delivery, Will};
 pub use link::ConnLink;
-pub use state::{DropPolicy, Outgoing, Pushed, SessionState};
+pub use state::{DropPolicy, InflightFlow, Outgoing, Pushed, SessionState, Undelivered};
 
 pub type ClientId = Arc<str>;
 
@@ -33,6 +33,9 @@ pub struct SessionInner {
     pub expiry_interval: u32,
     /// Set once the session is discarded (clean start, expiry); it no longer routes or queues.
     pub ended: bool,
+    /// Set when the session ended here because it continues on another node: its will is
+    /// cancelled, not due.
+    pub moved: bool,
     /// A v5 will waiting out its Will Delay Interval; a resuming connection cancels it and the end
     /// of the session publishes it [MQTT-3.1.3-9]. Boxed: rare, and every session would carry its
     /// size.
@@ -175,6 +178,7 @@ impl Sessions {
                 generation: 1,
                 expiry_interval: expiry,
                 ended: false,
+                moved: false,
                 pending_will: None,
                 username: None,
             }),
@@ -262,7 +266,9 @@ impl Sessions {
                     expiry_interval: inner.expiry_interval,
                 }
             }
-            _ => Detached::TakenOver { ended: inner.ended },
+            _ => Detached::TakenOver {
+                ended: inner.ended && !inner.moved,
+            },
         }
     }
 
@@ -290,6 +296,30 @@ impl Sessions {
             map.remove(&cell.client_id);
         }
         Some(Ended { will })
+    }
+
+    /// Ends `client_id`'s session here because it continues on another node: detaches its
+    /// connection (returned, for the caller to close; its end will not publish the will, which
+    /// the continuing session cancels), and takes what it had not delivered.
+    pub fn hand_over(
+        &self,
+        client_id: &str,
+    ) -> Option<(Arc<SessionCell>, Undelivered, Option<Arc<ConnLink>>)> {
+        let mut map = self.map.lock();
+        let cell = map.get(client_id)?.clone();
+        let mut inner = cell.lock();
+        if inner.ended {
+            return None;
+        }
+        inner.ended = true;
+        inner.moved = true;
+        inner.pending_will = None;
+        let link = inner.conn.take();
+        cell.online.store(false, Ordering::Relaxed);
+        let undelivered = inner.state.take_undelivered();
+        drop(inner);
+        map.remove(client_id);
+        Some((cell, undelivered, link))
     }
 
     /// Parks a delayed will on an offline session.

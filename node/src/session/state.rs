@@ -65,6 +65,31 @@ struct Inflight {
     delivery: Delivery,
 }
 
+/// What a session holds for its client besides its subscriptions, as it moves to another node
+/// on a takeover: in-flight flows keep their packet ids and phase, so the next connection
+/// resumes them exactly (DUP re-sends, PUBREL), and the queue follows them in order.
+#[derive(Debug, Default, Clone)]
+pub struct Undelivered {
+    pub inflight: Vec<InflightFlow>,
+    pub queue: Vec<Delivery>,
+    /// Inbound QoS 2 packet ids awaiting the client's PUBREL.
+    pub inbound_qos2: Vec<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InflightFlow {
+    pub packet_id: u16,
+    /// PUBREC arrived and PUBREL was sent: only PUBCOMP is awaited.
+    pub released: bool,
+    pub delivery: Delivery,
+}
+
+impl Undelivered {
+    pub fn is_empty(&self) -> bool {
+        self.inflight.is_empty() && self.queue.is_empty() && self.inbound_qos2.is_empty()
+    }
+}
+
 /// Counters the caller adds to broker metrics after a transition.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Dropped {
@@ -270,6 +295,50 @@ impl SessionState {
     /// PUBREL from the client; false if the packet id was unknown.
     pub fn release_inbound_qos2(&mut self, packet_id: u16) -> bool {
         self.inbound_qos2.remove(&packet_id)
+    }
+
+    /// Takes everything undelivered, leaving the state empty (the session moves away).
+    pub fn take_undelivered(&mut self) -> Undelivered {
+        Undelivered {
+            inflight: self
+                .inflight
+                .drain(..)
+                .map(|f| InflightFlow {
+                    packet_id: f.packet_id,
+                    released: f.phase == Awaiting::PubComp,
+                    delivery: f.delivery,
+                })
+                .collect(),
+            queue: self.queue.drain(..).collect(),
+            inbound_qos2: self.inbound_qos2.drain().collect(),
+        }
+    }
+
+    /// Takes over what a session held on another node: its flows go before anything in flight
+    /// here (there is nothing yet: this runs before CONNACK), its queue before what was queued
+    /// since. A packet id already in use here is not taken twice.
+    pub fn restore_undelivered(&mut self, u: Undelivered) {
+        for f in u.inflight.into_iter().rev() {
+            if self.inflight.iter().any(|i| i.packet_id == f.packet_id) {
+                self.queue.push_front(f.delivery);
+                continue;
+            }
+            let phase = match (f.released, f.delivery.qos) {
+                (true, _) => Awaiting::PubComp,
+                (false, QoS::ExactlyOnce) => Awaiting::PubRec,
+                (false, _) => Awaiting::PubAck,
+            };
+            self.next_packet_id = self.next_packet_id.max(f.packet_id);
+            self.inflight.push_front(Inflight {
+                packet_id: f.packet_id,
+                phase,
+                delivery: f.delivery,
+            });
+        }
+        for d in u.queue.into_iter().rev() {
+            self.queue.push_front(d);
+        }
+        self.inbound_qos2.extend(u.inbound_qos2);
     }
 
     fn alloc_packet_id(&mut self) -> u16 {

@@ -266,3 +266,40 @@ fn forget_frees_window() {
     s.transmit(Instant::now(), &mut out, usize::MAX);
     assert_eq!(topics(&out), vec!["next:2"]);
 }
+
+#[test]
+fn undelivered_messages_move_with_their_packet_ids_and_phases() {
+    let mut old = online(2);
+    for t in ["a", "b", "c", "d"] {
+        old.push(delivery(t, QoS::ExactlyOnce, None), true);
+    }
+    let mut out = Vec::new();
+    old.transmit(Instant::now(), &mut out, 10);
+    assert_eq!(topics(&out), ["a:1", "b:2"], "window of two");
+    // "a" got its PUBREC (PUBREL sent); "b" is unacknowledged; "c" and "d" are queued.
+    assert!(old.on_pubrec(1, true).is_some());
+    old.begin_inbound_qos2(7);
+    let moved = old.take_undelivered();
+    assert_eq!(
+        (old.inflight(), old.queued()),
+        (0, 0),
+        "nothing left behind"
+    );
+
+    let mut new = online(0);
+    new.push(delivery("e", QoS::AtLeastOnce, None), false);
+    new.restore_undelivered(moved);
+    new.set_window(10);
+    let mut out = Vec::new();
+    new.resume(Instant::now(), &mut out);
+    new.transmit(Instant::now(), &mut out, 10);
+    assert_eq!(
+        topics(&out),
+        ["rel:1", "b:2:dup", "c:3", "d:4", "e:5"],
+        "flows resume exactly, then the moved queue, then what came since"
+    );
+    assert!(
+        new.has_inbound_qos2(7),
+        "an inbound QoS 2 flow still awaits PUBREL"
+    );
+}

@@ -420,6 +420,7 @@ fn client_connected(
         client_id: key.clone(),
         node_id: session.node_id,
         conn_id: session.conn_id,
+        resumed: !clean_start,
     });
     if let Some(old) = device_by_client(tx, &key)? {
         let new = Device {

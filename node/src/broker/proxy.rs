@@ -1,0 +1,94 @@
+//! Proxy subscriptions: a subscription added to or removed from a client's session on behalf of
+//! an operator (the REST API), decided as the client's own SUBSCRIBE would be. The node that
+//! holds the session applies them; `cluster/` carries the request there from any other node.
+
+use crate::auth::ClientInfo;
+use crate::message::{ByteString, QoS, SubOptions};
+use crate::routing::topic::parse_filter;
+
+use super::{Broker, SubRequest, SubResult};
+
+/// Why a proxy operation was refused; the API turns these into status codes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+pub enum ProxyError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Denied(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A proxy operation as it travels to the node holding the session.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum ProxyOp {
+    Subscribe { filter: String, qos: u8 },
+    Unsubscribe { filter: String },
+}
+
+impl Broker {
+    /// Whether this node holds `client_id`'s session (connected or not).
+    pub fn holds_session(&self, client_id: &str) -> bool {
+        self.sessions.get(client_id).is_some()
+    }
+
+    /// The node that holds `client_id`'s session as the replicated record says (`None`: no
+    /// session anywhere).
+    pub fn session_owner(&self, client_id: &str) -> Option<u64> {
+        self.registry
+            .session(client_id)
+            .ok()
+            .flatten()
+            .map(|r| r.node_id)
+    }
+
+    /// Applies `op` to the session held here.
+    pub fn proxy(&self, client_id: &str, op: &ProxyOp) -> Result<(), ProxyError> {
+        let filter = match op {
+            ProxyOp::Subscribe { filter, .. } | ProxyOp::Unsubscribe { filter } => filter,
+        };
+        parse_filter(filter)
+            .map_err(|e| ProxyError::Invalid(format!("topic filter {filter:?}: {e}")))?;
+        let gone = || ProxyError::NotFound(format!("client {client_id:?} has no session"));
+        let session = self.sessions.get(client_id).ok_or_else(gone)?;
+        match op {
+            ProxyOp::Subscribe { qos, .. } => {
+                let qos = QoS::from_u8(*qos)
+                    .ok_or_else(|| ProxyError::Invalid("qos must be 0, 1 or 2".into()))?;
+                // Decided by the ACL as the session's own user's subscription would be.
+                let client = ClientInfo {
+                    client_id: session.client_id.clone(),
+                    username: session.lock().username.clone(),
+                };
+                let request = SubRequest {
+                    filter: ByteString::from(filter.clone()),
+                    opts: SubOptions {
+                        qos,
+                        ..SubOptions::default()
+                    },
+                };
+                match self.subscribe(&session, &client, vec![request]).as_slice() {
+                    [SubResult::Granted(_)] => Ok(()),
+                    [SubResult::NotAuthorized] => Err(ProxyError::Denied(format!(
+                        "the ACL denies {client_id:?} subscribing to {filter:?}"
+                    ))),
+                    [SubResult::SessionGone] => Err(gone()),
+                    _ => Err(ProxyError::Invalid(format!(
+                        "topic filter {filter:?} is invalid"
+                    ))),
+                }
+            }
+            ProxyOp::Unsubscribe { .. } => {
+                if self.unsubscribe(&session, &[ByteString::from(filter.clone())]) == [true] {
+                    Ok(())
+                } else {
+                    Err(ProxyError::NotFound(format!(
+                        "client {client_id:?} has no subscription to {filter:?}"
+                    )))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Requests to the node that holds a client's session (the replicated session record names it):
+//!
+//! - proxy subscriptions: the REST API's `mqtt/subscribe` and `unsubscribe` on any node reach
+//!   that node, which applies them as the client's own SUBSCRIBE would be;
+//! - handover: a node that a client resumed its session on asks the previous owner for what it
+//!   had not delivered (`broker/handover.rs`).
+
+use std::time::Duration;
+
+use realmq_proto as pb;
+use tonic::{Response, Status};
+
+use super::network::describe;
+use super::server::Shared;
+use super::wire;
+use crate::broker::{Broker, ProxyError, ProxyOp, Takeover};
+use crate::session::Undelivered;
+use realmq_raft_store::client::BoxFuture;
+
+/// How long the node holding the session may take to answer a proxy request.
+const PROXY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a CONNECT waits at most for the previous owner's handover.
+const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A client of `node`'s `Peer` service.
+fn peer_client(
+    shared: &Shared,
+    node: u64,
+) -> Result<pb::peer_client::PeerClient<tonic::transport::Channel>, String> {
+    let addr = shared
+        .membership()
+        .get_node(&node)
+        .map(|n| n.cluster_addr.clone())
+        .or_else(|| shared.peers.address(node, None))
+        .ok_or("it is not a member")?;
+    let channel = shared.peers.channel(&addr).map_err(|e| e.to_string())?;
+    Ok(pb::peer_client::PeerClient::new(channel)
+        .max_decoding_message_size(super::MAX_MESSAGE)
+        .max_encoding_message_size(super::MAX_MESSAGE))
+}
+
+/// Applies `op` to `client_id`'s session wherever it is held.
+pub async fn proxy(
+    shared: &Shared,
+    broker: &Broker,
+    client_id: &str,
+    op: ProxyOp,
+) -> Result<(), ProxyError> {
+    if broker.holds_session(client_id) {
+        return broker.proxy(client_id, &op);
+    }
+    let mut owner = broker.session_owner(client_id);
+    if owner.is_none() {
+        // The session may have been registered on another node an instant ago: read what the
+        // leader has committed before answering 404.
+        shared
+            .writer
+            .barrier()
+            .await
+            .map_err(|e| ProxyError::Unavailable(e.to_string()))?;
+        owner = broker.session_owner(client_id);
+    }
+    let not_found = || ProxyError::NotFound(format!("client {client_id:?} has no session"));
+    let owner = owner.ok_or_else(not_found)?;
+    if owner == broker.node_id {
+        // The record names this node, but the session ended here since.
+        return broker.proxy(client_id, &op);
+    }
+    let unreachable = |e: String| {
+        ProxyError::Unavailable(format!(
+            "node {owner}, which holds the session of {client_id:?}, did not answer: {e}"
+        ))
+    };
+    let request = pb::ProxyRequest {
+        client_id: client_id.to_string(),
+        op: wire::encode(&op).map_err(|e| ProxyError::Invalid(e.to_string()))?,
+    };
+    let mut client = peer_client(shared, owner).map_err(unreachable)?;
+    let reply = tokio::time::timeout(PROXY_TIMEOUT, client.proxy(request))
+        .await
+        .map_err(|_| unreachable("timed out".into()))?
+        .map_err(|s| unreachable(describe(&s)))?
+        .into_inner();
+    if reply.error.is_empty() {
+        Ok(())
+    } else {
+        Err(wire::decode(&reply.error)
+            .unwrap_or_else(|e| unreachable(format!("undecodable reply: {e}"))))
+    }
+}
+
+/// The receiving side: applies a peer's proxy request to a session held here.
+pub fn serve_proxy(
+    broker: &Broker,
+    req: pb::ProxyRequest,
+) -> Result<Response<pb::ProxyReply>, Status> {
+    let op: ProxyOp = wire::decode(&req.op)
+        .map_err(|e| Status::invalid_argument(format!("undecodable proxy operation: {e}")))?;
+    let error = match broker.proxy(&req.client_id, &op) {
+        Ok(()) => bytes::Bytes::new(),
+        Err(e) => wire::encode(&e).map_err(|e| Status::internal(e.to_string()))?,
+    };
+    Ok(Response::new(pb::ProxyReply { error }))
+}
+
+/// The node's `Takeover`: asks a previous owner for a session's undelivered messages.
+pub struct Handovers(pub Shared);
+
+impl Takeover for Handovers {
+    fn hand_over(&self, from: u64, client_id: &str) -> BoxFuture<'static, Option<Undelivered>> {
+        let shared = self.0.clone();
+        let request = pb::HandoverRequest {
+            client_id: client_id.to_string(),
+        };
+        Box::pin(async move {
+            let client_id = request.client_id.clone();
+            let asked = async {
+                let mut client = peer_client(&shared, from)?;
+                let reply = client
+                    .handover(request)
+                    .await
+                    .map_err(|s| describe(&s))?
+                    .into_inner();
+                wire::decode_undelivered(&reply.undelivered).map_err(|e| e.to_string())
+            };
+            match tokio::time::timeout(HANDOVER_TIMEOUT, asked).await {
+                Ok(Ok(u)) => Some(u),
+                Ok(Err(e)) => {
+                    tracing::warn!(client_id, node = from, error = %e, "session handover failed; resuming from the replicated record");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        client_id,
+                        node = from,
+                        "session handover timed out; resuming from the replicated record"
+                    );
+                    None
+                }
+            }
+        })
+    }
+}
+
+/// The receiving side: detaches a session that moved to the caller and returns what it had not
+/// delivered.
+pub fn serve_handover(
+    broker: &Broker,
+    req: pb::HandoverRequest,
+) -> Result<Response<pb::HandoverReply>, Status> {
+    let undelivered = broker.take_handover(&req.client_id);
+    let undelivered =
+        wire::encode_undelivered(&undelivered).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(pb::HandoverReply { undelivered }))
+}
