@@ -47,7 +47,8 @@ bench: bench-deps ## Benchmarks: RealMQ vs Mosquitto side by side, the REST API,
 	$(RELEASE)/bench-suite --realmq $(RELEASE)/realmq --bench $(RELEASE)/realmq-bench --out bench/results/latest.json
 	$(RELEASE)/api-bench --realmq $(RELEASE)/realmq --cpu 0 > bench/results/api-latest.json
 	@cat bench/results/api-latest.json
-	$(RELEASE)/cluster-bench --realmq $(RELEASE)/realmq > bench/results/cluster-latest.json
+	ulimit -n $$(ulimit -Hn) 2>/dev/null || true; \
+	$(RELEASE)/cluster-bench --realmq $(RELEASE)/realmq --bench $(RELEASE)/realmq-bench > bench/results/cluster-latest.json
 	@cat bench/results/cluster-latest.json
 
 fmt: ## Format the code

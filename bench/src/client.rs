@@ -218,6 +218,8 @@ pub struct Login {
     pub username: Option<String>,
     pub password: Option<String>,
     pub keep_alive: u16,
+    /// 3.1.1 Clean Session / 5.0 Clean Start; without it (3.1.1) the session persists.
+    pub clean: bool,
 }
 
 pub struct Reader {
@@ -327,7 +329,7 @@ pub async fn connect(
     let _ = match &codec {
         Codec::V3(c) => c.encodev(
             v3::codec::Encoded::Packet(v3::codec::Packet::Connect(Box::new(v3::codec::Connect {
-                clean_session: true,
+                clean_session: login.clean,
                 keep_alive: login.keep_alive,
                 last_will: None,
                 client_id: ByteString::from(login.client_id.clone()),
@@ -338,7 +340,7 @@ pub async fn connect(
         ),
         Codec::V5(c) => c.encodev(
             v5::codec::Encoded::Packet(v5::codec::Packet::Connect(Box::new(v5::codec::Connect {
-                clean_start: true,
+                clean_start: login.clean,
                 keep_alive: login.keep_alive,
                 client_id: ByteString::from(login.client_id.clone()),
                 username,

@@ -4,7 +4,10 @@
 //! - `pubsub`: P publishers and S subscribers on one topic (fan-in with S = 1, fan-out with
 //!   P = 1), flat out or at a fixed total rate, counting what subscribers receive; with a rate
 //!   it is the latency test: every payload carries its send time and subscribers record the
-//!   delay in an HDR histogram.
+//!   delay in an HDR histogram. Subscribers may connect to another port (another node of a
+//!   cluster) than publishers;
+//! - `takeover`: one persistent client id connecting alternately to two ports (two nodes), each
+//!   connection taking the session over from the previous one; CONNECT-to-CONNACK percentiles.
 //!
 //! Every run is bounded in time. A progress line goes to stderr each second; the summary is one
 //! JSON object on stdout.
@@ -38,6 +41,19 @@ enum Mode {
     Conn(ConnArgs),
     /// Publishers and subscribers on one topic.
     Pubsub(PubSubArgs),
+    /// One persistent session taken over back and forth between two ports.
+    Takeover(TakeoverArgs),
+}
+
+#[derive(Args, Clone)]
+struct TakeoverArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The port every other connection goes to.
+    #[arg(long)]
+    other_port: u16,
+    #[arg(long, default_value_t = 500)]
+    rounds: usize,
 }
 
 #[derive(Args, Clone)]
@@ -92,6 +108,9 @@ struct PubSubArgs {
     /// Filter subscribers subscribe to.
     #[arg(long, default_value = "bench/t")]
     filter: String,
+    /// Port subscribers connect to (default: `--port`), e.g. another node of a cluster.
+    #[arg(long)]
+    sub_port: Option<u16>,
     #[arg(long, default_value_t = 0)]
     qos: u8,
     /// Payload bytes (at least 8: the send time).
@@ -126,6 +145,7 @@ fn login(c: &Common, i: usize, role: &str) -> Login {
         username: c.username.as_deref().map(|u| pattern(u, i)),
         password: c.password.as_deref().map(|p| pattern(p, i)),
         keep_alive: 300,
+        clean: true,
     }
 }
 
@@ -217,6 +237,35 @@ async fn conn(args: ConnArgs) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
+async fn takeover(args: TakeoverArgs) -> anyhow::Result<serde_json::Value> {
+    let first = target(&args.common)?;
+    let mut second = first;
+    second.set_port(args.other_port);
+    let login = Login {
+        clean: false,
+        ..login(&args.common, 0, "roamer")
+    };
+    let mut h = Histogram::<u64>::new(3)?;
+    // The previous connection stays open: each CONNECT takes over a live session.
+    let mut previous = client::connect(first, None, &login).await?;
+    let started = Instant::now();
+    for round in 0..args.rounds {
+        let addr = if round % 2 == 0 { second } else { first };
+        let t = Instant::now();
+        let next = client::connect(addr, None, &login)
+            .await
+            .with_context(|| format!("takeover {round}"))?;
+        h.record(t.elapsed().as_micros() as u64).ok();
+        drop(std::mem::replace(&mut previous, next));
+    }
+    Ok(json!({
+        "mode": "takeover",
+        "rounds": args.rounds,
+        "seconds": started.elapsed().as_secs_f64(),
+        "connack_ms": {"p50": h.value_at_quantile(0.5) as f64 / 1e3, "p99": h.value_at_quantile(0.99) as f64 / 1e3, "max": h.max() as f64 / 1e3},
+    }))
+}
+
 /// Shared state of a pubsub run.
 struct Run {
     epoch: Instant,
@@ -243,7 +292,10 @@ async fn subscriber(
     i: usize,
     ready: Arc<Semaphore>,
 ) -> anyhow::Result<()> {
-    let addr = target(&args.common)?;
+    let mut addr = target(&args.common)?;
+    if let Some(port) = args.sub_port {
+        addr.set_port(port);
+    }
     let (mut rd, mut wr) =
         client::connect(addr, source(&args.common, i), &login(&args.common, i, "s")).await?;
     wr.subscribe(&args.filter, args.qos).await?;
@@ -518,6 +570,7 @@ fn main() -> anyhow::Result<()> {
         match cli.mode {
             Mode::Conn(a) => conn(a).await,
             Mode::Pubsub(a) => pubsub(a).await,
+            Mode::Takeover(a) => takeover(a).await,
         }
     })?;
     let mut summary = summary;

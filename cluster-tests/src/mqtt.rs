@@ -96,12 +96,26 @@ impl MqttClient {
     /// Publishes and waits until the broker acknowledged it (PUBACK, PUBCOMP), or for QoS 0
     /// until it was written.
     pub async fn publish(&mut self, topic: &str, qos: QoS, retain: bool, payload: &[u8]) {
+        if let Err(e) = self.try_publish(topic, qos, retain, payload).await {
+            panic!("{e}");
+        }
+    }
+
+    /// `publish`, with the connection's end or a timeout as an error (a node under test may be
+    /// killed meanwhile).
+    pub async fn try_publish(
+        &mut self,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        payload: &[u8],
+    ) -> Result<(), String> {
         self.client
             .publish(topic, qos, retain, payload.to_vec())
             .await
-            .expect("queue PUBLISH");
+            .map_err(|e| format!("queue PUBLISH: {e}"))?;
         let mut pkid = None;
-        self.poll_until(
+        self.try_poll_until(
             &format!("acknowledgement of {topic}"),
             WAIT,
             |ev| match ev {
@@ -117,24 +131,35 @@ impl MqttClient {
         .await
     }
 
-    /// The next message delivered, or `None` if none comes `within`. Panics if the connection
-    /// ends meanwhile.
-    pub async fn next_publish(&mut self, within: Duration) -> Option<Publish> {
+    /// `next_publish`, with the connection's end as an error.
+    pub async fn try_next_publish(&mut self, within: Duration) -> Result<Option<Publish>, String> {
         if let Some(p) = self.inbox.pop_front() {
-            return Some(p);
+            return Ok(Some(p));
         }
         if let Some(why) = &self.closed {
-            panic!("waiting for a message on a closed connection ({why})");
+            return Err(format!("the connection is closed ({why})"));
         }
         let deadline = Instant::now() + within;
         while self.inbox.is_empty() {
             match tokio::time::timeout_at(deadline, self.events.poll()).await {
-                Err(_) => return None,
+                Err(_) => return Ok(None),
                 Ok(Ok(ev)) => self.keep(ev),
-                Ok(Err(e)) => self.fail("waiting for a message", e),
+                Ok(Err(e)) => {
+                    self.closed = Some(e.to_string());
+                    return Err(format!("the connection ended: {e}"));
+                }
             }
         }
-        self.inbox.pop_front()
+        Ok(self.inbox.pop_front())
+    }
+
+    /// The next message delivered, or `None` if none comes `within`. Panics if the connection
+    /// ends meanwhile.
+    pub async fn next_publish(&mut self, within: Duration) -> Option<Publish> {
+        match self.try_next_publish(within).await {
+            Ok(p) => p,
+            Err(e) => panic!("waiting for a message: {e}"),
+        }
     }
 
     /// Waits for the broker to end the connection; returns how it ended. Panics if it is still
@@ -169,20 +194,37 @@ impl MqttClient {
         &mut self,
         what: &str,
         within: Duration,
-        mut want: impl FnMut(&Event) -> Option<T>,
+        want: impl FnMut(&Event) -> Option<T>,
     ) -> T {
+        match self.try_poll_until(what, within, want).await {
+            Ok(v) => v,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    async fn try_poll_until<T>(
+        &mut self,
+        what: &str,
+        within: Duration,
+        mut want: impl FnMut(&Event) -> Option<T>,
+    ) -> Result<T, String> {
         if let Some(why) = &self.closed {
-            panic!("waiting for {what} on a closed connection ({why})");
+            return Err(format!("waiting for {what} on a closed connection ({why})"));
         }
         let deadline = Instant::now() + within;
         loop {
             match tokio::time::timeout_at(deadline, self.events.poll()).await {
-                Err(_) => panic!("timed out after {within:?} waiting for {what}"),
-                Ok(Err(e)) => self.fail(&format!("waiting for {what}"), e),
+                Err(_) => return Err(format!("timed out after {within:?} waiting for {what}")),
+                Ok(Err(e)) => {
+                    self.closed = Some(e.to_string());
+                    return Err(format!(
+                        "the MQTT connection ended while waiting for {what}: {e}"
+                    ));
+                }
                 Ok(Ok(ev)) => {
                     if let Some(v) = want(&ev) {
                         self.keep(ev);
-                        return v;
+                        return Ok(v);
                     }
                     self.keep(ev);
                 }
@@ -194,10 +236,5 @@ impl MqttClient {
         if let Event::Incoming(Packet::Publish(p)) = ev {
             self.inbox.push_back(p);
         }
-    }
-
-    fn fail(&mut self, doing: &str, e: ConnectionError) -> ! {
-        self.closed = Some(e.to_string());
-        panic!("the MQTT connection ended while {doing}: {e}");
     }
 }

@@ -155,6 +155,9 @@ impl Node {
         runtime.block_on(until_quorum("catch up with the cluster", || {
             meta.writer.barrier()
         }));
+        let spooled = broker
+            .start_spool(meta.queues.clone())
+            .context("failed to read the offline queues")?;
         let restored = broker.restore(
             meta.registry
                 .sessions()
@@ -162,6 +165,7 @@ impl Node {
             meta.registry
                 .retained()
                 .context("failed to read retained messages")?,
+            spooled,
         );
 
         runtime.spawn(
@@ -212,6 +216,7 @@ impl Node {
             anonymous = config.allow_anonymous,
             sessions = restored.sessions,
             retained = restored.retained,
+            queued = restored.queued,
             "realmq node started"
         );
         Ok(Node {
@@ -273,6 +278,13 @@ impl Node {
             }
             mqtt.stop().await;
             let _ = api.await;
+            // What the offline sessions hold is on disk before the process ends.
+            if tokio::time::timeout(Duration::from_secs(5), broker.flush_spool())
+                .await
+                .is_err()
+            {
+                tracing::warn!("offline queues were not all written within 5 s");
+            }
             // Pending metadata writes were queued before the connections closed; give the
             // writer a moment, then stop raft so RocksDB closes cleanly.
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -177,6 +177,21 @@ impl Writer {
         }
     }
 
+    /// `record`, resolving once the command is committed and applied on this node (or the
+    /// write failed): queued now, in order with every other record, for callers that must not
+    /// wait in line yet want to know when it is durable.
+    pub fn record_confirmed(&self, cmd: Command) -> BoxFuture<'static, Result<(), WriteError>> {
+        let (tx, rx) = oneshot::channel();
+        let queued = self.queue.send(Pending {
+            cmd,
+            reply: Some(tx),
+        });
+        Box::pin(async move {
+            queued.map_err(|_| stopped())?;
+            rx.await.map_err(|_| stopped())?.map(|_| ())
+        })
+    }
+
     /// Returns once this node has applied every write acknowledged anywhere before the call:
     /// reads after it are linearizable. Concurrent callers share one round trip to the leader.
     pub async fn barrier(&self) -> Result<(), WriteError> {

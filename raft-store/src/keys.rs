@@ -44,9 +44,14 @@ pub const SM_DATA: &[&str] = &[
     RETAINED,
 ];
 
+/// Node-local, outside raft and snapshots: messages queued in offline sessions (`queues.rs`).
+pub const QUEUES: &str = "queues";
+
 /// Every column family the database opens.
 pub fn all() -> impl Iterator<Item = &'static str> {
-    [LOGS, RAFT_META].into_iter().chain(SM_DATA.iter().copied())
+    [LOGS, RAFT_META, QUEUES]
+        .into_iter()
+        .chain(SM_DATA.iter().copied())
 }
 
 // Keys in RAFT_META.

@@ -16,6 +16,7 @@
 //! - `read.rs`: `Registry`, every read, through secondary indexes
 //! - `client.rs`: `Writer`, the group-committing proposer (forwarding to the leader through
 //!   `Remote`), the single call site of `Raft::client_write`, and the read barrier
+//! - `queues.rs`: node-local storage outside raft (offline sessions' queued messages)
 //!
 //! ## How a write flows
 //!
@@ -38,6 +39,7 @@ pub mod keys;
 mod log_store;
 pub mod model;
 mod no_peers;
+pub mod queues;
 pub mod read;
 mod state_machine;
 pub mod typ;
@@ -93,6 +95,7 @@ pub struct Store {
     pub state_machine: StateMachineStore,
     pub registry: Registry,
     pub applied: applied::Sender,
+    pub queues: queues::Queues,
 }
 
 /// Opens (or creates) the store under `dir`: RocksDB in `dir/rocksdb`, snapshots in
@@ -124,8 +127,9 @@ pub fn open(dir: &Path) -> Result<Store, OpenError> {
             applied.clone(),
             Arc::clone(&installing),
         )?,
-        registry: Registry::new(db, installing),
+        registry: Registry::new(db.clone(), installing),
         applied,
+        queues: queues::Queues::new(db),
     })
 }
 
@@ -136,6 +140,8 @@ pub struct Member {
     pub registry: Registry,
     /// Subscribe for what every applied entry changed (`applied.rs`).
     pub applied: applied::Sender,
+    /// This node's offline queues, outside raft.
+    pub queues: queues::Queues,
 }
 
 /// Raft timings, from the node's config.
@@ -193,6 +199,7 @@ where
 {
     let store = open(dir)?;
     let applied = store.applied.clone();
+    let queues = store.queues.clone();
     let raft = typ::Raft::new(
         node_id,
         Arc::new(settings.openraft()?),
@@ -214,6 +221,7 @@ where
         writer,
         registry: store.registry,
         applied,
+        queues,
     })
 }
 

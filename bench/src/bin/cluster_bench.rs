@@ -6,7 +6,11 @@
 //!    every one replicated to a majority and fsynced, with request latency percentiles;
 //! 2. follower reads: `GET /api/v1/devices/{id}` on the followers (each takes the read-index
 //!    barrier: a round trip to the leader), latency percentiles;
-//! 3. leader loss: one client writes through a follower in a loop while the leader is killed
+//! 3. MQTT across nodes (with `--bench`, the load generator): the same runs with the subscriber
+//!    on the publisher's node and on another node, for the ratio cross / same-node (QoS 0 and
+//!    QoS 1 fan-in, latency at 10k msg/s); a persistent session taken over back and forth
+//!    between two nodes (CONNECT to CONNACK); 10,000 idle connections held on each node;
+//! 4. leader loss: one client writes through a follower in a loop while the leader is killed
 //!    with SIGKILL; the time from the kill to the next acknowledged write.
 //!
 //! All three nodes and the generator share the machine's cores: the figures are for the whole
@@ -36,12 +40,23 @@ struct Args {
     /// Reads measured on the followers.
     #[arg(long, default_value_t = 4_000)]
     reads: usize,
+    /// The MQTT load generator (`realmq-bench`); without it the MQTT phase is skipped.
+    #[arg(long)]
+    bench: Option<std::path::PathBuf>,
+    /// Seconds per MQTT throughput run.
+    #[arg(long, default_value_t = 8)]
+    mqtt_seconds: u64,
+    /// Idle connections held on each node.
+    #[arg(long, default_value_t = 10_000)]
+    idle_per_node: usize,
 }
 
 const NODES: u64 = 3;
 
 struct Cluster {
     nodes: Vec<Node>,
+    /// Each node's MQTT port.
+    mqtt: Vec<u16>,
 }
 
 async fn start(args: &Args, dir: &Path) -> anyhow::Result<Cluster> {
@@ -53,8 +68,10 @@ async fn start(args: &Args, dir: &Path) -> anyhow::Result<Cluster> {
         .collect::<Vec<_>>()
         .join(",");
     let mut nodes = Vec::new();
+    let mut mqtt = Vec::new();
     for (i, port) in cluster_ports.iter().enumerate() {
         let api = free_port()?;
+        mqtt.push(free_port()?);
         let child = Command::new(&args.realmq)
             .arg("--node-id")
             .arg((i + 1).to_string())
@@ -62,7 +79,8 @@ async fn start(args: &Args, dir: &Path) -> anyhow::Result<Cluster> {
             .arg(dir.join(format!("node{}", i + 1)))
             .args(["--peers", &peers])
             .args(["--cluster-addr", &format!("127.0.0.1:{port}")])
-            .args(["--mqtt-addr", &format!("127.0.0.1:{}", free_port()?)])
+            .args(["--mqtt-addr", &format!("127.0.0.1:{}", mqtt[i])])
+            .arg("--allow-anonymous")
             .args(["--api-addr", &format!("127.0.0.1:{api}")])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -76,7 +94,7 @@ async fn start(args: &Args, dir: &Path) -> anyhow::Result<Cluster> {
     for n in &nodes {
         wait_ready(&n.api, Duration::from_secs(60)).await?;
     }
-    Ok(Cluster { nodes })
+    Ok(Cluster { nodes, mqtt })
 }
 
 /// The leader's index in `nodes`, as node 1 sees it.
@@ -194,6 +212,137 @@ async fn leader_loss(c: &mut Cluster) -> anyhow::Result<Value> {
     )
 }
 
+/// Runs the generator with `args`; its JSON summary.
+fn generate(bench: &Path, args: &[String]) -> anyhow::Result<Value> {
+    let out = Command::new(bench)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .output()
+        .with_context(|| format!("failed to run {}", bench.display()))?;
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("generator output: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn ratio(cross: &Value, same: &Value, field: &str) -> Value {
+    json!(cross[field].as_f64().unwrap_or(0.0) / same[field].as_f64().unwrap_or(f64::NAN))
+}
+
+/// Same-node against cross-node MQTT, takeovers between nodes, idle connections on every node.
+fn mqtt_phase(args: &Args, bench: &Path, c: &Cluster) -> anyhow::Result<Value> {
+    let d = args.mqtt_seconds.to_string();
+    let runs: [(&str, Vec<String>); 3] = [
+        (
+            "qos0_fanin_100_to_1",
+            strings(&["--publishers", "100", "--qos", "0"]),
+        ),
+        (
+            "qos1_fanin_100_to_1",
+            strings(&["--publishers", "100", "--qos", "1"]),
+        ),
+        (
+            "latency_at_10k",
+            strings(&["--publishers", "1", "--qos", "0", "--rate", "10000"]),
+        ),
+    ];
+    let mut report = serde_json::Map::new();
+    for (name, extra) in runs {
+        let mut pair = serde_json::Map::new();
+        for (place, sub_node) in [("same_node", 0), ("cross_node", 1)] {
+            eprintln!("mqtt {name}, subscriber on the {place} ...");
+            let mut a = strings(&["pubsub", "--size", "64", "--subscribers", "1"]);
+            a.extend(extra.iter().cloned());
+            a.extend(strings(&[
+                "--duration",
+                &d,
+                "--port",
+                &c.mqtt[0].to_string(),
+            ]));
+            a.extend(strings(&["--sub-port", &c.mqtt[sub_node].to_string()]));
+            a.extend(strings(&["--client-id", &format!("{name}-{place}-%i")]));
+            let v = generate(bench, &a)?;
+            pair.insert(
+                place.into(),
+                json!({"received_per_s": v["received_per_s"], "sent_per_s": v["sent_per_s"], "latency_ms": v["latency_ms"], "errors": v["errors"]}),
+            );
+        }
+        let (same, cross) = (&pair["same_node"], &pair["cross_node"]);
+        let r = ratio(cross, same, "received_per_s");
+        pair.insert("cross_over_same".into(), r);
+        report.insert(name.into(), Value::Object(pair));
+    }
+    eprintln!("mqtt takeovers between nodes ...");
+    let t = generate(
+        bench,
+        &strings(&[
+            "takeover",
+            "--port",
+            &c.mqtt[0].to_string(),
+            "--other-port",
+            &c.mqtt[1].to_string(),
+            "--rounds",
+            "300",
+        ]),
+    )?;
+    report.insert("takeover".into(), t);
+    report.insert("idle".into(), idle(args, bench, c)?);
+    Ok(Value::Object(report))
+}
+
+/// `idle_per_node` connections opened on every node at once (one generator per node, each
+/// within the per-process file limit) and held; the rate they were opened at.
+fn idle(args: &Args, bench: &Path, c: &Cluster) -> anyhow::Result<Value> {
+    eprintln!(
+        "mqtt: {} idle connections on each node ...",
+        args.idle_per_node
+    );
+    let hold = 10 + args.idle_per_node as u64 / 1000;
+    let children = c
+        .mqtt
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            Command::new(bench)
+                .args(strings(&[
+                    "conn",
+                    "-c",
+                    &args.idle_per_node.to_string(),
+                    "--rate",
+                    "5000",
+                    "--source",
+                    &format!("127.0.0.{},127.0.0.{}", 2 + 2 * i, 3 + 2 * i),
+                    "--client-id",
+                    &format!("idle{i}-%i"),
+                    "--duration",
+                    &hold.to_string(),
+                    "--port",
+                    &port.to_string(),
+                ]))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("failed to run the generator")
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut connected = 0.0;
+    let mut errors = 0.0;
+    let mut open_s: f64 = 0.0;
+    for child in children {
+        let out = child.wait_with_output()?;
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(json!({}));
+        connected += v["connected"].as_f64().unwrap_or(0.0);
+        errors += v["errors"].as_f64().unwrap_or(0.0);
+        open_s = open_s.max(v["open_seconds"].as_f64().unwrap_or(0.0));
+    }
+    Ok(
+        json!({"connections": connected, "errors": errors, "open_seconds": open_s, "connects_per_s": connected / open_s}),
+    )
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -206,10 +355,13 @@ async fn main() -> anyhow::Result<()> {
     let (ids, create) = create_phase(&args, &cluster).await?;
     eprintln!("follower reads: {} ...", args.reads);
     let reads = read_phase(&args, &cluster, &ids).await?;
+    let mqtt = match &args.bench {
+        Some(bench) => mqtt_phase(&args, bench, &cluster)?,
+        None => Value::Null,
+    };
     eprintln!("leader loss ...");
     let loss = leader_loss(&mut cluster).await?;
-    let report =
-        json!({"nodes": NODES, "create": create, "follower_reads": reads, "leader_loss": loss});
+    let report = json!({"nodes": NODES, "create": create, "follower_reads": reads, "mqtt": mqtt, "leader_loss": loss});
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

@@ -24,5 +24,7 @@ mod t43_a_client_id_taken_on_another_node;
 mod t44_a_persistent_session_resumes_on_another_node;
 mod t45_retained_and_will_across_nodes;
 mod t46_acknowledged_messages_survive_the_publishers_node;
+mod t47_offline_queues_survive_their_nodes_restart;
 mod t48_a_route_announced_while_a_link_was_down;
+mod t49_load_while_a_follower_restarts;
 mod t50_proxy_subscriptions_on_any_node;

@@ -60,6 +60,7 @@ impl Broker {
 
     fn hand_over_local(&self, client_id: &str) -> Option<Undelivered> {
         let (cell, undelivered, link) = self.sessions.hand_over(client_id)?;
+        self.spool_clear(&cell.client_id);
         if let Some(l) = link {
             tracing::info!(client_id, "session moved to another node");
             l.close(CloseReason::SessionTakenOver);

@@ -161,6 +161,8 @@ impl Broker {
             window,
             expiry,
         );
+        // Whatever this client's session had on disk is in memory now, or discarded.
+        self.spool_clear(&client_id);
         let client = ClientInfo {
             client_id,
             username: info.username,
@@ -251,7 +253,10 @@ impl Broker {
                 }
                 if expiry_interval == 0 {
                     self.end_session(&session, generation, &client);
-                } else if expiry_interval != u32::MAX {
+                    return;
+                }
+                self.spool_offline(&session);
+                if expiry_interval != u32::MAX {
                     let (me, who) = (self.clone(), client);
                     self.after(expiry_interval, async move {
                         me.end_session(&session, generation, &who);
@@ -269,6 +274,7 @@ impl Broker {
         client: &ClientInfo,
     ) {
         if let Some(ended) = self.sessions.end_if_idle(session, generation) {
+            self.spool_clear(&session.client_id);
             self.drop_subscriptions(session);
             self.meta.record(Command::RemoveSession {
                 client_id: session.client_id.to_string(),

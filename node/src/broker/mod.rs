@@ -12,6 +12,7 @@
 //! - `remote.rs`: routes to other nodes' subscribers and the `Peering` seam that forwards to them
 //! - `proxy.rs`: subscriptions an operator adds to or removes from a client's session
 //! - `handover.rs`: a persistent session moving to another node with what it had not delivered
+//! - `spool.rs`: offline sessions' queued messages on disk, so they survive a restart
 
 mod applied;
 mod handover;
@@ -19,6 +20,7 @@ mod lifecycle;
 mod persist;
 mod proxy;
 mod remote;
+mod spool;
 mod subscribe;
 
 use std::sync::Arc;
@@ -77,6 +79,7 @@ pub struct Broker {
     takeover: std::sync::OnceLock<Arc<dyn Takeover>>,
     /// Sessions that moved to another node, waiting for it to take their messages.
     stash: handover::Stash,
+    spool: std::sync::OnceLock<spool::Spool>,
 }
 
 impl Broker {
@@ -107,6 +110,7 @@ impl Broker {
             peering: Default::default(),
             takeover: Default::default(),
             stash: Default::default(),
+            spool: Default::default(),
         })
     }
 
@@ -144,12 +148,27 @@ impl Broker {
             return Err(PublishError::NotAuthorized);
         }
         let msg = Arc::new(msg);
+        let mut replicated = None;
         if msg.retain && self.limits.retain_available {
             self.retained.set(msg.clone());
-            self.persist_retained(&msg);
+            replicated = self.persist_retained(&msg, want != Want::Nothing);
         }
         let local = self.route(&msg, Groups::All);
-        let (peers, confirm) = self.forward(&msg, want);
+        let (peers, mut confirm) = self.forward(&msg, want);
+        if let Some(replicated) = replicated {
+            let forwarded = confirm.take();
+            let topic = msg.topic.clone();
+            confirm = Some(Box::pin(async move {
+                let matched = match forwarded {
+                    Some(f) => f.await,
+                    None => 0,
+                };
+                if let Err(e) = replicated.await {
+                    tracing::warn!(%topic, error = %e, "a retained message was acknowledged before it was replicated");
+                }
+                matched
+            }));
+        }
         Ok(Published {
             local,
             peers,
@@ -162,8 +181,17 @@ impl Broker {
         self.router.route(msg, groups, &mut targets);
         let n = targets.len();
         for t in targets {
-            if t.session.deliver(t.delivery) == Pushed::DroppedFull {
+            // An offline session's copy also goes to disk; an online one's costs nothing more.
+            let offline = (!t.session.is_online()).then(|| spool::entry(&t.delivery));
+            let pushed = t.session.deliver(t.delivery);
+            if pushed == Pushed::DroppedFull {
                 inc(&self.metrics.dropped_queue_full, 1);
+            }
+            let kept = pushed == Pushed::Queued
+                || (pushed == Pushed::DroppedFull
+                    && self.limits.queue_drop_policy == crate::session::DropPolicy::DropOldest);
+            if let Some(entry) = offline.filter(|_| kept) {
+                self.spool_queued(&t.session, entry);
             }
         }
         n

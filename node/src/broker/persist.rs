@@ -1,14 +1,16 @@
 //! What the broker records in the replicated store, and how it comes back after a restart.
 //!
-//! Sessions (owner, expiry, subscriptions) and retained messages are replicated; queued messages
-//! and in-flight state are not (yet): a restarted node resumes persistent sessions with their
-//! subscriptions and every retained message, but not with messages queued before the restart.
+//! Sessions (owner, expiry, subscriptions) and retained messages are replicated; what offline
+//! sessions hold (queued messages, in-flight flows) is kept on this node's disk (`spool.rs`): a
+//! restarted node resumes persistent sessions with their subscriptions, every retained message
+//! and the messages that waited for them.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use realmq_raft_store::Command;
+use realmq_raft_store::client::BoxFuture;
 use realmq_raft_store::model::{RetainedRecord, SessionRecord, SubscriptionRecord};
+use realmq_raft_store::{Command, WriteError};
 
 use super::Broker;
 use crate::auth::ClientInfo;
@@ -113,18 +115,32 @@ pub(crate) fn retained_message(r: RetainedRecord) -> Message {
 pub struct Restored {
     pub sessions: usize,
     pub retained: usize,
+    /// Messages back in offline sessions' queues.
+    pub queued: usize,
 }
 
 impl Broker {
     /// Queues a retained message (or its clearing) for replication. `$SYS` topics are
     /// regenerated on every interval, so they are not persisted.
-    pub(super) fn persist_retained(&self, msg: &Message) {
+    ///
+    /// With `confirmed`, returns what resolves once the cluster has it (an acknowledged QoS 1/2
+    /// retained message is replicated before its PUBACK / PUBREC), `Ok` or the write's error.
+    pub(super) fn persist_retained(
+        &self,
+        msg: &Message,
+        confirmed: bool,
+    ) -> Option<BoxFuture<'static, Result<(), WriteError>>> {
         if msg.topic.starts_with("$SYS/") {
-            return;
+            return None;
         }
-        self.meta.record(Command::SetRetained {
+        let cmd = Command::SetRetained {
             record: retained_record(msg),
-        });
+        };
+        if confirmed {
+            return Some(self.meta.record_confirmed(cmd));
+        }
+        self.meta.record(cmd);
+        None
     }
 
     /// Rebuilds the in-memory broker from the replicated records after a start: retained
@@ -134,6 +150,7 @@ impl Broker {
         self: &Arc<Self>,
         sessions: Vec<SessionRecord>,
         retained: Vec<RetainedRecord>,
+        mut spooled: std::collections::HashMap<String, Vec<Vec<u8>>>,
     ) -> Restored {
         let mut restored = Restored::default();
         let now = now_ms();
@@ -192,6 +209,10 @@ impl Broker {
                         .insert(ByteString::from(sub.filter.clone()), opts);
                 }
             }
+            if let Some(entries) = spooled.remove(&s.client_id) {
+                restored.queued += entries.len();
+                self.restore_spooled(&cell, &entries);
+            }
             if s.expiry_interval != u32::MAX {
                 let me = self.clone();
                 let generation = cell.lock().generation;
@@ -201,12 +222,16 @@ impl Broker {
             }
             restored.sessions += 1;
         }
+        // Entries of sessions that ended while the node was down.
+        for client_id in spooled.into_keys() {
+            self.spool_clear(&Arc::from(client_id.as_str()));
+        }
         restored
     }
 
     /// Rebuilds a session that lived on another node from its replicated record: its
     /// subscriptions, decided again for this connection. Returns whether there was one.
-    /// (Messages queued on the other node do not follow yet.)
+    /// (Messages queued on the other node come by handover, `handover.rs`.)
     pub(super) fn resume_from_record(&self, cell: &Arc<SessionCell>, client: &ClientInfo) -> bool {
         let record = match self.registry.session(&cell.client_id) {
             Ok(Some(r)) if !r.subscriptions.is_empty() => r,

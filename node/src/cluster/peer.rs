@@ -58,7 +58,7 @@ impl pb::peer_server::Peer for PeerService {
         &self,
         req: Request<pb::ProxyRequest>,
     ) -> Result<Response<pb::ProxyReply>, Status> {
-        super::sessions::serve_proxy(self.broker()?, req.into_inner())
+        super::sessions::serve_proxy(self.broker()?, req.into_inner()).await
     }
 
     async fn handover(

@@ -47,7 +47,7 @@ pub async fn proxy(
     op: ProxyOp,
 ) -> Result<(), ProxyError> {
     if broker.holds_session(client_id) {
-        return broker.proxy(client_id, &op);
+        return apply_here(broker, client_id, &op).await;
     }
     let mut owner = broker.session_owner(client_id);
     if owner.is_none() {
@@ -64,7 +64,7 @@ pub async fn proxy(
     let owner = owner.ok_or_else(not_found)?;
     if owner == broker.node_id {
         // The record names this node, but the session ended here since.
-        return broker.proxy(client_id, &op);
+        return apply_here(broker, client_id, &op).await;
     }
     let unreachable = |e: String| {
         ProxyError::Unavailable(format!(
@@ -89,14 +89,26 @@ pub async fn proxy(
     }
 }
 
+/// Applies `op` to a session held here; a subscription answers once the other nodes know its
+/// route, as a SUBACK does.
+async fn apply_here(broker: &Broker, client_id: &str, op: &ProxyOp) -> Result<(), ProxyError> {
+    broker.proxy(client_id, op)?;
+    if matches!(op, ProxyOp::Subscribe { .. })
+        && let Some(settled) = broker.routes_settled()
+    {
+        settled.await;
+    }
+    Ok(())
+}
+
 /// The receiving side: applies a peer's proxy request to a session held here.
-pub fn serve_proxy(
+pub async fn serve_proxy(
     broker: &Broker,
     req: pb::ProxyRequest,
 ) -> Result<Response<pb::ProxyReply>, Status> {
     let op: ProxyOp = wire::decode(&req.op)
         .map_err(|e| Status::invalid_argument(format!("undecodable proxy operation: {e}")))?;
-    let error = match broker.proxy(&req.client_id, &op) {
+    let error = match apply_here(broker, &req.client_id, &op).await {
         Ok(()) => bytes::Bytes::new(),
         Err(e) => wire::encode(&e).map_err(|e| Status::internal(e.to_string()))?,
     };

@@ -297,6 +297,23 @@ impl SessionState {
         self.inbound_qos2.remove(&packet_id)
     }
 
+    /// A copy of everything undelivered (the session goes offline and is written to disk).
+    pub fn undelivered(&self) -> Undelivered {
+        Undelivered {
+            inflight: self
+                .inflight
+                .iter()
+                .map(|f| InflightFlow {
+                    packet_id: f.packet_id,
+                    released: f.phase == Awaiting::PubComp,
+                    delivery: f.delivery.clone(),
+                })
+                .collect(),
+            queue: self.queue.iter().cloned().collect(),
+            inbound_qos2: self.inbound_qos2.iter().copied().collect(),
+        }
+    }
+
     /// Takes everything undelivered, leaving the state empty (the session moves away).
     pub fn take_undelivered(&mut self) -> Undelivered {
         Undelivered {

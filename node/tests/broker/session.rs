@@ -294,3 +294,65 @@ async fn silent_clients_are_dropped_after_one_and_a_half_keep_alives() {
         ));
     }
 }
+
+/// Offline sessions keep their messages on disk: in flight (re-sent with DUP and the same
+/// packet id) and queued while offline, across a restart of the node.
+#[tokio::test]
+async fn queued_and_in_flight_messages_survive_a_restart() {
+    let node = Node::start("");
+    let (mut sub, _) = Raw3::connect(node.mqtt, connect3("durable", false)).await;
+    sub.subscribe(1, &[("d", v3::QoS::AtLeastOnce)]).await;
+    publish_all(&node, "d", 1, v3::QoS::AtLeastOnce).await;
+    let (first, body) = sub.expect_publish().await;
+    assert_eq!(&body[..], b"1");
+    // Gone without acknowledging it.
+    drop(sub);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut p, _) = Raw3::connect(node.mqtt, connect3("publisher2", true)).await;
+    for (i, m) in ["2", "3", "4"].iter().enumerate() {
+        let id = i as u16 + 1;
+        p.publish("d", m.as_bytes(), v3::QoS::AtLeastOnce, id, false)
+            .await;
+        p.recv().await;
+    }
+    drop(p);
+
+    let node = node.restart();
+    assert!(
+        node.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("\"queued\":4")),
+        "the start-up line reports the four messages restored"
+    );
+    let (mut sub, ack) = Raw3::connect(node.mqtt, connect3("durable", false)).await;
+    assert!(ack.session_present);
+    let (again, body) = sub.expect_publish().await;
+    assert_eq!(
+        (&body[..], again.dup, again.packet_id),
+        (&b"1"[..], true, first.packet_id),
+        "the unacknowledged message again, as a re-send"
+    );
+    for want in ["2", "3", "4"] {
+        let (m, body) = sub.expect_publish().await;
+        assert_eq!(&body[..], want.as_bytes(), "then the queue, in order");
+        sub.send(c3::Packet::PublishAck {
+            packet_id: m.packet_id.unwrap(),
+        })
+        .await;
+    }
+    // Delivered now: a second restart brings nothing back.
+    sub.send(c3::Packet::PublishAck {
+        packet_id: again.packet_id.unwrap(),
+    })
+    .await;
+    sub.send(c3::Packet::Disconnect).await;
+    sub.expect_closed().await;
+    let node = node.restart();
+    let (mut sub, _) = Raw3::connect(node.mqtt, connect3("durable", false)).await;
+    assert!(
+        sub.recv_within(Duration::from_millis(500)).await.is_none(),
+        "nothing is delivered twice"
+    );
+}

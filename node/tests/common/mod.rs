@@ -76,15 +76,17 @@ impl Node {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && v["message"] == "realmq node started"
-                {
+                let started = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .filter(|v| v["message"] == "realmq node started");
+                // Kept before the start is reported, so a test sees the line once started.
+                sink.lock().unwrap().push(line);
+                if let Some(v) = started {
                     let _ = tx.send((
                         v["mqtt"].as_str().map(String::from),
                         v["api"].as_str().map(String::from),
                     ));
                 }
-                sink.lock().unwrap().push(line);
             }
         });
         let (mqtt, api) = rx
