@@ -176,10 +176,25 @@ fn set_lines(table: &mut BTreeMap<String, String>, lines: &str) {
     }
 }
 
+/// Ports for the nodes' own listeners, held until just before a node binds them. They are picked
+/// below Linux's ephemeral range (32768 and up): a port the OS hands out for port 0 is also what
+/// it picks as the local port of outgoing connections, so between the reservation and the bind
+/// another process's connection could take it (a node then fails with "address in use").
 fn reserve_ports(n: usize) -> Vec<std::net::TcpListener> {
-    (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("reserve a port"))
-        .collect()
+    use std::hash::{BuildHasher, RandomState};
+    let seed = RandomState::new();
+    let mut out = Vec::with_capacity(n);
+    for attempt in 0u64.. {
+        if out.len() == n {
+            break;
+        }
+        assert!(attempt < 10_000, "no free port below 32768");
+        let port = 20_000 + (seed.hash_one(attempt) % 12_000) as u16;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            out.push(l);
+        }
+    }
+    out
 }
 
 pub struct Cluster {
