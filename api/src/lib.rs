@@ -78,11 +78,12 @@ async fn recover(err: Rejection) -> Result<Reply, Infallible> {
     Ok(response::into_reply(Err(e)))
 }
 
-/// On a cluster's first start (no token secret yet), creates the secret and the default `root` /
-/// `123456` administrator in one command that applies only while no secret exists (every node
-/// may propose it; the first wins). Returns whether this node's command was the one applied;
-/// later starts, even after `root` was deleted, change nothing.
-pub async fn bootstrap(ctx: &ApiContext) -> Result<bool, ApiError> {
+/// On a cluster's first start (no token secret yet), creates the secret and the `root`
+/// administrator with `root_password` in one command that applies only while no secret exists
+/// (every node may propose it; the first wins). Returns whether this node's command was the one
+/// applied; later starts, even after `root` was deleted or with another password, change
+/// nothing.
+pub async fn bootstrap(ctx: &ApiContext, root_password: &str) -> Result<bool, ApiError> {
     ctx.writer.barrier().await?;
     if ctx.registry.token_secret()?.is_some() {
         return Ok(false);
@@ -91,7 +92,7 @@ pub async fn bootstrap(ctx: &ApiContext) -> Result<bool, ApiError> {
     rand::fill(&mut secret[..]);
     let root = User {
         username: "root".into(),
-        password_hash: auth::hash_password(ctx, "123456").await?,
+        password_hash: auth::hash_password(ctx, root_password).await?,
         role: Role::Administrator,
         created_at: chrono::Utc::now().timestamp_millis(),
     };

@@ -112,10 +112,13 @@ async fn api_with(config: ApiConfig) -> Api {
     let applied = Mutex::new(member.applied.subscribe());
     let ctx = ApiContext::new(member.writer, member.registry, node.clone(), config);
     assert!(
-        realmq_api::bootstrap(&ctx).await.unwrap(),
+        realmq_api::bootstrap(&ctx, "123456").await.unwrap(),
         "first start creates root"
     );
-    assert!(!realmq_api::bootstrap(&ctx).await.unwrap(), "only once");
+    assert!(
+        !realmq_api::bootstrap(&ctx, "123456").await.unwrap(),
+        "only once"
+    );
     Api {
         _dir: dir,
         applied,

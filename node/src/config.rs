@@ -167,6 +167,10 @@ pub struct ApiSettings {
     /// Wrong passwords allowed per minute, per user name and per source address; further
     /// logins from either get HTTP 429 until the minute is over.
     pub failed_login_limit: u32,
+    /// The `root` administrator's password, set once when the cluster is first created (later
+    /// changes go through the API). Deployments pass it from a secret:
+    /// `REALMQ_API__ROOT_PASSWORD`.
+    pub root_password: String,
 }
 
 impl Default for ApiSettings {
@@ -175,9 +179,13 @@ impl Default for ApiSettings {
             token_ttl: 86_400,
             max_body: 1024 * 1024,
             failed_login_limit: 10,
+            root_password: DEFAULT_ROOT_PASSWORD.into(),
         }
     }
 }
+
+/// The `root` password of a cluster created without `[api] root_password`.
+pub const DEFAULT_ROOT_PASSWORD: &str = "123456";
 
 /// Raft and cluster timings, the `[cluster]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -279,6 +287,9 @@ impl Config {
     /// Checks everything serde cannot, collecting all problems.
     pub fn validate(&self) -> Result<(), ConfigErrors> {
         let mut errs = Vec::new();
+        if self.api.root_password.is_empty() {
+            errs.push("api.root_password must not be empty".to_string());
+        }
         if self.node_id == 0 {
             errs.push("node_id must be at least 1".to_string());
         }

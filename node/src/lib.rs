@@ -194,9 +194,15 @@ impl Node {
             },
         );
         if runtime.block_on(until_quorum("create the default user", || {
-            realmq_api::bootstrap(&api_ctx)
+            realmq_api::bootstrap(&api_ctx, &config.api.root_password)
         })) {
-            tracing::info!("first start: created the API user root (password 123456); change it");
+            if config.api.root_password == config::DEFAULT_ROOT_PASSWORD {
+                tracing::info!(
+                    "first start: created the API user root (password 123456); change it"
+                );
+            } else {
+                tracing::info!("first start: created the API user root ([api] root_password)");
+            }
         }
 
         let mqtt = mqtt::start(broker.clone(), mqtt_listener, &config)?;

@@ -457,3 +457,34 @@ async fn a_password_flood_is_bounded_and_then_refused() {
     let (status, body) = limited.api("GET", "/api/v1/products", None).await;
     assert_eq!(status, 429, "root is locked out for the minute: {body}");
 }
+
+/// A deployment sets the root password once, from a secret, when the cluster is created:
+/// `[api] root_password` (here as `REALMQ_API__ROOT_PASSWORD`); the default one is refused.
+#[tokio::test]
+async fn the_root_password_comes_from_the_configuration_on_first_start() {
+    let node = Node::start_env(&[("REALMQ_API__ROOT_PASSWORD", "from-a-secret")]);
+    let get = |password: &'static str| {
+        let url = format!("http://{}/api/v1/users", node.api);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .basic_auth("root", Some(password))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(get("from-a-secret").await, 200);
+    assert_eq!(get("123456").await, 401, "the default password is not set");
+    assert!(
+        !node
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("from-a-secret")),
+        "the password is never logged"
+    );
+}

@@ -37,6 +37,18 @@ impl Node {
         )
     }
 
+    /// `start("")` with extra environment variables for the process.
+    pub fn start_env(env: &[(&str, &str)]) -> Node {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("realmq.toml"), "[mqtt]\nsys_interval = 0\n")
+            .expect("write config");
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Node::spawn_with(dir, vec!["--allow-anonymous".into()], env)
+    }
+
     /// Starts the binary with `args` and a config file holding `toml`.
     pub fn start_with(args: &[&str], toml: &str) -> Node {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -56,7 +68,12 @@ impl Node {
     }
 
     fn spawn(dir: tempfile::TempDir, args: Vec<String>) -> Node {
+        Node::spawn_with(dir, args, Vec::new())
+    }
+
+    fn spawn_with(dir: tempfile::TempDir, args: Vec<String>, env: Vec<(String, String)>) -> Node {
         let mut child = Command::new(env!("CARGO_BIN_EXE_realmq"))
+            .envs(env)
             .arg("--config")
             .arg(dir.path().join("realmq.toml"))
             .arg("--data-dir")
