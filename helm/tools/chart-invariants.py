@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""The chart's cluster invariants, over several replicas / voters settings (the schema and
+helm-check cover the manifests' shape; these are RealMQ's own rules):
+
+- the PodDisruptionBudget never lets a raft majority of the voters go down at once, yet always
+  lets one pod go (a drain must be possible);
+- the StatefulSet's serviceName is the headless Service (clusterIP None, publishNotReadyAddresses)
+  selecting its pods, pods start in parallel, and the node's Kubernetes mode gets the
+  StatefulSet name, the headless Service and the voter count;
+- the probes use the node's health and readiness endpoints on a declared port.
+
+Usage: chart-invariants.py HELM CHART_DIR
+"""
+import subprocess
+import sys
+
+import yaml
+
+helm, chart = sys.argv[1], sys.argv[2]
+failures = []
+
+
+def render(replicas, voters):
+    out = subprocess.run(
+        [helm, "template", "rel", chart, "--set", f"replicas={replicas}", "--set", f"voters={voters}"],
+        check=True, capture_output=True, text=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def check(case, cond, what):
+    if not cond:
+        failures.append(f"{case}: {what}")
+
+
+for replicas, voters in [(1, 1), (3, 3), (5, 3), (5, 5), (7, 5), (7, 7)]:
+    case = f"replicas={replicas} voters={voters}"
+    docs = render(replicas, voters)
+    kind = lambda k: [d for d in docs if d["kind"] == k]
+    (sts,), (pdb,) = kind("StatefulSet"), kind("PodDisruptionBudget")
+    majority = voters // 2 + 1
+    down = pdb["spec"]["maxUnavailable"]
+    check(case, down >= 1, f"the PDB blocks every drain (maxUnavailable {down})")
+    check(case, voters == 1 or voters - down >= majority,
+          f"the PDB lets {down} of {voters} voters go, below a majority of {majority}")
+    spec = sts["spec"]
+    check(case, spec["podManagementPolicy"] == "Parallel", "pods must start in parallel")
+    headless = [s for s in kind("Service") if s["metadata"]["name"] == spec["serviceName"]]
+    check(case, len(headless) == 1, "serviceName names no Service in the render")
+    if headless:
+        hs = headless[0]["spec"]
+        check(case, hs.get("clusterIP") == "None", "the serviceName Service is not headless")
+        check(case, hs.get("publishNotReadyAddresses") is True,
+              "peers cannot resolve each other before they are ready")
+        labels = spec["template"]["metadata"]["labels"]
+        check(case, all(labels.get(k) == v for k, v in hs["selector"].items()),
+              "the headless Service does not select the pods")
+    (c,) = spec["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    check(case, env.get("REALMQ_K8S_STATEFULSET") == sts["metadata"]["name"], "wrong StatefulSet name")
+    check(case, env.get("REALMQ_K8S_HEADLESS_SERVICE") == spec["serviceName"], "wrong headless Service")
+    check(case, env.get("REALMQ_VOTERS") == str(voters), "wrong voter count")
+    check(case, env.get("REALMQ_K8S_REPLICAS") == str(replicas), "wrong replica count")
+    ports = {p["name"] for p in c["ports"]}
+    for probe, path in [("livenessProbe", "/api/v1/health"), ("readinessProbe", "/api/v1/ready")]:
+        get = c[probe]["httpGet"]
+        check(case, get["path"] == path and get["port"] in ports, f"{probe} is not {path} on a declared port")
+
+for f in failures:
+    print("FAIL", f)
+print(f"chart-invariants: {'FAIL' if failures else 'PASS'} ({len(failures)} problems)")
+sys.exit(1 if failures else 0)
