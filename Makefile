@@ -15,10 +15,10 @@ DEB_PACKAGES := libclang-dev mosquitto-clients python3-venv
 # Helm 3 and 4, the Kubernetes JSON schemas and yamllint, from PyPI (helm/tools/).
 export K8S_TOOLS_DIR ?= $(HOME)/.cache/realmq-k8s-tools
 
-.PHONY: help deps bench-deps build run test chart-check bench lint fmt fix verify clean
+.PHONY: help deps bench-deps build run test chart-check image bench lint fmt fix verify clean
 
 help: ## List the commands
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 deps: ## Install the Debian packages the build and tests need (once)
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -45,6 +45,22 @@ chart-check: deps ## Lint, render and validate the Helm chart offline (Helm 3 an
 		--expect StatefulSet=1 --expect Service=2 --expect PodDisruptionBudget=1 --expect ConfigMap=1
 	$(K8S_TOOLS_DIR)/venv/bin/python helm/tools/chart-invariants.py $(K8S_TOOLS_DIR)/bin/helm3 helm/realmq
 	$(K8S_TOOLS_DIR)/venv/bin/python helm/tools/chart-invariants.py $(K8S_TOOLS_DIR)/bin/helm4 helm/realmq
+
+# The container image: a statically linked binary (glibc static, RocksDB included) in an empty
+# image, so it builds on an engine with no base images and no registry. The static build has
+# its own target triple directory (RocksDB compiles once more there, ~15 minutes on 2 cores).
+IMAGE ?= realmq:0.1.0
+STATIC := $(CARGO_TARGET_DIR)/x86_64-unknown-linux-gnu/release/realmq
+image: deps ## Build the FROM-scratch container image (IMAGE=realmq:0.1.0; no registry or base image needed)
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release \
+		--target x86_64-unknown-linux-gnu -p realmq-node --bin realmq
+	mkdir -p $(CARGO_TARGET_DIR)/image
+	strip -o $(CARGO_TARGET_DIR)/image/realmq $(STATIC)
+	python3 helm/image/mk-rootfs.py --binary $(CARGO_TARGET_DIR)/image/realmq \
+		--out $(CARGO_TARGET_DIR)/image/rootfs.tar
+	cp helm/image/Dockerfile.scratch $(CARGO_TARGET_DIR)/image/Dockerfile
+	docker build -t $(IMAGE) $(CARGO_TARGET_DIR)/image
+	@docker image inspect $(IMAGE) --format '{{.RepoTags}} {{.Size}} bytes'
 
 bench-deps: deps
 	@command -v mosquitto >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto; }
