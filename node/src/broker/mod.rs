@@ -181,8 +181,11 @@ impl Broker {
         self.router.route(msg, groups, &mut targets);
         let n = targets.len();
         for t in targets {
-            // An offline session's copy also goes to disk; an online one's costs nothing more.
-            let offline = (!t.session.is_online()).then(|| spool::entry(&t.delivery));
+            // An offline session's copy also goes to disk (QoS 0 is not kept offline); an
+            // online one's costs nothing more.
+            let offline = (t.delivery.qos != crate::message::QoS::AtMostOnce
+                && !t.session.is_online())
+            .then(|| spool::entry(&t.delivery));
             let pushed = t.session.deliver(t.delivery);
             if pushed == Pushed::DroppedFull {
                 inc(&self.metrics.dropped_queue_full, 1);
