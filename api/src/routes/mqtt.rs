@@ -88,14 +88,11 @@ pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
     macro_rules! endpoint {
         ($name:literal, $handler:ident) => {
             post($name).then(|ctx: ApiContext, a: Caller, b: Bytes| async move {
-                let admitted = match authenticate(&ctx, &a).await {
-                    Ok(caller) => caller.require_admin(),
-                    Err(e) => Err(e),
+                let answer = async {
+                    authenticate(&ctx, &a).await?.require_admin()?;
+                    $handler(&ctx, &b).await
                 };
-                into_reply(match admitted {
-                    Ok(()) => $handler(&ctx, &b).await,
-                    Err(e) => Err(e),
-                })
+                into_reply(answer.await)
             })
         };
     }

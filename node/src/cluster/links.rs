@@ -269,10 +269,7 @@ impl Links {
             .peers
             .address(peer, Some(node))
             .ok_or("no address for the peer")?;
-        let channel = self.peers.channel(&addr).map_err(|e| e.to_string())?;
-        let mut client = pb::peer_client::PeerClient::new(channel)
-            .max_encoding_message_size(super::MAX_MESSAGE)
-            .max_decoding_message_size(super::MAX_MESSAGE);
+        let mut client = self.peers.peer_client(&addr)?;
         let (tx, rx) = mpsc::channel::<pb::PeerFrame>(4);
         // The whole route set first, and no change queued before it is sent after it.
         let dump = broker.with_local_routes(|filters| {
@@ -432,9 +429,12 @@ async fn confirmed(
             changed = acked.changed() => if changed.is_err() {
                 return None;
             },
-            n = async { count.as_mut().expect("guarded by the branch condition").await }, if count.is_some() => {
-                return n.ok().map(|n| n as usize);
-            }
+            n = async {
+                match count.as_mut() {
+                    Some(rx) => rx.await,
+                    None => std::future::pending().await,
+                }
+            } => return n.ok().map(|n| n as usize),
             () = sleep, if deadline.is_some() => {}
         }
     }

@@ -98,6 +98,14 @@ impl Peers {
             .max_encoding_message_size(MAX_MESSAGE))
     }
 
+    /// The `Peer` service of `addr`: route links, forwarded publishes, proxy requests, handover.
+    pub fn peer_client(&self, addr: &str) -> Result<pb::peer_client::PeerClient<Channel>, String> {
+        let channel = self.channel(addr).map_err(|e| e.to_string())?;
+        Ok(pb::peer_client::PeerClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE))
+    }
+
     pub fn cluster_client(
         &self,
         addr: &str,

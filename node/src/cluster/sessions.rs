@@ -22,21 +22,17 @@ const PROXY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a CONNECT waits at most for the previous owner's handover.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A client of `node`'s `Peer` service.
+/// A client of `node`'s `Peer` service, at the address the membership gives it.
 fn peer_client(
     shared: &Shared,
     node: u64,
 ) -> Result<pb::peer_client::PeerClient<tonic::transport::Channel>, String> {
+    let member = shared.membership().get_node(&node).cloned();
     let addr = shared
-        .membership()
-        .get_node(&node)
-        .map(|n| n.cluster_addr.clone())
-        .or_else(|| shared.peers.address(node, None))
+        .peers
+        .address(node, member.as_ref())
         .ok_or("it is not a member")?;
-    let channel = shared.peers.channel(&addr).map_err(|e| e.to_string())?;
-    Ok(pb::peer_client::PeerClient::new(channel)
-        .max_decoding_message_size(super::MAX_MESSAGE)
-        .max_encoding_message_size(super::MAX_MESSAGE))
+    shared.peers.peer_client(&addr)
 }
 
 /// Applies `op` to `client_id`'s session wherever it is held.
