@@ -18,7 +18,7 @@ use crate::faults::Faults;
 use crate::logs::TAIL;
 use crate::node::{self, Node, NodeSpec};
 use crate::proxy::Proxies;
-use crate::{NodeId, START_TIMEOUT};
+use crate::{NodeId, START_TIMEOUT, eventually};
 
 /// Held by each `Cluster` for its lifetime. Tests in one binary run on parallel threads, and
 /// two clusters of debug builds on 2 cores would each see the other's load as network faults.
@@ -288,6 +288,25 @@ impl Cluster {
     pub fn kill9(&self, i: NodeId) {
         self.node(i).kill9();
         self.event(&format!("kill9({i})"));
+    }
+
+    /// SIGTERM, as an orchestrator stops a node, and waits until it exited: it closes its
+    /// clients, writes its offline queues and, as a learner, leaves the membership. Panics if it
+    /// does not exit cleanly within `START_TIMEOUT`.
+    pub async fn stop(&self, i: NodeId) {
+        let node = self.node(i);
+        node.terminate();
+        self.event(&format!("stop({i})"));
+        let status = eventually(
+            &format!("node {i} to exit after SIGTERM"),
+            START_TIMEOUT,
+            async || node.exited().ok_or_else(|| "still running".to_string()),
+        )
+        .await;
+        assert!(
+            status.success(),
+            "node {i} exited with {status} after SIGTERM"
+        );
     }
 
     /// Starts node `i` again on its data dir, ports and flags (killing it first if it is up).

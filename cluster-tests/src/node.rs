@@ -214,6 +214,29 @@ impl Node {
         }
     }
 
+    /// SIGTERM: the node drains and stops on its own; `exited` tells when it has.
+    pub(crate) fn terminate(&self) {
+        if let Some(child) = self.lock().child.as_ref() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// The exit status once a terminated process has ended (the node is then down); `None`
+    /// while it still runs.
+    pub(crate) fn exited(&self) -> Option<ExitStatus> {
+        let mut p = self.lock();
+        let status = p.child.as_mut()?.try_wait().ok().flatten()?;
+        p.child = None;
+        p.ready = None;
+        self.log.push(format!(
+            "=== harness: node {} stopped ({status}) ===",
+            self.id()
+        ));
+        Some(status)
+    }
+
     /// Leaves the node's directory on disk after the test, for a post-mortem of its RocksDB.
     pub(crate) fn keep_files(&self) {
         self.keep.store(true, Ordering::Relaxed);

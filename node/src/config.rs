@@ -39,7 +39,8 @@ pub struct Config {
     pub voters: u64,
     /// Kubernetes: the StatefulSet name; the node id and peers then derive from the pod name.
     pub k8s_statefulset: String,
-    /// Kubernetes: the StatefulSet's replica count at first start.
+    /// Kubernetes: the StatefulSet's replica count at first start, when it may be below
+    /// `voters`; 0: not given (the first `voters` pods are the initial voters).
     pub k8s_replicas: u64,
     /// Kubernetes: the headless Service giving each pod a DNS name.
     pub k8s_headless_service: String,
@@ -309,13 +310,8 @@ impl Config {
             errs.push("voters must be at least 1".into());
         }
         let k8s = [&self.k8s_statefulset, &self.k8s_headless_service];
-        if k8s.iter().any(|v| !v.is_empty())
-            && (k8s.iter().any(|v| v.is_empty()) || self.k8s_replicas == 0)
-        {
-            errs.push(
-                "Kubernetes mode needs k8s_statefulset, k8s_replicas and k8s_headless_service"
-                    .into(),
-            );
+        if k8s.iter().any(|v| !v.is_empty()) && k8s.iter().any(|v| v.is_empty()) {
+            errs.push("Kubernetes mode needs both k8s_statefulset and k8s_headless_service".into());
         }
         let c = &self.cluster;
         if c.heartbeat_interval_ms == 0 || c.election_timeout_min_ms <= c.heartbeat_interval_ms {

@@ -63,6 +63,10 @@ use crate::broker::Broker;
 use crate::config::Config;
 use crate::message::CloseReason;
 
+/// How long a starting node waits for the reachable members' route sets before it serves
+/// clients (a peer reconnects its link within its 2 s backoff).
+const PEER_ROUTES_BOUND: Duration = Duration::from_secs(10);
+
 /// A running node: the tokio runtime (raft, API, timers), the MQTT listener thread and the broker.
 pub struct Node {
     runtime: tokio::runtime::Runtime,
@@ -71,6 +75,7 @@ pub struct Node {
     mqtt: mqtt::MqttListener,
     api: tokio::task::JoinHandle<()>,
     api_addr: SocketAddr,
+    cluster: cluster::Cluster,
     shutdown: CancellationToken,
     grace: Duration,
 }
@@ -205,6 +210,14 @@ impl Node {
             }
         }
 
+        // Clients are served once this node knows where the other nodes' subscribers are.
+        if let Err(waiting) = runtime.block_on(cluster.peer_routes(PEER_ROUTES_BOUND)) {
+            tracing::warn!(
+                peers = ?waiting,
+                "serving clients before these members sent their subscriptions; publishes here \
+                 reach their subscribers once they do"
+            );
+        }
         let mqtt = mqtt::start(broker.clone(), mqtt_listener, &config)?;
         listening.store(true, Ordering::Relaxed);
         let stop_api = shutdown.clone();
@@ -232,6 +245,7 @@ impl Node {
             mqtt,
             api,
             api_addr,
+            cluster,
             shutdown,
             grace: Duration::from_secs(config.shutdown_grace),
         })
@@ -268,6 +282,7 @@ impl Node {
             broker,
             mqtt,
             api,
+            cluster,
             shutdown,
             grace,
             ..
@@ -294,6 +309,7 @@ impl Node {
             // Pending metadata writes were queued before the connections closed; give the
             // writer a moment, then stop raft so RocksDB closes cleanly.
             tokio::time::sleep(Duration::from_millis(100)).await;
+            cluster.leave_if_learner().await;
             if let Err(e) = raft.shutdown().await {
                 tracing::warn!(error = %e, "raft did not shut down cleanly");
             }

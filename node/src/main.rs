@@ -46,7 +46,7 @@ struct Cli {
     /// Kubernetes StatefulSet name: node id and peers from the pod name [env: REALMQ_K8S_STATEFULSET]
     #[arg(long, global = true, value_name = "NAME")]
     k8s_statefulset: Option<String>,
-    /// Kubernetes: the StatefulSet's replicas at first start [env: REALMQ_K8S_REPLICAS]
+    /// Kubernetes: replicas at first start, if fewer than the voters [env: REALMQ_K8S_REPLICAS]
     #[arg(long, global = true, value_name = "N")]
     replicas: Option<u64>,
     /// Kubernetes: the headless Service of the StatefulSet [env: REALMQ_K8S_HEADLESS_SERVICE]

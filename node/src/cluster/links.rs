@@ -118,6 +118,8 @@ struct Acked {
     publishes: u64,
     /// Since when the link is down (`None`: up).
     down_since: Option<Instant>,
+    /// Whether a connection was attempted yet (a new link is down before it tried).
+    tried: bool,
 }
 
 struct Link {
@@ -143,6 +145,8 @@ pub struct Links {
     /// Receiving side (`peer.rs`): per sending peer, its epoch and the last publish delivered
     /// from it.
     pub(super) delivered: Mutex<HashMap<NodeId, (u64, u64)>>,
+    /// Peers whose route set arrived over their link to this node since this process started.
+    pub(super) dumps: Mutex<std::collections::HashSet<NodeId>>,
 }
 
 impl Links {
@@ -156,6 +160,7 @@ impl Links {
             links: Mutex::new(HashMap::new()),
             route_seq: AtomicU64::new(0),
             delivered: Mutex::new(HashMap::new()),
+            dumps: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -163,24 +168,62 @@ impl Links {
     pub fn start(self: &Arc<Self>, broker: Arc<Broker>, raft: Raft) {
         let _ = self.broker.set(broker.clone());
         broker.set_peering(self.clone());
-        tokio::spawn(self.clone().follow_membership(raft));
+        // The links to the current members exist once this returns (`peer_routes` counts on it).
+        let rx = raft.metrics();
+        self.reconcile(&self.members(&rx));
+        tokio::spawn(self.clone().follow_membership(rx));
     }
 
-    async fn follow_membership(self: Arc<Self>, raft: Raft) {
-        let mut rx = raft.metrics();
-        loop {
-            let members: HashMap<NodeId, realmq_raft_store::NodeAddr> = rx
-                .borrow()
-                .membership_config
-                .membership()
-                .nodes()
-                .filter(|(id, _)| **id != self.me)
-                .map(|(id, n)| (*id, n.clone()))
-                .collect();
+    fn members(
+        &self,
+        rx: &watch::Receiver<realmq_raft_store::typ::RaftMetrics>,
+    ) -> HashMap<NodeId, realmq_raft_store::NodeAddr> {
+        rx.borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.me)
+            .map(|(id, n)| (*id, n.clone()))
+            .collect()
+    }
+
+    async fn follow_membership(
+        self: Arc<Self>,
+        mut rx: watch::Receiver<realmq_raft_store::typ::RaftMetrics>,
+    ) {
+        while rx.changed().await.is_ok() {
+            let members = self.members(&rx);
             self.reconcile(&members);
-            if rx.changed().await.is_err() {
-                return;
+        }
+    }
+
+    /// Waits, at most `bound`, until every member that this node's own link reaches has sent its
+    /// route set over its link to this node. A node serving clients before that would deliver
+    /// their publishes to local subscribers only (and acknowledge them), missing every
+    /// subscriber on the other nodes. A member that cannot be reached is not waited for (it
+    /// sends its routes when it is back). `Err`: the members still not heard from.
+    pub async fn peer_routes(&self, bound: Duration) -> Result<(), Vec<NodeId>> {
+        let deadline = Instant::now() + bound;
+        loop {
+            let waiting: Vec<NodeId> = {
+                let links = self.links.lock();
+                let dumps = self.dumps.lock();
+                links
+                    .iter()
+                    .filter(|(id, link)| {
+                        let a = link.acked.borrow();
+                        !dumps.contains(id) && (!a.tried || a.down_since.is_none())
+                    })
+                    .map(|(id, _)| *id)
+                    .collect()
+            };
+            if waiting.is_empty() {
+                return Ok(());
             }
+            if Instant::now() >= deadline {
+                return Err(waiting);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -197,6 +240,7 @@ impl Links {
                         routes: 0,
                         publishes: 0,
                         down_since: Some(Instant::now()),
+                        tried: false,
                     }),
                 });
                 links.insert(*id, link.clone());
@@ -233,6 +277,7 @@ impl Links {
             // look freshly down on every attempt.
             link.acked.send_modify(|a| {
                 a.down_since.get_or_insert_with(Instant::now);
+                a.tried = true;
             });
             match result {
                 Ok(up) => {
@@ -295,6 +340,7 @@ impl Links {
         link.acked.send_modify(|a| {
             a.routes = 0;
             a.down_since = None;
+            a.tried = true;
         });
         loop {
             // Sending and reading acknowledgements go together: waiting for room to send while

@@ -40,10 +40,12 @@ pub async fn form(
     fresh: bool,
 ) -> anyhow::Result<()> {
     let me = s.peers.me();
-    if !fresh {
-        // A restart on its data: the log and vote are as they were.
+    if !fresh && s.membership().voter_ids().any(|id| id == me) {
+        // A voter restarting on its data: the log and vote are as they were.
         return wait_for_leader(s).await;
     }
+    // A learner restarting on its data asks to be admitted again like a new node: it left the
+    // membership when it stopped (`leave_if_learner`), or may have been removed meanwhile.
     if voters.len() <= 1 && voters.keys().all(|&id| id == me) {
         // A single node (or a one-voter cluster led by this node): nobody to wait for.
         s.raft
@@ -288,6 +290,23 @@ pub async fn remove(s: &Shared, id: NodeId) -> Result<(), RemoveError> {
         tracing::warn!(node_id = id, error = %e, "failed to release a removed node's sessions");
     }
     Ok(())
+}
+
+/// Called when this node stops: a learner leaves the membership, so scaling a StatefulSet in
+/// (which stops the highest ordinals, always learners beyond the voter count) leaves no member
+/// behind that the leader keeps replicating to; a learner that starts again is admitted anew.
+/// A voter stays: a rolling restart must not shrink the quorum.
+pub async fn leave_if_learner(s: &Shared) {
+    let me = s.peers.me();
+    let membership = s.membership();
+    if membership.get_node(&me).is_none() || membership.voter_ids().any(|id| id == me) {
+        return;
+    }
+    match tokio::time::timeout(Duration::from_secs(5), remove(s, me)).await {
+        Ok(Ok(())) => tracing::info!(node_id = me, "left the cluster (a learner that stops)"),
+        Ok(Err(e)) => tracing::warn!(node_id = me, error = ?e, "could not leave the cluster"),
+        Err(_) => tracing::warn!(node_id = me, "leaving the cluster timed out"),
+    }
 }
 
 /// Every member, each asked for its own status (unreachable ones as the membership has them).

@@ -205,6 +205,11 @@ impl Cluster {
         self.links.start(broker, self.shared.raft.clone());
     }
 
+    /// See `Links::peer_routes`.
+    pub async fn peer_routes(&self, bound: std::time::Duration) -> Result<(), Vec<u64>> {
+        self.links.peer_routes(bound).await
+    }
+
     /// Where `GET /nodes` gets each member's MQTT connection count on this node.
     pub fn count_connections(&self, f: Arc<dyn Fn() -> u64 + Send + Sync>) {
         let _ = self.shared.connections.set(f);
@@ -225,6 +230,11 @@ impl Cluster {
             })?;
             sessions::proxy(&shared, &broker, &client_id, op).await
         })
+    }
+
+    /// See `membership::leave_if_learner`.
+    pub async fn leave_if_learner(&self) {
+        membership::leave_if_learner(&self.shared).await
     }
 
     pub fn nodes(&self, digest: bool) -> BoxFuture<'static, Vec<NodeInfo>> {

@@ -76,6 +76,7 @@ impl Links {
         let from = frame.from;
         if let Some(dump) = frame.dump {
             broker.set_peer_routes(from, dump.filters);
+            self.dumps.lock().insert(from);
         }
         for c in frame.changes {
             broker.peer_route_changed(from, &c.filter, c.added);

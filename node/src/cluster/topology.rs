@@ -49,7 +49,7 @@ impl Topology {
     }
 
     /// The pod `host` of StatefulSet `k8s_statefulset`: the id from its ordinal, peers from the
-    /// first `min(replicas, voters)` pods' stable DNS names.
+    /// first `voters` pods' stable DNS names (`min(replicas, voters)` when replicas is given).
     fn statefulset(config: &Config, host: &str) -> anyhow::Result<Topology> {
         let sts = &config.k8s_statefulset;
         let ordinal: u64 = host
@@ -59,11 +59,14 @@ impl Topology {
             .with_context(|| format!("pod name {host:?} is not {sts}-<ordinal>"))?;
         let port = config.cluster_socket().port();
         let name = |ordinal: u64| format!("{sts}-{ordinal}.{}:{port}", config.k8s_headless_service);
-        let voters: BTreeMap<NodeId, String> = (0..config.k8s_replicas.min(config.voters))
-            .map(|o| (o + 1, name(o)))
-            .collect();
+        // Without a replica count, the first `voters` pods; a smaller StatefulSet has fewer.
+        let initial = match config.k8s_replicas {
+            0 => config.voters,
+            replicas => replicas.min(config.voters),
+        };
+        let voters: BTreeMap<NodeId, String> = (0..initial).map(|o| (o + 1, name(o))).collect();
         if voters.is_empty() {
-            bail!("k8s_replicas must be at least 1");
+            bail!("a StatefulSet needs at least one voter");
         }
         Ok(Topology {
             id: ordinal + 1,
