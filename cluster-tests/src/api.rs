@@ -79,6 +79,87 @@ pub(crate) async fn call(
     Ok((status, value))
 }
 
+/// A failed request with its causes: reqwest's own message ("error sending request") hides
+/// them.
+pub(crate) fn describe(e: &reqwest::Error) -> String {
+    let mut why = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        why.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    why
+}
+
+/// How one REST write ended, as the fault tests account for it.
+pub enum WriteOutcome {
+    Acked,
+    /// Any answer but 200 with `code` 0: the status and body.
+    Refused(u16, Value),
+    /// Why no answer came.
+    NoAnswer(String),
+}
+
+impl WriteOutcome {
+    pub fn of(answer: Result<(u16, Value), String>) -> WriteOutcome {
+        match answer {
+            Ok((200, body)) if body["code"] == 0 => WriteOutcome::Acked,
+            Ok((status, body)) => WriteOutcome::Refused(status, body),
+            Err(e) => WriteOutcome::NoAnswer(e),
+        }
+    }
+
+    pub fn acked(&self) -> bool {
+        matches!(self, WriteOutcome::Acked)
+    }
+
+    /// Whether this is the refusal the design promises without a quorum: 503 and an error
+    /// envelope with a non-zero code and a message.
+    pub fn clean_refusal(&self) -> bool {
+        matches!(self, WriteOutcome::Refused(503, body)
+            if body["code"].as_i64().is_some_and(|c| c != 0)
+                && body["message"].as_str().is_some_and(|m| !m.is_empty()))
+    }
+}
+
+impl std::fmt::Display for WriteOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteOutcome::Acked => write!(f, "acknowledged"),
+            WriteOutcome::Refused(status, body) => write!(f, "{status} {body}"),
+            WriteOutcome::NoAnswer(why) => write!(f, "no answer: {why}"),
+        }
+    }
+}
+
+/// Every item of the paginated list at `path` (the spec's `_page` / `_limit`, `meta.hasnext`),
+/// fetching each page with `get`; `Err` describes a refusal or a request that got no answer.
+pub async fn all_pages(
+    path: &str,
+    mut get: impl AsyncFnMut(&str) -> Result<(u16, Value), String>,
+) -> Result<Vec<Value>, String> {
+    let mut items = Vec::new();
+    let mut page = 1;
+    loop {
+        let url = format!("{path}?_limit=1000&_page={page}");
+        let (status, body) = get(&url).await?;
+        if status != 200 || body["code"] != 0 {
+            return Err(format!("GET {url}: {status} {body}"));
+        }
+        items.extend(
+            body["data"]
+                .as_array()
+                .ok_or(format!("no data in {body}"))?
+                .iter()
+                .cloned(),
+        );
+        if body["meta"]["hasnext"] != true {
+            return Ok(items);
+        }
+        page += 1;
+    }
+}
+
 /// One entry of `GET /api/v1/nodes`: what the answering node knows about node `id`. Fields a
 /// node cannot know about an unreachable peer are `None`.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -148,16 +229,7 @@ impl Cluster {
     ) -> Result<(u16, Value), String> {
         call(&self.http, self.api_addr(i), auth, method, path, body)
             .await
-            .map_err(|e| {
-                // reqwest's own message ("error sending request") hides the cause.
-                let mut why = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(cause) = source {
-                    why.push_str(&format!(": {cause}"));
-                    source = cause.source();
-                }
-                format!("{method} {path} on node {i}: {why}")
-            })
+            .map_err(|e| format!("{method} {path} on node {i}: {}", describe(&e)))
     }
 
     /// Node `i`'s `GET /api/v1/nodes`: every member as node `i` learns it from each of them.

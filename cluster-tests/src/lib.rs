@@ -19,6 +19,9 @@
 //! - `wait.rs`: [`eventually`], the one polling loop.
 //! - `invariants/`: checks run at the end of every test by [`Cluster::invariant_check`].
 //! - `logs.rs`: captured node logs and what is printed when a test fails.
+//! - `containers/`: the Helm chart's pods as Docker containers, for `make cluster-test`
+//!   (`src/bin/container-faults.rs`): the same kind of faults on the chart's own configuration
+//!   and the `make image` image.
 //!
 //! ## How a test runs
 //!
@@ -43,6 +46,7 @@
 
 mod api;
 mod cluster;
+pub mod containers;
 mod faults;
 mod invariants;
 mod logs;
@@ -53,7 +57,7 @@ mod wait;
 
 use std::time::Duration;
 
-pub use api::{Auth, NodeStatus};
+pub use api::{Auth, NodeStatus, WriteOutcome, all_pages};
 pub use cluster::{Cluster, ClusterBuilder};
 pub use mqtt::MqttClient;
 pub use wait::eventually;

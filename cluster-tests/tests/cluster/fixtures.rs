@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use realmq_cluster_tests::{Auth, Cluster, NodeId, WAIT, eventually};
+use realmq_cluster_tests::{Auth, Cluster, NodeId, WAIT, all_pages, eventually};
 use serde_json::{Value, json};
 
 pub struct Product {
@@ -129,26 +129,15 @@ pub async fn leader(cluster: &Cluster, among: &[NodeId]) -> NodeId {
 /// The name of every product node `on` lists, page by page; `Err` describes a refusal (e.g.
 /// 503 while the node has no quorum) or a request that got no answer.
 pub async fn try_product_names(cluster: &Cluster, on: NodeId) -> Result<BTreeSet<String>, String> {
-    let mut names = BTreeSet::new();
-    for page in 1.. {
-        let path = format!("/api/v1/products?_limit=1000&_page={page}");
-        let (status, body) = cluster.try_api(on, &Auth::Root, "GET", &path, None).await?;
-        if status != 200 || body["code"] != 0 {
-            return Err(format!("GET {path} on node {on}: {status} {body}"));
-        }
-        let items = body["data"]
-            .as_array()
-            .ok_or(format!("no data in {body}"))?;
-        names.extend(
-            items
-                .iter()
-                .filter_map(|p| p["name"].as_str().map(String::from)),
-        );
-        if body["meta"]["hasnext"] != true {
-            break;
-        }
-    }
-    Ok(names)
+    let items = all_pages("/api/v1/products", async |url| {
+        cluster.try_api(on, &Auth::Root, "GET", url, None).await
+    })
+    .await
+    .map_err(|e| format!("node {on}: {e}"))?;
+    Ok(items
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(String::from))
+        .collect())
 }
 
 /// `try_product_names`, on a node expected to answer.

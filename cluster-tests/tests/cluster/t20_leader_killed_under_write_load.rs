@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use realmq_cluster_tests::{Auth, Cluster, NodeId};
-use serde_json::{Value, json};
+use realmq_cluster_tests::{Auth, Cluster, NodeId, WriteOutcome};
+use serde_json::json;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -28,39 +28,7 @@ struct Write {
     name: String,
     sent: Instant,
     done: Instant,
-    outcome: Outcome,
-}
-
-enum Outcome {
-    Acked,
-    /// Any answer but 200 with `code` 0: the status and body.
-    Refused(u16, Value),
-    /// Why no answer came.
-    NoAnswer(String),
-}
-
-impl Outcome {
-    fn acked(&self) -> bool {
-        matches!(self, Outcome::Acked)
-    }
-
-    /// Whether this is the refusal the design promises without a quorum: 503 and an error
-    /// envelope with a non-zero code and a message.
-    fn clean_refusal(&self) -> bool {
-        matches!(self, Outcome::Refused(503, body)
-            if body["code"].as_i64().is_some_and(|c| c != 0)
-                && body["message"].as_str().is_some_and(|m| !m.is_empty()))
-    }
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Outcome::Acked => write!(f, "acknowledged"),
-            Outcome::Refused(status, body) => write!(f, "{status} {body}"),
-            Outcome::NoAnswer(why) => write!(f, "no answer: {why}"),
-        }
-    }
+    outcome: WriteOutcome,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,11 +161,7 @@ async fn write_until(
                 Some(json!({"name": name})),
             )
             .await;
-        let outcome = match answer {
-            Ok((200, body)) if body["code"] == 0 => Outcome::Acked,
-            Ok((status, body)) => Outcome::Refused(status, body),
-            Err(e) => Outcome::NoAnswer(e),
-        };
+        let outcome = WriteOutcome::of(answer);
         let refused = !outcome.acked();
         writes.push(Write {
             name,

@@ -33,8 +33,13 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end -}}
 
+{{/* Voters the cluster keeps: a StatefulSet smaller than `voters` has one per pod. */}}
+{{- define "realmq.voters" -}}
+{{- min (int .Values.voters) (int .Values.replicas) -}}
+{{- end -}}
+
 {{/* Pods that may be down at once while a raft majority of the voters stays up. */}}
 {{- define "realmq.maxUnavailable" -}}
-{{- $voters := min (int .Values.voters) (int .Values.replicas) -}}
+{{- $voters := int (include "realmq.voters" .) -}}
 {{- max 1 (sub $voters (add (div $voters 2) 1)) -}}
 {{- end -}}
