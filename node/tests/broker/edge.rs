@@ -5,7 +5,7 @@ use std::time::Duration;
 use ntex_mqtt::v3::codec as c3;
 use ntex_mqtt::v5::codec as c5;
 use ntex_mqtt::{v3, v5};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::common::{Node, Raw3, Raw5, Wire, connect3, connect5, sub_opts};
 
@@ -391,6 +391,42 @@ async fn sigterm_disconnects_clients_with_0x8b_and_exits_zero() {
         Some(c5::DisconnectReasonCode::ServerShuttingDown)
     );
     let (status, _node) = status.await.unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
+/// A node shutting down refuses a client that reconnects meanwhile (as every client of a
+/// restarting pod does), so it tries another node, instead of being accepted and holding the
+/// node's exit for the drain grace.
+#[tokio::test]
+async fn a_draining_node_refuses_new_connections() {
+    let mut node = Node::start_with(
+        &["--allow-anonymous"],
+        "shutdown_grace = 30\n[mqtt]\nsys_interval = 0\n",
+    );
+    let addr = node.mqtt;
+    let (mut c, _) = Raw5::connect(addr, connect5("leaving")).await;
+    let status = tokio::task::spawn_blocking(move || {
+        let s = node.terminate();
+        (s, node)
+    });
+    assert_eq!(
+        c.expect_disconnect().await,
+        Some(c5::DisconnectReasonCode::ServerShuttingDown)
+    );
+    if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+        let _ = s
+            .write_all(b"\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01x")
+            .await;
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+        assert!(
+            got.is_empty(),
+            "a draining node answered a new CONNECT: {got:?}"
+        );
+    }
+    let (status, _node) = status
+        .await
+        .expect("the node exits well before its 30 s drain grace");
     assert!(status.success(), "exit status {status}");
 }
 
