@@ -245,26 +245,35 @@ async fn partition_a_follower(run: &mut Run) {
     pods.heal(minority).await.unwrap_or_else(|e| panic!("{e}"));
     let (acked, refused_503, other, majority_acked) = {
         let writes = run.writes();
-        let during: Vec<_> = writes
+        // Answered while the pod was cut off; one sent just before the cut may rightly have
+        // been committed, so only those sent after it must not be acknowledged.
+        let answered: Vec<&Write> = writes
             .iter()
-            .filter(|w| w.sent >= cut && w.done < healed)
+            .filter(|w| w.done >= cut && w.done < healed)
             .collect();
-        let minority_writes: Vec<_> = during.iter().filter(|w| w.pod == minority).collect();
+        let minority_writes: Vec<&Write> = answered
+            .iter()
+            .copied()
+            .filter(|w| w.pod == minority)
+            .collect();
         (
-            minority_writes.iter().filter(|w| w.outcome.acked()).count(),
+            minority_writes
+                .iter()
+                .filter(|w| w.sent >= cut && w.outcome.acked())
+                .count(),
             minority_writes
                 .iter()
                 .filter(|w| w.outcome.clean_refusal())
                 .count(),
             minority_writes
                 .iter()
-                .filter(|w| !w.outcome.acked() && !w.outcome.clean_refusal())
+                .filter(|w| w.sent >= cut && !w.outcome.acked() && !w.outcome.clean_refusal())
                 .map(|w| w.outcome.to_string())
                 .take(3)
                 .collect::<Vec<_>>(),
-            during
+            answered
                 .iter()
-                .filter(|w| w.pod != minority && w.outcome.acked())
+                .filter(|w| w.pod != minority && w.sent >= cut && w.outcome.acked())
                 .count(),
         )
     };
@@ -293,6 +302,11 @@ async fn partition_a_follower(run: &mut Run) {
             .collect();
         run.failures.push(format!(
             "the partitioned pod {minority} never refused a write with 503; other outcomes: {other:?}; writes overlapping the partition: {overlapping:?}"
+        ));
+    }
+    if !other.is_empty() {
+        run.failures.push(format!(
+            "the partitioned pod {minority} answered writes otherwise than with 503: {other:?}"
         ));
     }
     if majority_acked == 0 {
