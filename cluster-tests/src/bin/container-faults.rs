@@ -404,10 +404,12 @@ impl Run {
     async fn check(&mut self, phase: &'static str, since: Instant, note: String) {
         let pods = self.pods.clone();
         let ledger = self.work.ledger.clone();
-        // Messages still in flight (a healed link's resend) get time to arrive.
-        let deadline = Instant::now() + CONVERGE;
+        // What was acknowledged until now must arrive; messages still in flight (a healed
+        // link's resend) get time to.
+        let until = Instant::now();
+        let deadline = until + CONVERGE;
         let accounts = loop {
-            let accounts = ledger.accounts(self.start);
+            let accounts = ledger.accounts(self.start, until);
             if accounts.iter().all(|a| a.missing.is_empty()) || Instant::now() >= deadline {
                 break accounts;
             }
@@ -418,7 +420,7 @@ impl Run {
                 self.failures.push(format!("{phase}: {p}"));
             }
         }
-        let phase_accounts = ledger.accounts(since);
+        let phase_accounts = ledger.accounts(since, until);
         let due: usize = phase_accounts.iter().map(|a| a.due).sum();
         let received = due
             - phase_accounts
@@ -430,7 +432,7 @@ impl Run {
             .lock()
             .unwrap()
             .iter()
-            .filter(|m| m.acked >= since)
+            .filter(|m| m.acked >= since && m.acked < until)
             .count();
 
         let (acked, writes_acked, writes_refused) = {

@@ -86,9 +86,9 @@ impl Ledger {
             .min()
     }
 
-    /// Per subscriber: how many messages acknowledged since `since` were due to it, and which
-    /// of those it has not received.
-    pub fn accounts(&self, since: Instant) -> Vec<Account> {
+    /// Per subscriber: how many messages acknowledged from `since` to `until` were due to it,
+    /// and which of those it has not received.
+    pub fn accounts(&self, since: Instant, until: Instant) -> Vec<Account> {
         let published = self.published.lock().unwrap().clone();
         let subs = self.subscribers.lock().unwrap();
         let mut out = Vec::new();
@@ -113,7 +113,7 @@ impl Ledger {
             };
             let due: Vec<&Published> = published
                 .iter()
-                .filter(|m| m.acked >= since && is_due(m))
+                .filter(|m| m.acked >= since && m.acked < until && is_due(m))
                 .collect();
             let missing = due
                 .iter()
