@@ -273,8 +273,9 @@ impl Node {
         self.runtime.spawn(f);
     }
 
-    /// Blocks until the shutdown token is cancelled, then drains: every client gets DISCONNECT
-    /// (v5 reason 0x8B) and up to `shutdown_grace` seconds to go, then the listeners stop.
+    /// Blocks until the shutdown token is cancelled, then drains: the MQTT listener closes, every
+    /// client gets DISCONNECT (v5 reason 0x8B) and up to `shutdown_grace` seconds to go, then the
+    /// rest stops.
     pub fn wait(self) -> anyhow::Result<()> {
         let Node {
             runtime,
@@ -289,6 +290,7 @@ impl Node {
         } = self;
         runtime.block_on(async move {
             shutdown.cancelled().await;
+            mqtt.stop_accepting();
             let n = broker.close_all(CloseReason::ServerShuttingDown);
             tracing::info!(connections = n, "shutting down");
             let deadline = Instant::now() + grace;

@@ -104,15 +104,23 @@ fn service_config(l: &MqttConfig) -> SharedCfg {
 /// The running MQTT listener: one thread per worker, each an ntex runtime accepting from the
 /// shared listening socket and running the connections it accepted.
 pub struct MqttListener {
+    accepting: CancellationToken,
     stop: CancellationToken,
     threads: Vec<JoinHandle<()>>,
     pub local_addr: SocketAddr,
 }
 
 impl MqttListener {
+    /// Closes the listening socket: a client that reconnects while the node drains is refused
+    /// at once and goes to another node, instead of being accepted and holding the node's exit.
+    pub fn stop_accepting(&self) {
+        self.accepting.cancel();
+    }
+
     /// Stops accepting, drops the connections still open (the node drained them before), and
     /// joins the worker threads.
     pub async fn stop(self) {
+        self.accepting.cancel();
         self.stop.cancel();
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || {
@@ -146,20 +154,21 @@ pub fn start(
         n => n,
     };
     let cfg = service_config(&broker.limits);
-    let stop = CancellationToken::new();
+    let (accepting, stop) = (CancellationToken::new(), CancellationToken::new());
     let mut threads = Vec::with_capacity(workers);
     for i in 0..workers {
         let listener = listener
             .try_clone()
             .context("failed to share the mqtt listener")?;
-        let (broker, cfg, stop) = (broker.clone(), cfg.clone(), stop.clone());
+        let (broker, cfg) = (broker.clone(), cfg.clone());
+        let (accepting, stop) = (accepting.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name(format!("mqtt:worker:{i}"))
             .spawn(move || {
                 let run = ntex::rt::System::build()
                     .name("mqtt")
                     .build(ntex::rt::DefaultRuntime)
-                    .block_on(accept_loop(listener, broker, cfg, stop));
+                    .block_on(accept_loop(listener, broker, cfg, accepting, stop));
                 if let Err(e) = run {
                     tracing::error!(error = %e, "mqtt worker failed");
                 }
@@ -168,17 +177,20 @@ pub fn start(
         threads.push(thread);
     }
     Ok(MqttListener {
+        accepting,
         stop,
         threads,
         local_addr,
     })
 }
 
-/// One worker: accepts connections until `stop`, hands each to the preface.
+/// One worker: accepts connections until `accepting` ends, hands each to the preface, and
+/// keeps serving them until `stop`.
 async fn accept_loop(
     listener: std::net::TcpListener,
     broker: Arc<Broker>,
     cfg: SharedCfg,
+    accepting: CancellationToken,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
@@ -186,7 +198,8 @@ async fn accept_loop(
     let preface = Rc::new(build(broker));
     loop {
         let accepted = tokio::select! {
-            () = stop.cancelled() => return Ok(()),
+            biased;
+            () = accepting.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
@@ -208,6 +221,10 @@ async fn accept_loop(
             Err(e) => tracing::warn!(error = %e, "could not set up an mqtt connection"),
         }
     }
+    // The socket closes once every worker dropped its handle; the open connections drain.
+    drop(listener);
+    stop.cancelled().await;
+    Ok(())
 }
 
 /// The per-worker front: v3.1.1 and v5 on one port, chosen by the CONNECT's protocol level,

@@ -394,9 +394,9 @@ async fn sigterm_disconnects_clients_with_0x8b_and_exits_zero() {
     assert!(status.success(), "exit status {status}");
 }
 
-/// A node shutting down refuses a client that reconnects meanwhile (as every client of a
-/// restarting pod does), so it tries another node, instead of being accepted and holding the
-/// node's exit for the drain grace.
+/// A node shutting down closes its listener first: a client reconnecting meanwhile (as every
+/// client of a restarting pod does) is refused and tries another node, instead of being
+/// accepted, holding the node's exit for the drain grace, and being closed again.
 #[tokio::test]
 async fn a_draining_node_refuses_new_connections() {
     let mut node = Node::start_with(
