@@ -295,7 +295,7 @@ impl Cluster {
     /// does not exit cleanly within `START_TIMEOUT`.
     pub async fn stop(&self, i: NodeId) {
         let node = self.node(i);
-        node.terminate();
+        node.signal("TERM");
         self.event(&format!("stop({i})"));
         let status = eventually(
             &format!("node {i} to exit after SIGTERM"),
@@ -307,6 +307,18 @@ impl Cluster {
             status.success(),
             "node {i} exited with {status} after SIGTERM"
         );
+    }
+
+    /// SIGSTOP: node `i` freezes with every connection open, answering nothing, like a machine
+    /// that hangs or drops off the network without a reset; `thaw` resumes it.
+    pub fn freeze(&self, i: NodeId) {
+        self.node(i).signal("STOP");
+        self.event(&format!("freeze({i})"));
+    }
+
+    pub fn thaw(&self, i: NodeId) {
+        self.node(i).signal("CONT");
+        self.event(&format!("thaw({i})"));
     }
 
     /// Starts node `i` again on its data dir, ports and flags (killing it first if it is up).

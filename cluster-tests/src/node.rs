@@ -214,11 +214,11 @@ impl Node {
         }
     }
 
-    /// SIGTERM: the node drains and stops on its own; `exited` tells when it has.
-    pub(crate) fn terminate(&self) {
+    /// Sends `signal` (`TERM`, `STOP`, `CONT`) to the process, if it runs.
+    pub(crate) fn signal(&self, signal: &str) {
         if let Some(child) = self.lock().child.as_ref() {
             let _ = std::process::Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
+                .args([&format!("-{signal}"), &child.id().to_string()])
                 .status();
         }
     }

@@ -207,6 +207,9 @@ pub struct ClusterSettings {
     /// acknowledgements of QoS 1/2 messages forwarded to it (what it missed is counted, and
     /// still delivered if it comes back).
     pub peer_ack_timeout_ms: u64,
+    /// Milliseconds a REST write or read waits for a quorum before it is refused with 503;
+    /// 0: twice `election_timeout_max_ms` plus a heartbeat.
+    pub write_timeout_ms: u64,
 }
 
 impl Default for ClusterSettings {
@@ -219,6 +222,7 @@ impl Default for ClusterSettings {
             dead_node_grace: 30,
             runtime_threads: 2,
             peer_ack_timeout_ms: 3000,
+            write_timeout_ms: 0,
         }
     }
 }

@@ -345,15 +345,47 @@ impl Inner {
         addr: &NodeAddr,
         cmd: &Command,
     ) -> Result<CommandResult, ForwardError> {
-        let (result, index) =
-            match tokio::time::timeout_at(deadline, self.remote.forward(leader, addr, cmd)).await {
-                Ok(r) => r?,
-                Err(_) => return Err(ForwardError::Unknown("timed out".into())),
-            };
+        let (result, index) = match self
+            .while_leader(
+                leader,
+                tokio::time::timeout_at(deadline, self.remote.forward(leader, addr, cmd)),
+            )
+            .await
+        {
+            Some(Ok(r)) => r?,
+            Some(Err(_)) => return Err(ForwardError::Unknown("timed out".into())),
+            None => {
+                return Err(ForwardError::Unknown(format!(
+                    "leader {leader} was replaced while the write was in flight"
+                )));
+            }
+        };
         self.applied(deadline, index)
             .await
             .map_err(|e| ForwardError::Unknown(e.to_string()))?;
         Ok(result)
+    }
+
+    /// `request` to `leader`, given up (`None`) once this node no longer sees `leader` as the
+    /// leader: a leader that died without closing its connections (a killed pod, a lost
+    /// machine) would otherwise hold every forwarded write and read for the whole
+    /// `write_timeout`, long after the others elected a new one. Retrying is safe (`write`).
+    async fn while_leader<T>(&self, leader: NodeId, request: impl Future<Output = T>) -> Option<T> {
+        let mut rx = self.raft.metrics();
+        let replaced = async move {
+            loop {
+                if rx.borrow_and_update().current_leader != Some(leader) {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            r = request => Some(r),
+            () = replaced => None,
+        }
     }
 
     /// Waits until this node's state machine has applied `index`.
@@ -387,14 +419,15 @@ impl Inner {
                     }
                 }
                 Some((leader, addr)) => {
-                    match tokio::time::timeout_at(deadline, self.remote.read_index(leader, &addr))
-                        .await
-                    {
-                        Err(_) => {
+                    let ask =
+                        tokio::time::timeout_at(deadline, self.remote.read_index(leader, &addr));
+                    match self.while_leader(leader, ask).await {
+                        Some(Err(_)) => {
                             return Err(no_quorum(&format!("leader {leader} did not answer")));
                         }
-                        Ok(Ok(index)) => return self.applied(deadline, index).await,
-                        Ok(Err(e)) => why = format!("leader {leader}: {e}"),
+                        Some(Ok(Ok(index))) => return self.applied(deadline, index).await,
+                        Some(Ok(Err(e))) => why = format!("leader {leader}: {e}"),
+                        None => why = format!("leader {leader} was replaced"),
                     }
                 }
                 None => {}

@@ -152,6 +152,8 @@ pub struct RaftSettings {
     pub election_timeout_max_ms: u64,
     /// Log entries between snapshots.
     pub snapshot_logs: u64,
+    /// How long a write or read barrier may wait for a quorum; 0: two elections' worth.
+    pub write_timeout_ms: u64,
 }
 
 impl RaftSettings {
@@ -176,11 +178,14 @@ impl RaftSettings {
         .map_err(|e| StartError::Raft(e.to_string()))
     }
 
-    /// How long a write or read barrier may wait for a quorum: two elections' worth.
+    /// How long a write or read barrier may wait for a quorum: as set, else two elections'
+    /// worth (openraft's followers refuse a vote while their leader's lease runs, so a lost
+    /// leader is often replaced only in the second round).
     pub fn write_timeout(&self) -> std::time::Duration {
-        std::time::Duration::from_millis(
-            2 * self.election_timeout_max_ms + self.heartbeat_interval_ms,
-        )
+        std::time::Duration::from_millis(match self.write_timeout_ms {
+            0 => 2 * self.election_timeout_max_ms + self.heartbeat_interval_ms,
+            set => set,
+        })
     }
 }
 
@@ -233,6 +238,7 @@ pub async fn start_offline(dir: &Path, node_id: typ::NodeId) -> Result<Member, S
         election_timeout_min_ms: 300,
         election_timeout_max_ms: 600,
         snapshot_logs: 100_000,
+        write_timeout_ms: 0,
     };
     let member = start(dir, node_id, settings, NoPeers, Arc::new(NoPeers)).await?;
     let raft_err = |e: &dyn fmt::Display| StartError::Raft(e.to_string());

@@ -77,6 +77,7 @@ pub async fn start(
         election_timeout_min_ms: c.election_timeout_min_ms,
         election_timeout_max_ms: c.election_timeout_max_ms,
         snapshot_logs: c.snapshot_logs,
+        write_timeout_ms: c.write_timeout_ms,
     };
     let member = realmq_raft_store::start(
         &config.data_dir,
