@@ -36,6 +36,20 @@ impl Principal {
     }
 }
 
+/// What a viewer sees in place of a secret.
+pub const MASKED: &str = "******";
+
+impl Principal {
+    /// A product secret or device password as this caller may see it: administrators get it,
+    /// viewers a mask (with the secret a viewer could sign registrations and claim devices).
+    pub fn reveal(&self, secret: &str) -> String {
+        match self.role {
+            Role::Administrator => secret.to_string(),
+            Role::Viewer => MASKED.to_string(),
+        }
+    }
+}
+
 /// What a request says about its caller: the raw `Authorization` header (checked by the
 /// handler, so errors use the envelope) and the peer's address (for failed-login limits).
 #[derive(Debug, Clone, Default)]
@@ -55,6 +69,16 @@ struct Claims {
     role: Role,
     iat: u64,
     exp: u64,
+    /// Which password the user had when the token was issued (`password_epoch`): a password
+    /// change anywhere in the cluster replicates a new hash, and the token stops working on
+    /// every node. Tokens from before this claim existed have none and are refused.
+    #[serde(default)]
+    pwd: String,
+}
+
+/// A short fingerprint of a stored password hash (itself salted), never of the password.
+fn password_epoch(password_hash: &str) -> String {
+    hex::encode(&Sha256::digest(password_hash.as_bytes())[..12])
 }
 
 async fn token_secret(ctx: &ApiContext) -> Result<Vec<u8>, ApiError> {
@@ -93,11 +117,16 @@ pub async fn issue_token(ctx: &ApiContext, username: &str, role: Role) -> Result
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let user = ctx
+        .lookup(|r| r.user(username))
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("wrong user name or password".into()))?;
     let claims = Claims {
         sub: username.to_string(),
         role,
         iat: now,
         exp: now + ctx.config.token_ttl.as_secs(),
+        pwd: password_epoch(&user.password_hash),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -119,6 +148,11 @@ async fn verify_token(ctx: &ApiContext, token: &str) -> Result<Principal, ApiErr
         .lookup(|r| r.user(&data.claims.sub))
         .await?
         .ok_or_else(|| ApiError::Unauthorized("the token's user no longer exists".into()))?;
+    if data.claims.pwd != password_epoch(&user.password_hash) {
+        return Err(ApiError::Unauthorized(
+            "the token was issued before its user's password changed; log in again".into(),
+        ));
+    }
     Ok(Principal {
         username: user.username,
         role: user.role,

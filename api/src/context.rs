@@ -126,6 +126,9 @@ pub struct ApiContext {
     pub config: Arc<ApiConfig>,
     pub(crate) creds: Arc<CredentialCache>,
     pub(crate) passwords: Arc<Passwords>,
+    /// Root's stored hash when it was last checked against the default password, and whether
+    /// it matched (`root_has_default_password`).
+    pub(crate) default_root: Arc<parking_lot::Mutex<Option<(String, bool)>>>,
 }
 
 impl ApiContext {
@@ -157,6 +160,7 @@ impl ApiContext {
             passwords: Arc::new(Passwords::new(config.failed_login_limit)),
             config: Arc::new(config),
             creds: Arc::new(CredentialCache::default()),
+            default_root: Arc::default(),
         }
     }
 }

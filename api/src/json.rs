@@ -25,6 +25,23 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// A name that becomes part of MQTT identities and ACL topics (a device's name, username and
+/// client id, an API user name): 1 to `max` bytes, without the MQTT wildcards `+` and `#` or
+/// NUL. The error names the field.
+pub fn check_identifier(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > max {
+        return Err(ApiError::BadRequest(format!(
+            "{field} must be 1 to {max} characters"
+        )));
+    }
+    if value.contains(['+', '#', '\0']) {
+        return Err(ApiError::BadRequest(format!(
+            "{field} must not contain '+', '#' or NUL"
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum NumOrText {

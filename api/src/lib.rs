@@ -104,6 +104,29 @@ pub async fn bootstrap(ctx: &ApiContext, root_password: &str) -> Result<bool, Ap
     )
 }
 
+/// The `root` password of a cluster created without `[api] root_password`, kept for
+/// compatibility with the seed; a node warns on every start while it still works.
+pub const DEFAULT_ROOT_PASSWORD: &str = "123456";
+
+/// Whether `root` still has `DEFAULT_ROOT_PASSWORD`. Checked once per stored hash, so the
+/// readiness probe pays for argon2 only after root's password changed.
+pub async fn root_has_default_password(ctx: &ApiContext) -> Result<bool, ApiError> {
+    let Some(root) = ctx.registry.user("root")? else {
+        return Ok(false);
+    };
+    if let Some((hash, verdict)) = ctx.default_root.lock().clone()
+        && hash == root.password_hash
+    {
+        return Ok(verdict);
+    }
+    let verdict = ctx
+        .passwords
+        .matches(DEFAULT_ROOT_PASSWORD, &root.password_hash)
+        .await?;
+    *ctx.default_root.lock() = Some((root.password_hash, verdict));
+    Ok(verdict)
+}
+
 /// Serves the API on `listener`; returns the bound address with the server future, which ends
 /// once `shutdown` resolves and in-flight requests finish.
 pub async fn serve(

@@ -87,6 +87,15 @@ impl Passwords {
 
     /// Checks `password` for `user` (whose stored hash is `hash`, `None` if there is no such
     /// user) coming from `addr`. `Ok(false)` is a wrong password or an unknown user alike.
+    /// Whether `password` matches `hash`, outside the failed-login accounting: the node's own
+    /// check, not a client's attempt.
+    pub(crate) async fn matches(&self, password: &str, hash: &str) -> Result<bool, ApiError> {
+        let (password, hash) = (password.to_string(), hash.to_string());
+        self.pool
+            .run(move |blocks| verify_with(blocks, &password, &hash))
+            .await
+    }
+
     pub(crate) async fn verify(
         &self,
         user: &str,

@@ -416,6 +416,185 @@ async fn bearer_tokens_expire() {
     );
 }
 
+/// Names that become MQTT identities refuse the wildcards `+`, `#` and NUL (an ACL rule with
+/// `%c` / `%u` must never widen), naming the field; a user name with a space or non-ASCII
+/// letters is addressed percent-encoded in the path.
+#[tokio::test]
+async fn names_refuse_wildcards_and_paths_are_decoded() {
+    let api = api().await;
+    assert_error(
+        api.root(
+            "POST",
+            "/api/v1/users",
+            Some(json!({"username": "a#b", "password": "secret1"})),
+        )
+        .await,
+        400,
+        "username must not contain",
+    );
+    let (_, key, _) = api.product("wild").await;
+    for (field, value) in [
+        ("name", "d#"),
+        ("username", "u+"),
+        ("mqtt_client_id", "c\u{0}"),
+    ] {
+        let mut body =
+            json!({"name": "ok", "product_key": key, "username": "ok-u", "mqtt_client_id": "ok-c"});
+        body[field] = json!(value);
+        assert_error(
+            api.root("POST", "/api/v1/devices", Some(body)).await,
+            400,
+            &format!("{field} must not contain"),
+        );
+    }
+    let did = api.device(&key, "fine").await;
+    assert_error(
+        api.root(
+            "PUT",
+            &format!("/api/v1/devices/{did}"),
+            Some(json!({"mqtt_client_id": "x/#"})),
+        )
+        .await,
+        400,
+        "mqtt_client_id must not contain",
+    );
+
+    for name in ["ana maria", "zoë"] {
+        let (s, b) = api
+            .root(
+                "POST",
+                "/api/v1/users",
+                Some(json!({"username": name, "password": "secret1"})),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let (s, b) = api
+        .root(
+            "PUT",
+            "/api/v1/users/ana%20maria",
+            Some(json!({"role": "administrator"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = api.root("DELETE", "/api/v1/users/zo%C3%AB", None).await;
+    assert_eq!(s, 200, "{b}");
+    let (_, b) = api.root("GET", "/api/v1/users", None).await;
+    let users: Vec<(&str, &str)> = b["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["username"].as_str().unwrap(), u["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        users,
+        [("ana maria", "administrator"), ("root", "administrator")]
+    );
+}
+
+/// Product secrets and device passwords are for administrators: a viewer sees them masked
+/// (with the secret it could sign `POST /devices/register` and claim devices).
+#[tokio::test]
+async fn viewers_see_secrets_and_passwords_masked() {
+    let api = api().await;
+    let (s, _) = api
+        .root(
+            "POST",
+            "/api/v1/users",
+            Some(json!({"username": "val", "password": "secret1"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let viewer = basic("val", "secret1");
+    let (pid, key, secret) = api.product("masked").await;
+    let did = api.device(&key, "d1").await;
+
+    let product = format!("/api/v1/products/{pid}");
+    let (_, b) = api.root("GET", &product, None).await;
+    assert_eq!(b["data"][0]["product_secret"], json!(secret));
+    let (s, b) = api.call("GET", &product, Some(&viewer), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(b["data"][0]["product_secret"], "******", "{b}");
+    assert!(!b.to_string().contains(&secret), "the secret leaks: {b}");
+
+    let device = format!("/api/v1/devices/{did}");
+    let (_, b) = api.root("GET", &device, None).await;
+    let password = b["data"][0]["password"].as_str().unwrap().to_string();
+    assert_ne!(password, "******");
+    let (s, b) = api.call("GET", &device, Some(&viewer), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(b["data"][0]["password"], "******", "{b}");
+    assert!(
+        !b.to_string().contains(&password),
+        "the password leaks: {b}"
+    );
+}
+
+/// A password change revokes the user's tokens (the token carries a fingerprint of the stored
+/// hash, which the change replaces on every node); logging in again gives one that works, and
+/// deleting the user revokes that one too.
+#[tokio::test]
+async fn a_password_change_or_deletion_revokes_tokens() {
+    let api = api().await;
+    let (s, _) = api
+        .root(
+            "POST",
+            "/api/v1/users",
+            Some(json!({"username": "tess", "password": "secret1", "role": "administrator"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let token = async |password: &str| {
+        let (s, b) = api
+            .call(
+                "POST",
+                "/api/v1/auth",
+                None,
+                Some(json!({"username": "tess", "password": password})),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        format!("Bearer {}", b["data"]["token"].as_str().unwrap())
+    };
+    let old = token("secret1").await;
+    let (s, _) = api.call("GET", "/api/v1/users", Some(&old), None).await;
+    assert_eq!(s, 200);
+    let (s, _) = api
+        .call(
+            "PUT",
+            "/api/v1/users/tess",
+            Some(&old),
+            Some(json!({"password": "secret2"})),
+        )
+        .await;
+    assert_eq!(s, 200, "a user changes her own password with her token");
+    assert_error(
+        api.call("GET", "/api/v1/users", Some(&old), None).await,
+        401,
+        "password changed",
+    );
+    let new = token("secret2").await;
+    let (s, _) = api.call("GET", "/api/v1/users", Some(&new), None).await;
+    assert_eq!(s, 200, "a token issued after the change works");
+    let (s, _) = api
+        .root(
+            "PUT",
+            "/api/v1/users/tess",
+            Some(json!({"role": "administrator"})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _) = api.call("GET", "/api/v1/users", Some(&new), None).await;
+    assert_eq!(s, 200, "other changes to the user keep her tokens");
+    let (s, _) = api.root("DELETE", "/api/v1/users/tess", None).await;
+    assert_eq!(s, 200);
+    assert_error(
+        api.call("GET", "/api/v1/users", Some(&new), None).await,
+        401,
+        "no longer exists",
+    );
+}
+
 #[tokio::test]
 async fn users_roles_and_the_last_administrator() {
     let api = api().await;

@@ -195,15 +195,27 @@ impl Acl {
         client: &'a ClientInfo,
         action: AclAction,
     ) -> impl Iterator<Item = (Permission, String)> + 'a {
+        let username = client.username.as_deref().unwrap_or("");
         self.rules
             .iter()
             .filter(move |r| rule_applies(r, client, action))
-            .map(|r| {
+            .filter_map(move |r| {
+                // A value spanning levels (`a/b`) would let an allow rule reach into another
+                // client's topics: such a rule does not apply to it. A deny rule still does,
+                // as written. (Wildcards never get here: CONNECT refuses them.)
+                let spans = |placeholder: &str, value: &str| {
+                    r.topic.contains(placeholder) && value.contains('/')
+                };
+                if r.permission == Permission::Allow
+                    && (spans("%c", &client.client_id) || spans("%u", username))
+                {
+                    return None;
+                }
                 let filter = r
                     .topic
                     .replace("%c", &client.client_id)
-                    .replace("%u", client.username.as_deref().unwrap_or(""));
-                (r.permission, filter)
+                    .replace("%u", username);
+                Some((r.permission, filter))
             })
     }
 
@@ -388,6 +400,32 @@ mod tests {
                 who.client_id
             );
         }
+    }
+
+    /// `%c` / `%u` never widen an allow rule: a client id or user name spanning levels does not
+    /// get the rule (and falls through to the next), while deny rules still apply to it.
+    #[test]
+    fn placeholders_never_add_levels_to_an_allow_rule() {
+        use AclAction::*;
+        use Permission::*;
+        let acl = Acl::new(vec![
+            rule(Allow, All, "devices/%c/#"),
+            rule(Deny, Publish, "private/%u/#"),
+            rule(Deny, All, "devices/#"),
+        ]);
+        let plain = client("dev1", Some("u/x"));
+        let sneaky = client("dev1/up", Some("u/x"));
+        assert!(acl.may_publish(&plain, "devices/dev1/up"));
+        assert!(!acl.may_publish(&plain, "devices/dev2/up"));
+        assert!(
+            !acl.may_publish(&sneaky, "devices/dev1/up/x"),
+            "a client id with a '/' reaches into dev1's topics"
+        );
+        assert!(!acl.subscribe(&sneaky, "devices/dev1/#").granted);
+        assert!(
+            !acl.may_publish(&plain, "private/u/x/data"),
+            "a deny rule still applies with the value as written"
+        );
     }
 
     /// A granted filter that overlaps a deny rule carries a guard that decides each message as a

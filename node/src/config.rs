@@ -185,8 +185,7 @@ impl Default for ApiSettings {
     }
 }
 
-/// The `root` password of a cluster created without `[api] root_password`.
-pub const DEFAULT_ROOT_PASSWORD: &str = "123456";
+pub use realmq_api::DEFAULT_ROOT_PASSWORD;
 
 /// Raft and cluster timings, the `[cluster]` table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -276,6 +275,12 @@ impl Config {
         }
         let known = known_env_keys();
         fig = fig
+            // The short name deployments know from other brokers; the [api] key wins over it.
+            .merge(
+                Env::raw()
+                    .only(&["REALMQ_ROOT_PASSWORD"])
+                    .map(|_| "api.root_password".into()),
+            )
             .merge(
                 Env::prefixed("REALMQ_")
                     .filter(move |k| known.iter().any(|n| k.as_str().eq_ignore_ascii_case(n)))

@@ -201,13 +201,19 @@ impl Node {
         if runtime.block_on(until_quorum("create the default user", || {
             realmq_api::bootstrap(&api_ctx, &config.api.root_password)
         })) {
-            if config.api.root_password == config::DEFAULT_ROOT_PASSWORD {
-                tracing::info!(
-                    "first start: created the API user root (password 123456); change it"
-                );
-            } else {
-                tracing::info!("first start: created the API user root ([api] root_password)");
-            }
+            tracing::info!("first start: created the API user root");
+        }
+        // On every start, for as long as it is true (also shown in /api/v1/ready).
+        if runtime
+            .block_on(realmq_api::root_has_default_password(&api_ctx))
+            .unwrap_or(false)
+        {
+            tracing::warn!(
+                "the API user root still has the default password {}: whoever reaches the REST \
+                 API is an administrator; change it (PUT /api/v1/users/root) or set \
+                 [api] root_password / REALMQ_ROOT_PASSWORD before a cluster's first start",
+                config::DEFAULT_ROOT_PASSWORD
+            );
         }
 
         // Clients are served once this node knows where the other nodes' subscribers are.

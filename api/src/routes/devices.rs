@@ -149,8 +149,11 @@ async fn product_by_key(ctx: &ApiContext, key: &str) -> Result<Product, ApiError
         .ok_or_else(|| ApiError::NotFound(format!("product_key {key:?} not found")))
 }
 
+/// Names that end up in topics and ACL placeholders (`%c`, `%u`) must not carry MQTT
+/// wildcards: a device named `#` would widen every rule written for "its own" topics.
 fn check_text(field: &str, value: Option<&str>) -> Result<(), ApiError> {
     match value {
+        Some(v) if field != "password" => crate::json::check_identifier(field, v, 128),
         Some(v) if v.is_empty() || v.len() > 128 || v.contains('\0') => Err(ApiError::BadRequest(
             format!("{field} must be 1 to 128 characters"),
         )),
@@ -268,7 +271,7 @@ async fn load(ctx: &ApiContext, raw: &str) -> Result<Device, ApiError> {
     responses((status = 200, description = "`data` is a one-element array with password, shadow, tags and product_type", body = crate::response::Envelope),
               (status = 404, description = "No such device", body = crate::error::ErrorBody)))]
 pub(crate) async fn get(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult {
-    authenticate_read(ctx, auth).await?;
+    let who = authenticate_read(ctx, auth).await?;
     let d = load(ctx, raw).await?;
     let product = ctx.registry.product(d.product_id)?;
     let key = product
@@ -277,7 +280,7 @@ pub(crate) async fn get(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult
         .unwrap_or_default();
     let mut v = serde_json::to_value(view(&d, key, chrono::Utc::now().timestamp_millis()))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    v["password"] = json!(d.password);
+    v["password"] = json!(who.reveal(&d.password));
     v["shadow"] = json!({"status": 0});
     v["tags"] = json!([]);
     v["product_type"] = json!(product.map_or(1, |p| p.product_type));

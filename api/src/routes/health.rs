@@ -17,7 +17,7 @@ pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
     let ready = warp::path!("api" / "v1" / "ready")
         .and(warp::get())
         .and(with_ctx(ctx))
-        .map(|ctx: ApiContext| into_reply(ready(&ctx)));
+        .then(async |ctx: ApiContext| into_reply(ready(&ctx).await));
     health.or(ready).unify().boxed()
 }
 
@@ -30,7 +30,7 @@ pub(crate) fn health() -> ApiResult {
 #[utoipa::path(get, path = "/api/v1/ready", tag = "health",
     responses((status = 200, description = "Ready to serve", body = crate::response::Envelope),
               (status = 503, description = "No raft leader or MQTT not listening", body = crate::error::ErrorBody)))]
-pub(crate) fn ready(ctx: &ApiContext) -> ApiResult {
+pub(crate) async fn ready(ctx: &ApiContext) -> ApiResult {
     let leader = ctx.writer.raft().metrics().borrow().current_leader;
     match leader {
         None => Err(ApiError::Unavailable("no raft leader is known".into())),
@@ -40,6 +40,12 @@ pub(crate) fn ready(ctx: &ApiContext) -> ApiResult {
         Some(_) if !ctx.node.listening() => Err(ApiError::Unavailable(
             "the MQTT listener is not accepting connections".into(),
         )),
-        Some(leader) => data(json!({"status": "ready", "leader": leader})),
+        Some(leader) => {
+            // Operators see at a glance that anyone reaching the API is an administrator.
+            let default_root = crate::root_has_default_password(ctx).await.unwrap_or(false);
+            data(
+                json!({"status": "ready", "leader": leader, "default_root_password": default_root}),
+            )
+        }
     }
 }

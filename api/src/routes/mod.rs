@@ -41,7 +41,10 @@ macro_rules! member {
             .and($crate::routes::body($ctx.config.max_body))
             .then(
                 |key: String, ctx: ApiContext, a: $crate::auth::Caller, b: bytes::Bytes| async move {
-                    $crate::response::into_reply($handler(&ctx, &a, &key, &b).await)
+                    $crate::response::into_reply(match $crate::routes::segment(&key) {
+                        Ok(key) => $handler(&ctx, &a, &key, &b).await,
+                        Err(e) => Err(e),
+                    })
                 },
             )
     };
@@ -52,7 +55,10 @@ macro_rules! member {
             .and($crate::routes::caller())
             .then(
                 |key: String, ctx: ApiContext, a: $crate::auth::Caller| async move {
-                    $crate::response::into_reply($handler(&ctx, &a, &key).await)
+                    $crate::response::into_reply(match $crate::routes::segment(&key) {
+                        Ok(key) => $handler(&ctx, &a, &key).await,
+                        Err(e) => Err(e),
+                    })
                 },
             )
     };
@@ -75,6 +81,7 @@ use warp::{Filter, Rejection};
 
 use crate::auth::Caller;
 use crate::context::ApiContext;
+use crate::error::ApiError;
 use crate::query::Query;
 use crate::response::Reply;
 
@@ -121,4 +128,13 @@ pub(crate) fn body(max: u64) -> impl Filter<Extract = (Bytes,), Error = Rejectio
 /// Query parameters as strings; handlers parse them with `query.rs`.
 pub(crate) fn query() -> impl Filter<Extract = (Query,), Error = Rejection> + Clone {
     warp::query::<Query>()
+}
+
+/// A path segment as the client meant it: warp hands it over still percent-encoded, so a user
+/// named `ana maria` (sent as `ana%20maria`) could be created but never addressed.
+pub(crate) fn segment(raw: &str) -> Result<String, ApiError> {
+    percent_encoding::percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
+        .map_err(|_| ApiError::BadRequest("the path segment is not valid UTF-8".into()))
 }

@@ -206,10 +206,10 @@ async fn load(ctx: &ApiContext, raw: &str) -> Result<Product, ApiError> {
     responses((status = 200, description = "`data` is a one-element array", body = crate::response::Envelope),
               (status = 404, description = "No such product", body = crate::error::ErrorBody)))]
 pub(crate) async fn get(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiResult {
-    authenticate_read(ctx, auth).await?;
+    let who = authenticate_read(ctx, auth).await?;
     let p = load(ctx, raw).await?;
     let counts = ctx.registry.device_counts(p.id)?;
-    let secret = p.secret.clone();
+    let secret = who.reveal(&p.secret);
     let mut v =
         serde_json::to_value(view(ctx, p)?).map_err(|e| ApiError::Internal(e.to_string()))?;
     v["product_secret"] = json!(secret);

@@ -1,6 +1,7 @@
 //! User management: `GET/POST /api/v1/users`, `PUT/DELETE /api/v1/users/{username}`. Roles are
 //! `administrator` and `viewer`; only administrators change anything, and the last
-//! administrator can be neither deleted nor demoted.
+//! administrator can be neither deleted nor demoted (checked when the change is applied, so
+//! concurrent requests cannot both pass).
 
 use realmq_raft_store::Command;
 use realmq_raft_store::model::{Role, User, UserPatch};
@@ -70,12 +71,11 @@ async fn admin(ctx: &ApiContext, auth: &Caller) -> Result<Principal, ApiError> {
 }
 
 fn validate_username(name: &str) -> Result<(), ApiError> {
-    if name.is_empty() || name.len() > 64 || name.contains(':') {
-        return Err(ApiError::BadRequest(
-            "username must be 1 to 64 characters without ':'".into(),
-        ));
+    if name.contains(':') {
+        // Basic credentials split at the first ':'.
+        return Err(ApiError::BadRequest("username must not contain ':'".into()));
     }
-    Ok(())
+    crate::json::check_identifier("username", name, 64)
 }
 
 fn validate_password(pw: &str) -> Result<(), ApiError> {
@@ -116,21 +116,6 @@ pub(crate) async fn create(ctx: &ApiContext, auth: &Caller, body: &[u8]) -> ApiR
     ok()
 }
 
-/// Refuses a change that would leave no administrator.
-fn keep_an_admin(ctx: &ApiContext, username: &str) -> Result<(), ApiError> {
-    let users = ctx.registry.users()?;
-    let others = users
-        .iter()
-        .filter(|u| u.role == Role::Administrator && u.username != username)
-        .count();
-    if others == 0 {
-        return Err(ApiError::BadRequest(
-            "at least one administrator must remain".into(),
-        ));
-    }
-    Ok(())
-}
-
 #[utoipa::path(put, path = "/api/v1/users/{username}", tag = "users", request_body = UserUpdate,
     params(("username" = String, Path)), security(("basic" = []), ("bearer" = [])),
     responses((status = 200, description = "Updated", body = crate::response::Envelope),
@@ -145,9 +130,6 @@ pub(crate) async fn update(
     let req: UserUpdate = parse(body)?;
     if let Some(pw) = &req.password {
         validate_password(pw)?;
-    }
-    if req.role == Some(Role::Viewer) {
-        keep_an_admin(ctx, username)?;
     }
     let password_hash = match &req.password {
         Some(pw) => Some(hash_password(ctx, pw).await?),
@@ -174,13 +156,7 @@ pub(crate) async fn update(
               (status = 404, description = "No such user", body = crate::error::ErrorBody)))]
 pub(crate) async fn delete(ctx: &ApiContext, auth: &Caller, username: &str) -> ApiResult {
     admin(ctx, auth).await?;
-    if ctx
-        .registry
-        .user(username)?
-        .is_some_and(|u| u.role == Role::Administrator)
-    {
-        keep_an_admin(ctx, username)?;
-    }
+    // The last administrator is kept by the state machine (`apply.rs`), in log order.
     submit::<()>(
         ctx,
         Command::DeleteUser {

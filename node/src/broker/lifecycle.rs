@@ -76,6 +76,12 @@ pub struct Closed {
     pub will: Option<Will>,
 }
 
+/// MQTT wildcards (and NUL) in a client id or user name, which ACL placeholders would carry
+/// into topic filters.
+fn has_wildcard(name: &str) -> bool {
+    name.contains(['+', '#', '\0'])
+}
+
 impl Broker {
     pub async fn connect(&self, req: ConnectRequest) -> Result<Accepted, ConnectRefused> {
         let (client_id, assigned) = if req.client_id.is_empty() {
@@ -85,9 +91,16 @@ impl Broker {
             }
             let id = format!("realmq-{:016x}", rand::random::<u64>());
             (Arc::<str>::from(id), true)
+        } else if has_wildcard(&req.client_id) {
+            // `%c` in an ACL rule must never turn into a wildcard.
+            return Err(self.refused(ConnectRefused::IdentifierRejected));
         } else {
             (Arc::<str>::from(&*req.client_id), false)
         };
+        if req.username.as_deref().is_some_and(has_wildcard) {
+            // Nor `%u`; no registry name can carry one either.
+            return Err(self.refused(ConnectRefused::BadCredentials));
+        }
         let info = ConnectInfo {
             client_id: client_id.clone(),
             username: req.username.as_deref().map(Arc::from),

@@ -462,29 +462,66 @@ async fn a_password_flood_is_bounded_and_then_refused() {
 /// `[api] root_password` (here as `REALMQ_API__ROOT_PASSWORD`); the default one is refused.
 #[tokio::test]
 async fn the_root_password_comes_from_the_configuration_on_first_start() {
-    let node = Node::start_env(&[("REALMQ_API__ROOT_PASSWORD", "from-a-secret")]);
-    let get = |password: &'static str| {
-        let url = format!("http://{}/api/v1/users", node.api);
-        async move {
-            reqwest::Client::new()
-                .get(url)
-                .basic_auth("root", Some(password))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
+    for var in ["REALMQ_API__ROOT_PASSWORD", "REALMQ_ROOT_PASSWORD"] {
+        let node = Node::start_env(&[(var, "from-a-secret")]);
+        let get = |password: &'static str| {
+            let url = format!("http://{}/api/v1/users", node.api);
+            async move {
+                reqwest::Client::new()
+                    .get(url)
+                    .basic_auth("root", Some(password))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        };
+        assert_eq!(get("from-a-secret").await, 200, "{var}");
+        assert_eq!(
+            get("123456").await,
+            401,
+            "{var}: the default password is not set"
+        );
+        let log = node.log.lock().unwrap();
+        assert!(
+            !log.iter().any(|l| l.contains("from-a-secret")),
+            "the password is never logged"
+        );
+        assert!(
+            !log.iter().any(|l| l.contains("default password")),
+            "no warning without the default password"
+        );
+    }
+}
+
+/// While root's password is the seed's `123456`, every start warns and `/api/v1/ready` says so;
+/// once it is changed, neither does.
+#[tokio::test]
+async fn the_default_root_password_is_reported_until_it_is_changed() {
+    let node = Node::start("");
+    let http = reqwest::Client::new();
+    let ready = async |node: &Node| -> serde_json::Value {
+        let r = http
+            .get(format!("http://{}/api/v1/ready", node.api))
+            .send()
+            .await
+            .unwrap();
+        r.json::<serde_json::Value>().await.unwrap()
     };
-    assert_eq!(get("from-a-secret").await, 200);
-    assert_eq!(get("123456").await, 401, "the default password is not set");
-    assert!(
-        !node
-            .log
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("from-a-secret")),
-        "the password is never logged"
-    );
+    assert!(node.logged("still has the default password"));
+    assert_eq!(ready(&node).await["data"]["default_root_password"], true);
+    let status = http
+        .put(format!("http://{}/api/v1/users/root", node.api))
+        .basic_auth("root", Some("123456"))
+        .json(&serde_json::json!({"password": "n3w-and-long"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    assert_eq!(ready(&node).await["data"]["default_root_password"], false);
+    let node = node.restart();
+    assert!(!node.logged("still has the default password"));
+    assert_eq!(ready(&node).await["data"]["default_root_password"], false);
 }

@@ -221,6 +221,39 @@ async fn empty_client_ids() {
     assert_eq!(ack.return_code, c3::ConnectAckReason::IdentifierRejected);
 }
 
+/// Client ids and user names end up in ACL rules (`%c`, `%u`): one carrying an MQTT wildcard
+/// would widen every rule written for the client's own topics, so CONNECT refuses it.
+#[tokio::test]
+async fn wildcards_in_client_ids_and_user_names_are_refused() {
+    let node = Node::start("");
+    for id in ["#", "a/+", "dev#1"] {
+        let (_, ack) = Raw5::connect(node.mqtt, connect5(id)).await;
+        assert_eq!(
+            ack.reason_code,
+            c5::ConnectAckReason::ClientIdentifierNotValid,
+            "v5 client id {id:?}"
+        );
+        let (_, ack) = Raw3::connect(node.mqtt, connect3(id, true)).await;
+        assert_eq!(
+            ack.return_code,
+            c3::ConnectAckReason::IdentifierRejected,
+            "v3.1.1 client id {id:?}"
+        );
+    }
+    let with_user = c5::Connect {
+        username: Some("+".into()),
+        ..connect5("fine")
+    };
+    let (_, ack) = Raw5::connect(node.mqtt, with_user).await;
+    assert_eq!(ack.reason_code, c5::ConnectAckReason::BadUserNameOrPassword);
+    let (_, ack) = Raw5::connect(node.mqtt, connect5("a/b")).await;
+    assert_eq!(
+        ack.reason_code,
+        c5::ConnectAckReason::Success,
+        "'/' is allowed"
+    );
+}
+
 #[tokio::test]
 async fn server_keep_alive_caps_what_v5_clients_ask_for() {
     let node = Node::start("max_keepalive = 5");

@@ -6,7 +6,8 @@ use crate::applied::Applied;
 use crate::command::{Command, CommandResult, Rejection};
 use crate::keys;
 use crate::model::{
-    ConnState, Device, Product, RetainedRecord, SessionRecord, SubscriptionRecord, User, UserPatch,
+    ConnState, Device, Product, RetainedRecord, Role, SessionRecord, SubscriptionRecord, User,
+    UserPatch,
 };
 
 pub(crate) fn apply_command(tx: &mut Tx<'_>, cmd: Command) -> IoResult<CommandResult> {
@@ -112,10 +113,32 @@ fn create_user(tx: &mut Tx<'_>, user: User) -> IoResult<CommandResult> {
     Ok(CommandResult::Ok)
 }
 
+/// At least one administrator always remains. Checked here, in log order, so two concurrent
+/// requests that each saw another administrator cannot both go through.
+fn last_admin(tx: &Tx<'_>, user: &User) -> IoResult<Option<CommandResult>> {
+    if user.role != Role::Administrator {
+        return Ok(None);
+    }
+    let others = tx
+        .values::<User>(keys::USERS)?
+        .iter()
+        .any(|u| u.role == Role::Administrator && u.username != user.username);
+    Ok((!others).then(|| {
+        CommandResult::Rejected(Rejection::Invalid {
+            message: "at least one administrator must remain".into(),
+        })
+    }))
+}
+
 fn update_user(tx: &mut Tx<'_>, username: &str, patch: UserPatch) -> IoResult<CommandResult> {
     let Some(mut user) = tx.get_value::<User>(keys::USERS, username.as_bytes())? else {
         return not_found("user");
     };
+    if patch.role == Some(Role::Viewer)
+        && let Some(refused) = last_admin(tx, &user)?
+    {
+        return Ok(refused);
+    }
     if let Some(h) = patch.password_hash {
         user.password_hash = h;
     }
@@ -127,8 +150,11 @@ fn update_user(tx: &mut Tx<'_>, username: &str, patch: UserPatch) -> IoResult<Co
 }
 
 fn delete_user(tx: &mut Tx<'_>, username: &str) -> IoResult<CommandResult> {
-    if !tx.exists(keys::USERS, username.as_bytes())? {
+    let Some(user) = tx.get_value::<User>(keys::USERS, username.as_bytes())? else {
         return not_found("user");
+    };
+    if let Some(refused) = last_admin(tx, &user)? {
+        return Ok(refused);
     }
     tx.delete(keys::USERS, username.as_bytes());
     Ok(CommandResult::Ok)

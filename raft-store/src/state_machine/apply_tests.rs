@@ -501,17 +501,53 @@ fn users_retained_and_token_secret() {
         rejected_field(&one(&reg, Command::CreateUser { user })),
         "exists:username"
     );
+    let demote = |name: &str| Command::UpdateUser {
+        username: name.into(),
+        patch: UserPatch {
+            role: Some(Role::Viewer),
+            ..Default::default()
+        },
+    };
+    assert_eq!(
+        rejected_field(&one(&reg, demote("root"))),
+        "invalid",
+        "the only administrator is not demoted"
+    );
+    let ada = User {
+        username: "ada".into(),
+        ..reg.user("root").unwrap().unwrap()
+    };
+    one(&reg, Command::CreateUser { user: ada });
+    one(&reg, demote("root"));
+    assert_eq!(reg.user("root").unwrap().unwrap().role, Role::Viewer);
+    // Two deletions of the last two administrators racing into one batch: the second is
+    // refused, whichever request checked first.
     one(
         &reg,
         Command::UpdateUser {
             username: "root".into(),
             patch: UserPatch {
-                role: Some(Role::Viewer),
+                role: Some(Role::Administrator),
                 ..Default::default()
             },
         },
     );
-    assert_eq!(reg.user("root").unwrap().unwrap().role, Role::Viewer);
+    let results = run(
+        &reg,
+        vec![
+            Command::DeleteUser {
+                username: "root".into(),
+            },
+            Command::DeleteUser {
+                username: "ada".into(),
+            },
+        ],
+    );
+    assert_eq!(
+        results.iter().map(rejected_field).collect::<Vec<_>>(),
+        ["ok", "invalid"]
+    );
+    assert_eq!(reg.user("ada").unwrap().unwrap().role, Role::Administrator);
     assert_eq!(
         rejected_field(&one(
             &reg,

@@ -58,6 +58,32 @@ impl<'a> Tx<'a> {
         }
     }
 
+    /// Every record of `cf` as this write set sees it (the store with the overlay on top): for
+    /// invariants over a small column family (the users).
+    pub(crate) fn values<T: DeserializeOwned>(&self, cf: &'static str) -> IoResult<Vec<T>> {
+        let handle = self
+            .db
+            .cf_handle(cf)
+            .expect("column family opened in open()");
+        let mut merged = std::collections::BTreeMap::new();
+        for item in self.db.iterator_cf(handle, rocksdb::IteratorMode::Start) {
+            let (k, v) = item.map_err(read_err)?;
+            merged.insert(k.to_vec(), v.to_vec());
+        }
+        for ((c, k), v) in &self.overlay {
+            if *c == cf {
+                match v {
+                    Some(v) => merged.insert(k.clone(), v.clone()),
+                    None => merged.remove(k),
+                };
+            }
+        }
+        merged
+            .values()
+            .map(|v| crate::codec::decode(v).map_err(read_err))
+            .collect()
+    }
+
     pub(crate) fn effect(&mut self, e: Applied) {
         self.effects.push(e);
     }
