@@ -1,7 +1,8 @@
 //! Bearer tokens are signed with a cluster-wide secret: one node's token is accepted by every
-//! node, with the role it was issued for.
+//! node, with the role it was issued for; a password changed through one node revokes the
+//! user's tokens and old password on every node.
 
-use realmq_cluster_tests::{Auth, Cluster};
+use realmq_cluster_tests::{Auth, Cluster, WAIT, eventually};
 use serde_json::json;
 
 use crate::fixtures::ok;
@@ -96,6 +97,38 @@ async fn t12_a_token_from_one_node_works_on_another() {
         status, 403,
         "the viewer's token cannot write on node 1: {body}"
     );
+
+    // The viewer's password is changed through node 3: node 1 refuses the old token and the
+    // old password as soon as it has applied the change.
+    ok(
+        "change the viewer's password on node 3",
+        cluster
+            .api(
+                3,
+                "PUT",
+                "/api/v1/users/t12-viewer",
+                Some(json!({"password": "viewer-secret-2"})),
+            )
+            .await,
+    );
+    let old_password = Auth::basic("t12-viewer", "viewer-secret");
+    eventually(
+        "node 1 to refuse the viewer's old token and password",
+        WAIT,
+        async || {
+            let by_token = cluster
+                .api_as(1, &viewer, "GET", "/api/v1/products", None)
+                .await;
+            let by_password = cluster
+                .api_as(1, &old_password, "GET", "/api/v1/products", None)
+                .await;
+            match (by_token.0, by_password.0) {
+                (401, 401) => Ok(()),
+                other => Err(format!("statuses {other:?}")),
+            }
+        },
+    )
+    .await;
 
     // The check is real: a token no node signed is refused.
     let forged = Auth::Bearer("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJyb290In0.c2lnbmF0dXJl".into());
