@@ -31,6 +31,36 @@ pub struct ConnectInfo {
 pub struct ClientInfo {
     pub client_id: Arc<str>,
     pub username: Option<Arc<str>>,
+    /// The topics a device is confined to under `[mqtt] device_isolation`; `None`: not
+    /// confined (isolation off, an anonymous client, or a session acted on by an operator).
+    pub scope: Option<Arc<DeviceScope>>,
+}
+
+/// A device's own topic space under `[mqtt] device_isolation`: it publishes and subscribes
+/// under `{product_key}/{device_name}/#` and may also subscribe to its product's broadcasts,
+/// `broadcast/{product_key}/#` (product keys are hex, so no product's space is `broadcast/`).
+/// Everything else, `$SYS` included, is refused; `[[acl]]` rules apply on top.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceScope {
+    pub own: String,
+    pub broadcast: String,
+}
+
+impl DeviceScope {
+    pub fn new(product_key: &str, device_name: &str) -> DeviceScope {
+        DeviceScope {
+            own: format!("{product_key}/{device_name}/#"),
+            broadcast: format!("broadcast/{product_key}/#"),
+        }
+    }
+
+    fn may_publish(&self, topic: &str) -> bool {
+        filter_matches(&self.own, topic)
+    }
+
+    fn may_subscribe(&self, filter: &str) -> bool {
+        filter_covers(&self.own, filter) || filter_covers(&self.broadcast, filter)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -45,27 +75,33 @@ pub enum AuthError {
 
 pub trait Authenticator: Send + Sync + 'static {
     /// Decides a CONNECT.
-    fn authenticate<'a>(&'a self, info: &'a ConnectInfo) -> BoxFuture<'a, Result<(), AuthError>>;
+    /// `Ok` with the topic space the client is confined to, if any.
+    fn authenticate<'a>(&'a self, info: &'a ConnectInfo) -> BoxFuture<'a, Authenticated>;
     /// Decides a PUBLISH topic; called on the hot path, so it must not block.
     fn may_publish(&self, client: &ClientInfo, topic: &str) -> bool;
     /// Decides a SUBSCRIBE filter once, when it is made; see `SubAccess`.
     fn subscribe_access(&self, client: &ClientInfo, filter: &str) -> SubAccess;
 }
 
+pub type Authenticated = Result<Option<Arc<DeviceScope>>, AuthError>;
+
 /// Devices from the registry, anonymous clients when allowed, and the config file's ACL.
 pub struct DeviceAuth {
     pub registry: Registry,
     pub allow_anonymous: bool,
+    /// `[mqtt] device_isolation`: each device is confined to its own topic space.
+    pub isolation: bool,
     pub acl: Acl,
 }
 
 impl DeviceAuth {
-    fn decide(&self, info: &ConnectInfo) -> Result<(), AuthError> {
+    fn decide(&self, info: &ConnectInfo) -> Authenticated {
+        let lookup_failed = |e: realmq_raft_store::read::ReadError| {
+            tracing::error!(error = %e, "device lookup failed");
+            AuthError::Unavailable
+        };
         let device = match info.username.as_deref() {
-            Some(u) => self.registry.device_by_username(u).map_err(|e| {
-                tracing::error!(error = %e, "device lookup failed");
-                AuthError::Unavailable
-            })?,
+            Some(u) => self.registry.device_by_username(u).map_err(lookup_failed)?,
             None => None,
         };
         let Some(device) = device else {
@@ -78,37 +114,55 @@ impl DeviceAuth {
             let owned = self
                 .registry
                 .device_by_client_id(&info.client_id)
-                .map_err(|e| {
-                    tracing::error!(error = %e, "device lookup failed");
-                    AuthError::Unavailable
-                })?;
+                .map_err(lookup_failed)?;
             return match owned {
                 Some(_) => Err(AuthError::NotAuthorized),
-                None => Ok(()),
+                None => Ok(None),
             };
         };
         let password_ok = info
             .password
             .as_deref()
             .is_some_and(|p| bool::from(p.ct_eq(device.password.as_bytes())));
-        if device.enable && password_ok && *info.client_id == *device.mqtt_client_id {
-            Ok(())
-        } else {
-            Err(AuthError::NotAuthorized)
+        if !(device.enable && password_ok && *info.client_id == *device.mqtt_client_id) {
+            return Err(AuthError::NotAuthorized);
         }
+        if !self.isolation {
+            return Ok(None);
+        }
+        let product = self
+            .registry
+            .product(device.product_id)
+            .map_err(lookup_failed)?
+            .ok_or(AuthError::NotAuthorized)?;
+        Ok(Some(Arc::new(DeviceScope::new(
+            &product.product_key,
+            &device.name,
+        ))))
     }
 }
 
 impl Authenticator for DeviceAuth {
-    fn authenticate<'a>(&'a self, info: &'a ConnectInfo) -> BoxFuture<'a, Result<(), AuthError>> {
+    fn authenticate<'a>(&'a self, info: &'a ConnectInfo) -> BoxFuture<'a, Authenticated> {
         Box::pin(std::future::ready(self.decide(info)))
     }
 
     fn may_publish(&self, client: &ClientInfo, topic: &str) -> bool {
-        self.acl.may_publish(client, topic)
+        client.scope.as_ref().is_none_or(|s| s.may_publish(topic))
+            && self.acl.may_publish(client, topic)
     }
 
     fn subscribe_access(&self, client: &ClientInfo, filter: &str) -> SubAccess {
+        if client
+            .scope
+            .as_ref()
+            .is_some_and(|s| !s.may_subscribe(filter))
+        {
+            return SubAccess {
+                granted: false,
+                guard: None,
+            };
+        }
         self.acl.subscribe(client, filter)
     }
 }
@@ -304,6 +358,7 @@ mod tests {
 
     fn client(id: &str, user: Option<&str>) -> ClientInfo {
         ClientInfo {
+            scope: None,
             client_id: id.into(),
             username: user.map(Into::into),
         }

@@ -135,6 +135,9 @@ pub struct MqttConfig {
     pub shared_subscription_strategy: ShareStrategy,
     /// Seconds between `$SYS/brokers/{node}/...` updates; 0 disables them.
     pub sys_interval: u32,
+    /// Confines each device to its own topics (`auth::DeviceScope`); off by default so
+    /// existing clients keep working.
+    pub device_isolation: bool,
 }
 
 impl Default for MqttConfig {
@@ -153,6 +156,7 @@ impl Default for MqttConfig {
             retain_available: true,
             shared_subscription_strategy: ShareStrategy::RoundRobin,
             sys_interval: 10,
+            device_isolation: false,
         }
     }
 }

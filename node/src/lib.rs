@@ -142,6 +142,7 @@ impl Node {
         let auth = Arc::new(DeviceAuth {
             registry: meta.registry.clone(),
             allow_anonymous: config.allow_anonymous,
+            isolation: config.mqtt.device_isolation,
             acl: Acl::new(config.acl.clone()),
         });
         let broker = Broker::new(

@@ -115,6 +115,7 @@ impl Broker {
         let client = crate::auth::ClientInfo {
             client_id: cell.client_id.clone(),
             username,
+            scope: None,
         };
         self.after(1, async move { me.end_session(&cell, generation, &client) });
     }

@@ -158,15 +158,18 @@ impl Broker {
         }
         // The registration is applied here, so every write committed before it is too: a device
         // disabled on any node just before this CONNECT is refused now, without a read barrier.
-        if let Err(e) = self.auth.authenticate(&info).await {
-            self.meta.record(Command::ClientDisconnected {
-                client_id: client_id.to_string(),
-                node_id: self.node_id,
-                conn_id: link.conn_id,
-                at: now_ms(),
-            });
-            return Err(self.refused(e.into()));
-        }
+        let scope = match self.auth.authenticate(&info).await {
+            Ok(scope) => scope,
+            Err(e) => {
+                self.meta.record(Command::ClientDisconnected {
+                    client_id: client_id.to_string(),
+                    node_id: self.node_id,
+                    conn_id: link.conn_id,
+                    at: now_ms(),
+                });
+                return Err(self.refused(e.into()));
+            }
+        };
         let opened = self.sessions.open(
             client_id.clone(),
             req.clean_start,
@@ -179,6 +182,7 @@ impl Broker {
         let client = ClientInfo {
             client_id,
             username: info.username,
+            scope,
         };
         opened.cell.lock().username = client.username.clone();
         let mut present = opened.present;

@@ -192,6 +192,7 @@ impl Broker {
             let client = ClientInfo {
                 client_id: cell.client_id.clone(),
                 username: s.username.as_deref().map(Arc::from),
+                scope: None,
             };
             {
                 let mut inner = cell.lock();

@@ -61,6 +61,8 @@ impl Broker {
                 let client = ClientInfo {
                     client_id: session.client_id.clone(),
                     username: session.lock().username.clone(),
+                    // An operator's request: the device's isolation does not bind it.
+                    scope: None,
                 };
                 let request = SubRequest {
                     filter: ByteString::from(filter.clone()),

@@ -260,6 +260,7 @@ fn acl_guards_filter_deliveries_per_subscription() {
         let who = ClientInfo {
             client_id: user.into(),
             username: Some(user.into()),
+            scope: None,
         };
         acl.subscribe(&who, filter).guard
     };

@@ -525,3 +525,104 @@ async fn the_default_root_password_is_reported_until_it_is_changed() {
     assert!(!node.logged("still has the default password"));
     assert_eq!(ready(&node).await["data"]["default_root_password"], false);
 }
+
+/// `[mqtt] device_isolation`: a device publishes and subscribes only under
+/// `{product_key}/{device_name}/#`, may also subscribe to `broadcast/{product_key}/#`, and gets
+/// nothing else (`#`, `$SYS`, another device's topics are refused); with it off, the same
+/// device may do all of that.
+#[tokio::test]
+async fn device_isolation_confines_each_device_to_its_own_topics() {
+    let node = Node::start_with(&[], "[mqtt]\nsys_interval = 1\ndevice_isolation = true\n");
+    let (key, _) = make_device(&node, "iso1").await;
+    let (s, b) = node
+        .api(
+            "POST",
+            "/api/v1/devices",
+            Some(json!({"name": "iso2", "product_key": key, "username": "u-iso2", "mqtt_client_id": "c-iso2", "password": "pw-secret"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+
+    let (mut d1, ack) = Raw5::connect(node.mqtt, device5("iso1", "pw-secret")).await;
+    assert_eq!(ack.reason_code, c5::ConnectAckReason::Success);
+    let own = format!("{key}/iso1/cmd");
+    let broadcast = format!("broadcast/{key}/#");
+    let other = format!("{key}/iso2/#");
+    let ack = d1
+        .subscribe(
+            1,
+            None,
+            &[
+                (own.as_str(), sub_opts(v5::QoS::AtLeastOnce)),
+                (broadcast.as_str(), sub_opts(v5::QoS::AtLeastOnce)),
+                ("#", sub_opts(v5::QoS::AtLeastOnce)),
+                ("$SYS/#", sub_opts(v5::QoS::AtLeastOnce)),
+                (other.as_str(), sub_opts(v5::QoS::AtLeastOnce)),
+            ],
+        )
+        .await;
+    assert_eq!(
+        ack.status,
+        vec![
+            c5::SubscribeAckReason::GrantedQos1,
+            c5::SubscribeAckReason::GrantedQos1,
+            c5::SubscribeAckReason::NotAuthorized,
+            c5::SubscribeAckReason::NotAuthorized,
+            c5::SubscribeAckReason::NotAuthorized,
+        ]
+    );
+    for (id, topic, want) in [
+        // Allowed; nobody subscribes to it.
+        (
+            2,
+            format!("{key}/iso1/up"),
+            c5::PublishAckReason::NoMatchingSubscribers,
+        ),
+        (
+            3,
+            format!("{key}/iso2/cmd"),
+            c5::PublishAckReason::NotAuthorized,
+        ),
+        (
+            4,
+            format!("broadcast/{key}/x"),
+            c5::PublishAckReason::NotAuthorized,
+        ),
+    ] {
+        d1.publish(&topic, b"x", v5::QoS::AtLeastOnce, id, Default::default())
+            .await;
+        match d1.recv().await {
+            Some(c5::Decoded::Packet(c5::Packet::PublishAck(a), _)) => {
+                assert_eq!(a.reason_code, want, "publish to {topic}")
+            }
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    // What the operator sends to the product's broadcast topic and to the device reaches it;
+    // $SYS (published every second here) never does.
+    for topic in [format!("broadcast/{key}/fw"), own.clone()] {
+        let (s, b) = node
+            .api(
+                "POST",
+                "/api/v1/mqtt/publish",
+                Some(json!({"topic": topic, "payload": "hi", "qos": 1})),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        let (p, _) = d1.expect_publish().await;
+        assert_eq!(p.topic, topic);
+    }
+    assert!(
+        d1.recv_within(Duration::from_millis(1500)).await.is_none(),
+        "nothing else is delivered"
+    );
+
+    // Without isolation the same device reads everything.
+    let open = Node::start_with(&[], "[mqtt]\nsys_interval = 0\n");
+    make_device(&open, "iso1").await;
+    let (mut d, _) = Raw5::connect(open.mqtt, device5("iso1", "pw-secret")).await;
+    let ack = d
+        .subscribe(1, None, &[("#", sub_opts(v5::QoS::AtLeastOnce))])
+        .await;
+    assert_eq!(ack.status, vec![c5::SubscribeAckReason::GrantedQos1]);
+}
