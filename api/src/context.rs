@@ -106,6 +106,10 @@ pub struct ApiConfig {
     pub max_body: u64,
     /// Wrong passwords per minute, per user name and per source address, before HTTP 429.
     pub failed_login_limit: u32,
+    /// Longest free-text field (nickname, description, device_type), in bytes.
+    pub max_text: usize,
+    /// Most topics one publish / subscribe / unsubscribe (or one batch item) names.
+    pub max_topics: usize,
 }
 
 impl Default for ApiConfig {
@@ -114,6 +118,8 @@ impl Default for ApiConfig {
             token_ttl: Duration::from_secs(24 * 3600),
             max_body: 1024 * 1024,
             failed_login_limit: 10,
+            max_text: 1024,
+            max_topics: 128,
         }
     }
 }

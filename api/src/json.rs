@@ -25,6 +25,16 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
+/// A free-text field: at most `max` bytes (400 naming the field).
+pub fn check_text_len(field: &str, value: Option<&str>, max: usize) -> Result<(), ApiError> {
+    match value {
+        Some(v) if v.len() > max => Err(ApiError::BadRequest(format!(
+            "{field} must be at most {max} bytes"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A name that becomes part of MQTT identities and ACL topics (a device's name, username and
 /// client id, an API user name): 1 to `max` bytes, without the MQTT wildcards `+` and `#` or
 /// NUL. The error names the field.

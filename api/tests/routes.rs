@@ -492,6 +492,71 @@ async fn names_refuse_wildcards_and_paths_are_decoded() {
     );
 }
 
+/// Free-text fields and the topics of one request are bounded (`max_text`, `max_topics`): past
+/// the bound the request gets 400 naming the field, and nothing is written.
+#[tokio::test]
+async fn free_text_and_topic_lists_are_bounded() {
+    let api = api_with(ApiConfig {
+        max_text: 16,
+        max_topics: 3,
+        ..ApiConfig::default()
+    })
+    .await;
+    let long = "x".repeat(17);
+    assert_error(
+        api.root(
+            "POST",
+            "/api/v1/products",
+            Some(json!({"name": "p", "description": long})),
+        )
+        .await,
+        400,
+        "description must be at most 16 bytes",
+    );
+    let (_, key, _) = api.product("bounded").await;
+    for field in ["nickname", "device_type", "description"] {
+        let mut body =
+            json!({"name": "d", "product_key": key, "username": "u", "mqtt_client_id": "c"});
+        body[field] = json!(long);
+        assert_error(
+            api.root("POST", "/api/v1/devices", Some(body)).await,
+            400,
+            &format!("{field} must be at most 16 bytes"),
+        );
+    }
+    let (_, b) = api.root("GET", "/api/v1/devices", None).await;
+    assert_eq!(b["meta"]["count"], 0, "nothing was created: {b}");
+    let did = api.device(&key, "d").await;
+    assert_error(
+        api.root(
+            "PUT",
+            &format!("/api/v1/devices/{did}"),
+            Some(json!({"nickname": long})),
+        )
+        .await,
+        400,
+        "nickname must be at most 16 bytes",
+    );
+    assert_error(
+        api.root(
+            "POST",
+            "/api/v1/mqtt/publish",
+            Some(json!({"topics": "a,b,c,d", "payload": "x"})),
+        )
+        .await,
+        400,
+        "at most 3 per request",
+    );
+    let (s, b) = api
+        .root(
+            "POST",
+            "/api/v1/mqtt/publish",
+            Some(json!({"topics": "a,b,c", "payload": "x"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+}
+
 /// Product secrets and device passwords are for administrators: a viewer sees them masked
 /// (with the secret it could sign `POST /devices/register` and claim devices).
 #[tokio::test]

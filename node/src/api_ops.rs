@@ -65,6 +65,7 @@ impl NodeOps for BrokerOps {
         let published = message(msg).and_then(|m| {
             self.broker.publish_counted(m).map_err(|e| match e {
                 PublishError::NotAuthorized => OpError::Denied(e.to_string()),
+                PublishError::QuotaExceeded => OpError::Invalid(e.to_string()),
             })
         });
         Box::pin(async move {

@@ -138,6 +138,14 @@ pub struct MqttConfig {
     /// Confines each device to its own topics (`auth::DeviceScope`); off by default so
     /// existing clients keep working.
     pub device_isolation: bool,
+    /// Subscriptions one session may hold; more get SUBACK 0x97 (5.0) / 0x80 (3.1.1).
+    pub max_subscriptions: usize,
+    /// MQTT connections this node accepts at once; more get CONNACK 0x97 / 0x03.
+    pub max_connections: usize,
+    /// Retained messages (count, and bytes of topics and payloads) a node keeps; a retained
+    /// publish past either is refused (PUBACK 0x97 in 5.0).
+    pub max_retained: usize,
+    pub max_retained_bytes: usize,
 }
 
 impl Default for MqttConfig {
@@ -157,6 +165,10 @@ impl Default for MqttConfig {
             shared_subscription_strategy: ShareStrategy::RoundRobin,
             sys_interval: 10,
             device_isolation: false,
+            max_subscriptions: 10_000,
+            max_connections: 1_000_000,
+            max_retained: 1_000_000,
+            max_retained_bytes: 1 << 30,
         }
     }
 }
@@ -172,6 +184,10 @@ pub struct ApiSettings {
     /// Wrong passwords allowed per minute, per user name and per source address; further
     /// logins from either get HTTP 429 until the minute is over.
     pub failed_login_limit: u32,
+    /// Longest free-text field (nickname, description, device_type), in bytes.
+    pub max_text: usize,
+    /// Most topics one REST publish / subscribe (or one batch item) may name.
+    pub max_topics: usize,
     /// The `root` administrator's password, set once when the cluster is first created (later
     /// changes go through the API). Deployments pass it from a secret:
     /// `REALMQ_API__ROOT_PASSWORD`.
@@ -184,6 +200,8 @@ impl Default for ApiSettings {
             token_ttl: 86_400,
             max_body: 1024 * 1024,
             failed_login_limit: 10,
+            max_text: 1024,
+            max_topics: 128,
             root_password: DEFAULT_ROOT_PASSWORD.into(),
         }
     }
@@ -367,11 +385,20 @@ impl Config {
         if !(64..=268_435_455).contains(&m.max_packet_size) {
             errs.push("mqtt.max_packet_size must be between 64 and 268435455 bytes".into());
         }
+        if m.max_subscriptions == 0 || m.max_connections == 0 || m.max_retained == 0 {
+            errs.push(
+                "mqtt.max_subscriptions, max_connections and max_retained must be at least 1"
+                    .into(),
+            );
+        }
         if m.connect_timeout == 0 {
             errs.push("mqtt.connect_timeout must be at least 1 second".into());
         }
         if !(1..=10 * 365 * 86_400).contains(&self.api.token_ttl) {
             errs.push("api.token_ttl must be between 1 second and 10 years".into());
+        }
+        if self.api.max_text == 0 || self.api.max_topics == 0 {
+            errs.push("api.max_text and api.max_topics must be at least 1".into());
         }
         if self.api.failed_login_limit == 0 {
             errs.push("api.failed_login_limit must be at least 1".into());

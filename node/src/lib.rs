@@ -197,6 +197,8 @@ impl Node {
                 token_ttl: Duration::from_secs(config.api.token_ttl),
                 max_body: config.api.max_body,
                 failed_login_limit: config.api.failed_login_limit,
+                max_text: config.api.max_text,
+                max_topics: config.api.max_topics,
             },
         );
         if runtime.block_on(until_quorum("create the default user", || {

@@ -24,6 +24,12 @@ pub struct Metrics {
     /// QoS 1/2 publishes acknowledged to their publisher without a peer's confirmation (it had
     /// no link for `peer_ack_timeout_ms`); still delivered if it comes back.
     pub forward_unconfirmed: AtomicU64,
+    /// Retained publishes refused at `max_retained` / `max_retained_bytes`.
+    pub retained_refused: AtomicU64,
+    /// Subscriptions refused at `max_subscriptions`.
+    pub subscriptions_refused: AtomicU64,
+    /// Connections refused at `max_connections`.
+    pub connections_refused: AtomicU64,
 }
 
 /// A point-in-time copy of the counters.
@@ -42,6 +48,9 @@ pub struct Snapshot {
     pub denied: u64,
     pub forward_dropped: u64,
     pub forward_unconfirmed: u64,
+    pub retained_refused: u64,
+    pub subscriptions_refused: u64,
+    pub connections_refused: u64,
 }
 
 pub fn inc(counter: &AtomicU64, n: u64) {
@@ -65,6 +74,9 @@ impl Metrics {
             denied: g(&self.denied),
             forward_dropped: g(&self.forward_dropped),
             forward_unconfirmed: g(&self.forward_unconfirmed),
+            retained_refused: g(&self.retained_refused),
+            subscriptions_refused: g(&self.subscriptions_refused),
+            connections_refused: g(&self.connections_refused),
         }
     }
 }

@@ -36,6 +36,19 @@ impl Node {
 pub struct RetainStore {
     root: RwLock<Node>,
     count: std::sync::atomic::AtomicUsize,
+    /// Clients' retained messages (not the broker's own `$SYS` topics), and the bytes of their
+    /// topics and payloads: what `[mqtt] max_retained` / `max_retained_bytes` bound.
+    clients: std::sync::atomic::AtomicUsize,
+    bytes: std::sync::atomic::AtomicUsize,
+}
+
+/// What a message counts against the limits: nothing for `$SYS` topics.
+fn size(m: &Message) -> (usize, usize) {
+    if m.topic.starts_with("$SYS/") {
+        (0, 0)
+    } else {
+        (1, m.topic.len() + m.payload.len())
+    }
 }
 
 impl RetainStore {
@@ -47,38 +60,68 @@ impl RetainStore {
         self.len() == 0
     }
 
+    /// Bytes of topics and payloads of the clients' retained messages.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Stores `msg` as the retained message of its topic, or clears the topic when the payload is
-    /// empty [MQTT-3.3.1-10, MQTT-3.3.1-11].
+    /// empty [MQTT-3.3.1-10, MQTT-3.3.1-11]. Unbounded: for what the cluster already accepted.
     pub fn set(&self, msg: Arc<Message>) {
+        self.set_within(msg, usize::MAX, usize::MAX);
+    }
+
+    /// `set`, unless it would take the clients' retained messages past `max_count` or
+    /// `max_bytes`: then nothing changes and it returns false. Clearing and replacing with
+    /// no more bytes always fit; `$SYS` topics count against neither.
+    pub fn set_within(&self, msg: Arc<Message>, max_count: usize, max_bytes: usize) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
         let mut root = self.root.write();
         if msg.payload.is_empty() {
-            if Self::clear(&mut root, &msg.topic) {
-                self.count
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            if let Some((n, b)) = Self::clear(&mut root, &msg.topic) {
+                self.count.fetch_sub(1, Relaxed);
+                self.clients.fetch_sub(n, Relaxed);
+                self.bytes.fetch_sub(b, Relaxed);
             }
-            return;
+            return true;
+        }
+        let old = Self::get(&root, &msg.topic).map(|m| size(m));
+        let ((old_n, old_b), (n, b)) = (old.unwrap_or((0, 0)), size(&msg));
+        let clients = self.clients.load(Relaxed) - old_n + n;
+        let bytes = self.bytes() - old_b + b;
+        if (n > old_n && clients > max_count) || (b > old_b && bytes > max_bytes) {
+            return false;
         }
         let mut node = &mut *root;
         for level in msg.topic.split('/') {
             node = node.children.entry(level.into()).or_default();
         }
         if node.msg.replace(msg).is_none() {
-            self.count
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.count.fetch_add(1, Relaxed);
         }
+        self.clients.store(clients, Relaxed);
+        self.bytes.store(bytes, Relaxed);
+        true
     }
 
-    fn clear(node: &mut Node, topic: &str) -> bool {
+    fn get<'a>(node: &'a Node, topic: &str) -> Option<&'a Arc<Message>> {
+        let mut node = node;
+        for level in topic.split('/') {
+            node = node.children.get(level)?;
+        }
+        node.msg.as_ref()
+    }
+
+    /// Removes `topic`'s message; its `size` if there was one.
+    fn clear(node: &mut Node, topic: &str) -> Option<(usize, usize)> {
         let (level, rest) = match topic.split_once('/') {
             Some((l, r)) => (l, Some(r)),
             None => (topic, None),
         };
-        let Some(child) = node.children.get_mut(level) else {
-            return false;
-        };
+        let child = node.children.get_mut(level)?;
         let removed = match rest {
             Some(r) => Self::clear(child, r),
-            None => child.msg.take().is_some(),
+            None => child.msg.take().map(|m| size(&m)),
         };
         if child.msg.is_none() && child.children.is_empty() {
             node.children.remove(level);
@@ -90,6 +133,8 @@ impl RetainStore {
     pub fn replace_all(&self, msgs: impl IntoIterator<Item = Arc<Message>>) {
         *self.root.write() = Node::default();
         self.count.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.clients.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.bytes.store(0, std::sync::atomic::Ordering::Relaxed);
         for m in msgs {
             self.set(m);
         }

@@ -12,7 +12,7 @@ use crate::message::{ByteString, Bytes, Message, MessageProperties, QoS};
 pub fn publish_once(broker: &Broker) -> usize {
     let m = broker.metrics.snapshot();
     let uptime = broker.started.elapsed().as_secs();
-    let stats: [(&str, String); 14] = [
+    let stats: [(&str, String); 18] = [
         ("version", env!("CARGO_PKG_VERSION").to_string()),
         ("uptime", uptime.to_string()),
         ("clients/connected", m.connections.to_string()),
@@ -20,6 +20,7 @@ pub fn publish_once(broker: &Broker) -> usize {
         ("sessions/count", broker.sessions.len().to_string()),
         ("subscriptions/count", broker.router.len().to_string()),
         ("retained/count", broker.retained.len().to_string()),
+        ("retained/bytes", broker.retained.bytes().to_string()),
         ("messages/received", m.messages_received.to_string()),
         ("messages/sent", m.messages_sent.to_string()),
         ("bytes/received", m.bytes_received.to_string()),
@@ -32,6 +33,16 @@ pub fn publish_once(broker: &Broker) -> usize {
         (
             "cluster/forward/unconfirmed",
             m.forward_unconfirmed.to_string(),
+        ),
+        // What the configured limits refused (`[mqtt] max_*`).
+        ("limits/retained_refused", m.retained_refused.to_string()),
+        (
+            "limits/subscriptions_refused",
+            m.subscriptions_refused.to_string(),
+        ),
+        (
+            "limits/connections_refused",
+            m.connections_refused.to_string(),
         ),
     ];
     for (suffix, value) in &stats {

@@ -161,6 +161,23 @@ fn check_text(field: &str, value: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
+/// The device's free-text fields, bounded by `[api] max_text`.
+fn free_text(
+    ctx: &ApiContext,
+    nickname: &Option<String>,
+    device_type: &Option<String>,
+    description: &Option<String>,
+) -> Result<(), ApiError> {
+    for (field, v) in [
+        ("nickname", nickname),
+        ("device_type", device_type),
+        ("description", description),
+    ] {
+        crate::json::check_text_len(field, v.as_deref(), ctx.config.max_text)?;
+    }
+    Ok(())
+}
+
 fn random_password() -> String {
     let mut buf = [0u8; 16];
     rand::fill(&mut buf);
@@ -182,6 +199,7 @@ pub(crate) async fn create(ctx: &ApiContext, auth: &Caller, body: &[u8]) -> ApiR
     ] {
         check_text(field, v)?;
     }
+    free_text(ctx, &req.nickname, &req.device_type, &req.description)?;
     let product = product_by_key(ctx, &req.product_key).await?;
     let device = Device {
         id: 0,
@@ -305,6 +323,7 @@ pub(crate) async fn update(ctx: &ApiContext, auth: &Caller, raw: &str, body: &[u
     ] {
         check_text(field, v)?;
     }
+    free_text(ctx, &req.nickname, &req.device_type, &req.description)?;
     let product_id = match &req.product_key {
         Some(key) => Some(product_by_key(ctx, key).await?.id),
         None => None,

@@ -13,6 +13,7 @@ use super::Broker;
 use super::persist::now_ms;
 use crate::auth::{AuthError, ClientInfo, ConnectInfo};
 use crate::message::{ByteString, Bytes, CloseReason, Protocol, Will};
+use crate::metrics::inc;
 use crate::session::{ConnLink, Detached, SessionCell};
 
 /// A CONNECT as the core sees it.
@@ -42,6 +43,8 @@ pub enum ConnectRefused {
     NotAuthorized,
     /// v3.1.1 0x03 / v5 0x88.
     Unavailable,
+    /// The node holds `max_connections` already: v3.1.1 0x03 / v5 0x97.
+    QuotaExceeded,
 }
 
 impl From<AuthError> for ConnectRefused {
@@ -84,6 +87,11 @@ fn has_wildcard(name: &str) -> bool {
 
 impl Broker {
     pub async fn connect(&self, req: ConnectRequest) -> Result<Accepted, ConnectRefused> {
+        let limit = i64::try_from(self.limits.max_connections).unwrap_or(i64::MAX);
+        if self.metrics.connections.load(Ordering::Relaxed) >= limit {
+            inc(&self.metrics.connections_refused, 1);
+            return Err(self.refused(ConnectRefused::QuotaExceeded));
+        }
         let (client_id, assigned) = if req.client_id.is_empty() {
             // v3.1.1 allows an empty id only with clean session [MQTT-3.1.3-8]; v5 always.
             if req.protocol == Protocol::V311 && !req.clean_start {

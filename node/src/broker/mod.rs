@@ -47,6 +47,9 @@ use realmq_raft_store::client::Writer;
 pub enum PublishError {
     #[error("not authorized to publish to this topic")]
     NotAuthorized,
+    /// Retaining it would pass `max_retained` / `max_retained_bytes`.
+    #[error("the retained message store is full (max_retained / max_retained_bytes)")]
+    QuotaExceeded,
 }
 
 pub struct Broker {
@@ -150,7 +153,14 @@ impl Broker {
         let msg = Arc::new(msg);
         let mut replicated = None;
         if msg.retain && self.limits.retain_available {
-            self.retained.set(msg.clone());
+            if !self.retained.set_within(
+                msg.clone(),
+                self.limits.max_retained,
+                self.limits.max_retained_bytes,
+            ) {
+                inc(&self.metrics.retained_refused, 1);
+                return Err(PublishError::QuotaExceeded);
+            }
             replicated = self.persist_retained(&msg, want != Want::Nothing);
         }
         let local = self.route(&msg, Groups::All);

@@ -77,6 +77,9 @@ impl Broker {
                         "the ACL denies {client_id:?} subscribing to {filter:?}"
                     ))),
                     [SubResult::SessionGone] => Err(gone()),
+                    [SubResult::QuotaExceeded] => Err(ProxyError::Invalid(format!(
+                        "client {client_id:?} holds max_subscriptions subscriptions already"
+                    ))),
                     _ => Err(ProxyError::Invalid(format!(
                         "topic filter {filter:?} is invalid"
                     ))),

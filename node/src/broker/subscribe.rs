@@ -29,6 +29,8 @@ pub enum SubResult {
     NotAuthorized,
     /// The session ended while subscribing (a clean-start takeover won the race).
     SessionGone,
+    /// The session holds `max_subscriptions` already (v5 0x97, v3 0x80).
+    QuotaExceeded,
 }
 
 impl Broker {
@@ -60,6 +62,12 @@ impl Broker {
                 let mut inner = session.lock();
                 if inner.ended {
                     results.push(SubResult::SessionGone);
+                    continue;
+                }
+                let subs = &inner.state.subscriptions;
+                if subs.len() >= self.limits.max_subscriptions && !subs.contains_key(&req.filter) {
+                    crate::metrics::inc(&self.metrics.subscriptions_refused, 1);
+                    results.push(SubResult::QuotaExceeded);
                     continue;
                 }
                 let existed = self.add_subscription(session, spec, req.opts, guard.clone());

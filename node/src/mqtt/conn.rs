@@ -242,6 +242,8 @@ pub(super) enum Inbound {
     /// A QoS 2 re-send of a flow already routed: acknowledge again, do not route twice.
     Duplicate,
     Denied,
+    /// A limit refused it (the retained store is full).
+    OverQuota,
 }
 
 /// A PUBACK / PUBREC and what it waits for first: the peers' confirmation of a message
@@ -493,6 +495,7 @@ impl Conn {
                 }
             }
             Err(PublishError::NotAuthorized) => Inbound::Denied,
+            Err(PublishError::QuotaExceeded) => Inbound::OverQuota,
         }
     }
 

@@ -102,7 +102,9 @@ async fn connect(
             return refuse(ConnectAckReason::BadUserNameOrPassword);
         }
         Err(ConnectRefused::NotAuthorized) => return refuse(ConnectAckReason::NotAuthorized),
-        Err(ConnectRefused::Unavailable) => return refuse(ConnectAckReason::ServiceUnavailable),
+        Err(ConnectRefused::Unavailable | ConnectRefused::QuotaExceeded) => {
+            return refuse(ConnectAckReason::ServiceUnavailable);
+        }
     };
     let ack = ConnectAck {
         return_code: ConnectAckReason::ConnectionAccepted,
@@ -356,7 +358,7 @@ fn publish_in(
     };
     let after = match conn.publish(packet_id.map(|p| p.get()), msg) {
         Inbound::Routed { confirm, .. } => confirm,
-        Inbound::Duplicate | Inbound::Denied => None,
+        Inbound::Duplicate | Inbound::Denied | Inbound::OverQuota => None,
     };
     let packet_id = packet_id?;
     let packet = match qos {

@@ -75,6 +75,7 @@ pub(super) async fn connect(
                     }
                     ConnectRefused::NotAuthorized => codec::ConnectAckReason::NotAuthorized,
                     ConnectRefused::Unavailable => codec::ConnectAckReason::ServerUnavailable,
+                    ConnectRefused::QuotaExceeded => codec::ConnectAckReason::QuotaExceeded,
                 },
             );
         }
@@ -375,6 +376,7 @@ fn publish_in(
         Inbound::Routed { confirm, .. } => (codec::PublishAckReason::Success, confirm),
         Inbound::Duplicate => (codec::PublishAckReason::Success, None),
         Inbound::Denied => (codec::PublishAckReason::NotAuthorized, None),
+        Inbound::OverQuota => (codec::PublishAckReason::QuotaExceeded, None),
     };
     let ack = codec::PublishAck {
         packet_id: pkt.packet_id?,
@@ -447,6 +449,7 @@ fn subscribe(conn: &Conn, sub: codec::Subscribe) -> Result<codec::SubscribeAck, 
             SubResult::BadFilter => codec::SubscribeAckReason::TopicFilterInvalid,
             SubResult::NotAuthorized => codec::SubscribeAckReason::NotAuthorized,
             SubResult::SessionGone => codec::SubscribeAckReason::UnspecifiedError,
+            SubResult::QuotaExceeded => codec::SubscribeAckReason::QuotaExceeded,
         })
         .collect();
     Ok(codec::SubscribeAck {

@@ -349,7 +349,7 @@ async fn sys_topics_report_broker_statistics() {
     // The first round may predate this client; within two intervals it counts itself. (The
     // retained first round arrives in no particular order.)
     let mut seen = std::collections::HashMap::new();
-    while seen.len() < 14
+    while seen.len() < 18
         || seen
             .get("$SYS/brokers/1/clients/connected")
             .map(String::as_str)
@@ -372,6 +372,10 @@ async fn sys_topics_report_broker_statistics() {
         "bytes/sent",
         "cluster/forward/dropped",
         "cluster/forward/unconfirmed",
+        "retained/bytes",
+        "limits/retained_refused",
+        "limits/subscriptions_refused",
+        "limits/connections_refused",
     ] {
         let v = &seen[&format!("$SYS/brokers/1/{key}")];
         assert!(v.parse::<u64>().is_ok(), "{key} = {v:?}");

@@ -8,6 +8,7 @@ mod cli;
 mod clients;
 mod closing;
 mod edge;
+mod limits;
 mod platform;
 mod qos;
 mod retain_will;
