@@ -146,6 +146,9 @@ pub struct MqttConfig {
     /// publish past either is refused (PUBACK 0x97 in 5.0).
     pub max_retained: usize,
     pub max_retained_bytes: usize,
+    /// Bytes of topics and payloads one session's queue may hold, beside `max_queued_messages`;
+    /// past it `queue_drop_policy` applies.
+    pub max_queued_bytes: usize,
 }
 
 impl Default for MqttConfig {
@@ -169,6 +172,7 @@ impl Default for MqttConfig {
             max_connections: 1_000_000,
             max_retained: 1_000_000,
             max_retained_bytes: 1 << 30,
+            max_queued_bytes: 64 << 20,
         }
     }
 }
@@ -385,9 +389,14 @@ impl Config {
         if !(64..=268_435_455).contains(&m.max_packet_size) {
             errs.push("mqtt.max_packet_size must be between 64 and 268435455 bytes".into());
         }
-        if m.max_subscriptions == 0 || m.max_connections == 0 || m.max_retained == 0 {
+        if m.max_subscriptions == 0
+            || m.max_connections == 0
+            || m.max_retained == 0
+            || m.max_queued_bytes == 0
+        {
             errs.push(
-                "mqtt.max_subscriptions, max_connections and max_retained must be at least 1"
+                "mqtt.max_subscriptions, max_connections, max_retained and max_queued_bytes must \
+                 be at least 1"
                     .into(),
             );
         }

@@ -96,7 +96,8 @@ impl Broker {
     ) -> Arc<Broker> {
         Arc::new(Broker {
             node_id,
-            sessions: Sessions::new(limits.max_queued_messages, limits.queue_drop_policy),
+            sessions: Sessions::new(limits.max_queued_messages, limits.queue_drop_policy)
+                .with_max_queued_bytes(limits.max_queued_bytes),
             router: Router::new(limits.shared_subscription_strategy),
             limits,
             retained: RetainStore::default(),

@@ -116,6 +116,7 @@ pub struct Sessions {
     map: Mutex<HashMap<ClientId, Arc<SessionCell>>>,
     next_id: AtomicU64,
     max_queued: usize,
+    max_queued_bytes: usize,
     drop_policy: DropPolicy,
 }
 
@@ -125,8 +126,15 @@ impl Sessions {
             map: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             max_queued,
+            max_queued_bytes: usize::MAX,
             drop_policy,
         }
+    }
+
+    /// Bounds every session's queue by bytes too (`[mqtt] max_queued_bytes`).
+    pub fn with_max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued_bytes = bytes;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -166,7 +174,8 @@ impl Sessions {
         window: usize,
         expiry: u32,
     ) -> Arc<SessionCell> {
-        let mut state = SessionState::new(self.max_queued, self.drop_policy);
+        let mut state = SessionState::new(self.max_queued, self.drop_policy)
+            .with_max_queued_bytes(self.max_queued_bytes);
         state.set_window(window);
         Arc::new(SessionCell {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),

@@ -43,8 +43,60 @@ pub enum Pushed {
     Queued,
     /// QoS 0 for a session with no connection is not stored.
     DroppedOffline,
-    /// The queue was full; one message (the new or the oldest, per policy) was dropped.
+    /// The queue was full (`max_queued` messages or `max_queued_bytes`): the new message, or
+    /// as many of the oldest as it took, was dropped, per policy.
     DroppedFull,
+}
+
+/// The outbound queue, with the bytes of topics and payloads it holds.
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Delivery>,
+    bytes: usize,
+}
+
+fn weight(d: &Delivery) -> usize {
+    d.msg.topic.len() + d.msg.payload.len()
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn front(&self) -> Option<&Delivery> {
+        self.items.front()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Delivery> {
+        self.items.iter()
+    }
+
+    fn push_back(&mut self, d: Delivery) {
+        self.bytes += weight(&d);
+        self.items.push_back(d);
+    }
+
+    fn push_front(&mut self, d: Delivery) {
+        self.bytes += weight(&d);
+        self.items.push_front(d);
+    }
+
+    fn pop_front(&mut self) -> Option<Delivery> {
+        let d = self.items.pop_front()?;
+        self.bytes -= weight(&d);
+        Some(d)
+    }
+
+    fn retain(&mut self, keep: impl FnMut(&Delivery) -> bool) {
+        self.items.retain(keep);
+        self.bytes = self.items.iter().map(weight).sum();
+    }
+
+    fn drain(&mut self) -> VecDeque<Delivery> {
+        self.bytes = 0;
+        std::mem::take(&mut self.items)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,12 +152,13 @@ pub struct Dropped {
 pub struct SessionState {
     /// Filter as the client sent it (including any `$share/{group}/` prefix) -> granted options.
     pub subscriptions: HashMap<ByteString, SubOptions>,
-    queue: VecDeque<Delivery>,
+    queue: Queue,
     inflight: VecDeque<Inflight>,
     next_packet_id: u16,
     /// Outbound in-flight quota of the current connection: min(client Receive Maximum, max_inflight).
     window: usize,
     max_queued: usize,
+    max_queued_bytes: usize,
     drop_policy: DropPolicy,
     /// Inbound QoS 2 packet ids whose PUBLISH was routed and PUBREC sent, awaiting PUBREL.
     inbound_qos2: HashSet<u16>,
@@ -115,18 +168,30 @@ impl SessionState {
     pub fn new(max_queued: usize, drop_policy: DropPolicy) -> Self {
         SessionState {
             subscriptions: HashMap::new(),
-            queue: VecDeque::new(),
+            queue: Queue::default(),
             inflight: VecDeque::new(),
             next_packet_id: 0,
             window: 0,
             max_queued,
+            max_queued_bytes: usize::MAX,
             drop_policy,
             inbound_qos2: HashSet::new(),
         }
     }
 
+    /// Bounds the queue by bytes of topics and payloads too (`[mqtt] max_queued_bytes`).
+    pub fn with_max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued_bytes = bytes;
+        self
+    }
+
     pub fn queued(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Bytes of topics and payloads queued.
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.bytes
     }
 
     pub fn inflight(&self) -> usize {
@@ -143,18 +208,18 @@ impl SessionState {
         if !online && delivery.qos == QoS::AtMostOnce {
             return Pushed::DroppedOffline;
         }
-        if self.queue.len() >= self.max_queued {
-            match self.drop_policy {
-                DropPolicy::DropNewest => return Pushed::DroppedFull,
-                DropPolicy::DropOldest => {
-                    self.queue.pop_front();
-                    self.queue.push_back(delivery);
-                    return Pushed::DroppedFull;
-                }
-            }
+        let w = weight(&delivery);
+        let (max, max_bytes) = (self.max_queued, self.max_queued_bytes);
+        let full = |q: &Queue| q.len() >= max || q.bytes + w > max_bytes;
+        if !full(&self.queue) {
+            self.queue.push_back(delivery);
+            return Pushed::Queued;
         }
-        self.queue.push_back(delivery);
-        Pushed::Queued
+        if self.drop_policy == DropPolicy::DropOldest && w <= max_bytes {
+            while full(&self.queue) && self.queue.pop_front().is_some() {}
+            self.queue.push_back(delivery);
+        }
+        Pushed::DroppedFull
     }
 
     /// Moves queued messages onto the wire while the in-flight window allows, in queue order.
@@ -326,7 +391,7 @@ impl SessionState {
                     delivery: f.delivery,
                 })
                 .collect(),
-            queue: self.queue.drain(..).collect(),
+            queue: self.queue.drain().into_iter().collect(),
             inbound_qos2: self.inbound_qos2.drain().collect(),
         }
     }

@@ -160,6 +160,41 @@ fn queue_bounds_and_drop_policies() {
     }
 }
 
+/// `max_queued_bytes` bounds the queue by topics and payloads (each test delivery is a 2-byte
+/// topic and a 1-byte payload: 3 bytes), whatever the message count allows.
+#[test]
+fn queue_bytes_bound_and_drop_policies() {
+    for (policy, want) in [
+        (DropPolicy::DropOldest, vec!["bb:1", "cc:2"]),
+        (DropPolicy::DropNewest, vec!["aa:1", "bb:2"]),
+    ] {
+        let mut s = SessionState::new(100, policy).with_max_queued_bytes(7);
+        for (topic, pushed) in [
+            ("aa", Pushed::Queued),
+            ("bb", Pushed::Queued),
+            ("cc", Pushed::DroppedFull),
+        ] {
+            assert_eq!(
+                s.push(delivery(topic, QoS::AtLeastOnce, None), false),
+                pushed
+            );
+        }
+        assert_eq!(s.queued_bytes(), 6, "{policy:?}");
+        s.set_window(10);
+        let mut out = Vec::new();
+        s.transmit(Instant::now(), &mut out, usize::MAX);
+        assert_eq!(topics(&out), want, "{policy:?}");
+        assert_eq!(s.queued_bytes(), 0, "the sent messages left the queue");
+    }
+    // A message larger than the whole budget is dropped and drops nothing else.
+    let mut s = SessionState::new(100, DropPolicy::DropOldest).with_max_queued_bytes(2);
+    assert_eq!(
+        s.push(delivery("aa", QoS::AtLeastOnce, None), false),
+        Pushed::DroppedFull
+    );
+    assert_eq!((s.queued(), s.queued_bytes()), (0, 0));
+}
+
 #[test]
 fn offline_sessions_keep_qos1_and_qos2_only() {
     let mut s = SessionState::new(10, DropPolicy::DropOldest);

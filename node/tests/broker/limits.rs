@@ -147,3 +147,75 @@ async fn past_each_limit_clients_get_quota_exceeded_and_it_is_counted() {
         );
     }
 }
+
+/// `max_queued_bytes` bounds an offline session's queue by bytes too: with room for two
+/// 100-byte messages, a subscriber that comes back gets the last two of five (drop_oldest), and
+/// `$SYS/.../messages/dropped` counts the other three.
+#[tokio::test]
+async fn an_offline_queue_is_bounded_by_bytes() {
+    let node = Node::start_with(
+        &["--allow-anonymous"],
+        "[mqtt]\nsys_interval = 1\nmax_queued_bytes = 250\n",
+    );
+    let persistent = || c5::Connect {
+        clean_start: false,
+        session_expiry_interval_secs: 300,
+        ..connect5("queued")
+    };
+    let (mut sub, _) = Raw5::connect(node.mqtt, persistent()).await;
+    sub.subscribe(1, None, &[("q", sub_opts(v5::QoS::AtLeastOnce))])
+        .await;
+    sub.send(c5::Packet::Disconnect(c5::Disconnect::new(
+        c5::DisconnectReasonCode::NormalDisconnection,
+    )))
+    .await;
+    sub.expect_disconnect().await;
+
+    let (mut p, _) = Raw3::connect(node.mqtt, connect3("filler", true)).await;
+    for i in 1..=5u16 {
+        let payload = format!("{i:0>99}");
+        p.publish("q", payload.as_bytes(), v3::QoS::AtLeastOnce, i, false)
+            .await;
+        p.recv().await;
+    }
+    let (mut sub, ack) = Raw5::connect(node.mqtt, persistent()).await;
+    assert!(ack.session_present);
+    let mut got = Vec::new();
+    while let Some(c5::Decoded::Publish(p, body, _)) =
+        sub.recv_within(Duration::from_millis(500)).await
+    {
+        got.push(
+            String::from_utf8_lossy(&body)
+                .trim_start_matches('0')
+                .to_string(),
+        );
+        if let Some(id) = p.packet_id {
+            sub.send(c5::Packet::PublishAck(c5::PublishAck {
+                packet_id: id,
+                ..Default::default()
+            }))
+            .await;
+        }
+    }
+    assert_eq!(got, ["4", "5"]);
+
+    let (mut watcher, _) = Raw5::connect(node.mqtt, connect5("watcher")).await;
+    watcher
+        .subscribe(
+            1,
+            None,
+            &[(
+                "$SYS/brokers/1/messages/dropped",
+                sub_opts(v5::QoS::AtMostOnce),
+            )],
+        )
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, body) = watcher.expect_publish().await;
+        if &body[..] == b"3" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "dropped = {body:?}");
+    }
+}
