@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod abuse;
 mod cli;
 mod clients;
 mod closing;
