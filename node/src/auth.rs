@@ -356,6 +356,38 @@ pub fn filters_overlap(a: &str, b: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// Inputs are a rule's topic, a client id, a user name and a topic, one per line. The
+    /// matcher never panics, and for a client id or user name spanning levels an allow rule
+    /// written with `%c` / `%u` decides nothing: the result is as if it were not there.
+    /// (CONNECT refuses wildcards in them, so those inputs are skipped.)
+    #[test]
+    fn fuzz_acl() {
+        use AclAction::*;
+        use Permission::*;
+        crate::fuzzing::run("acl", |input| {
+            let p = crate::fuzzing::lines(input, 4);
+            let (pattern, id, user, topic) = (&p[0], &p[1], &p[2], &p[3]);
+            if id.contains(['+', '#', '\0']) || user.contains(['+', '#', '\0']) {
+                return;
+            }
+            let who = client(id, Some(user));
+            let acl = Acl::new(vec![rule(Allow, All, pattern), rule(Deny, All, "#")]);
+            let without = Acl::new(vec![rule(Deny, All, "#")]);
+            let valid = crate::routing::topic::valid_topic_name(topic);
+            let published = valid && acl.may_publish(&who, topic);
+            if crate::routing::topic::parse_filter(topic).is_ok() {
+                let _ = acl.subscribe(&who, topic);
+            }
+            // A spanning value decides exactly as if the rule were not there.
+            let spanning = (pattern.contains("%c") && id.contains('/'))
+                || (pattern.contains("%u") && user.contains('/'));
+            if spanning {
+                let alone = valid && without.may_publish(&who, topic);
+                assert_eq!(published, alone, "{p:?}");
+            }
+        });
+    }
+
     fn client(id: &str, user: Option<&str>) -> ClientInfo {
         ClientInfo {
             scope: None,

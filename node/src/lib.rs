@@ -39,6 +39,8 @@ pub mod auth;
 pub mod broker;
 pub mod cluster;
 pub mod config;
+#[cfg(test)]
+mod fuzzing;
 pub mod message;
 pub mod metrics;
 pub mod mqtt;

@@ -245,6 +245,9 @@ fn build(broker: Arc<Broker>) -> preface::Preface {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::keep_alive;
 

@@ -94,6 +94,27 @@ pub fn filter_matches(filter: &str, topic: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// Inputs are a filter and a topic, one per line. Whatever they are, validation never
+    /// panics; a valid filter matches the topics it covers and covers itself.
+    #[test]
+    fn fuzz_topics_and_filters() {
+        crate::fuzzing::run("topic", |input| {
+            let parts = crate::fuzzing::lines(input, 2);
+            let (filter, topic) = (&parts[0], &parts[1]);
+            let topic_ok = valid_topic_name(topic);
+            if let Ok(spec) = parse_filter(filter) {
+                let matched = topic_ok && filter_matches(spec.filter, topic);
+                assert!(
+                    crate::auth::filter_covers(spec.filter, spec.filter),
+                    "{filter:?}"
+                );
+                if topic_ok && crate::auth::filter_covers(spec.filter, topic) {
+                    assert!(matched, "{filter:?} covers {topic:?} but does not match it");
+                }
+            }
+        });
+    }
+
     type Parsed<'a> = Result<(Option<&'a str>, &'a str), FilterError>;
 
     #[test]
