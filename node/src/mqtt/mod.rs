@@ -4,10 +4,12 @@
 //! runtime that accepts from the shared socket and runs what it accepted (`linger.rs` says why
 //! RealMQ accepts itself). Every connection first meets `preface.rs`, which reads
 //! the CONNECT header and sends 3.1.1 connections to RealMQ's own driver (`v3.rs`, on ntex-io with
-//! ntex-mqtt's codec) and 5.0 ones to ntex-mqtt's v5 server (`v5.rs`); `conn.rs` holds the
-//! per-connection state both share, including the outbound writer.
+//! ntex-mqtt's codec) and 5.0 ones to ntex-mqtt's v5 server (`v5.rs`), both behind
+//! `guard.rs`, which refuses the PUBLISH headers ntex-mqtt's decoders cannot take; `conn.rs`
+//! holds the per-connection state both share, including the outbound writer.
 
 mod conn;
+mod guard;
 mod linger;
 mod preface;
 mod v3;

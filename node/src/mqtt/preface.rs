@@ -16,12 +16,13 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use ntex::io::Io;
+use ntex::io::{Io, Layer};
 use ntex::service::Pipeline;
 use ntex::time::{Millis, timeout};
 use ntex_mqtt::MqttError;
 
 use super::MqttFail;
+use super::guard::MqttGuard;
 use super::linger::{self, Socket};
 use crate::broker::Broker;
 
@@ -117,10 +118,13 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A connection behind `guard::MqttGuard`, as both drivers get it.
+pub(super) type Guarded = Io<Layer<MqttGuard>>;
+
 /// The check above in front of both drivers.
 pub(super) struct Preface {
     /// ntex-mqtt's v5 server.
-    pub(super) v5: Pipeline<Io, (), MqttError<MqttFail>>,
+    pub(super) v5: Pipeline<Guarded, (), MqttError<MqttFail>>,
     pub(super) broker: Arc<Broker>,
     pub(super) wait: Millis,
 }
@@ -155,10 +159,12 @@ impl Preface {
                 let _ = io.shutdown().await;
             }
             Ok(Some(Verdict::V311)) => {
+                let io = io.add_filter(MqttGuard::new(false));
                 ntex::rt::spawn(super::v3::serve(self.broker.clone(), io, socket, self.wait));
             }
             // Pass, a closed socket or a timeout: ntex-mqtt applies its own rules.
             _ => {
+                let io = io.add_filter(MqttGuard::new(true));
                 let handle = io.get_ref();
                 linger::park(&handle, socket);
                 let served = self.v5.call_static(io);

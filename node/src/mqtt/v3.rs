@@ -14,8 +14,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
 
+use ntex::io::RecvError;
 use ntex::io::types::PeerAddr;
-use ntex::io::{Io, RecvError};
 use ntex::time::{Millis, Seconds, timeout};
 use ntex_mqtt::v3::codec::{
     self, ConnectAck, ConnectAckReason, Decoded, Encoded, Packet, SubscribeReturnCode,
@@ -24,6 +24,7 @@ use ntex_mqtt::v5::codec::DisconnectReasonCode as Dr;
 
 use super::conn::{Ack, Conn, Inbound, Partial, PubRecReply, Wire};
 use super::linger::Socket;
+use super::preface::Guarded as Io;
 use super::{qos_in, qos_out};
 use crate::broker::{Broker, ConnectRefused, ConnectRequest, SubRequest, SubResult};
 use crate::message::{Message, MessageProperties, Protocol, QoS, SubOptions, Will};

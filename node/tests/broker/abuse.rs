@@ -156,3 +156,25 @@ async fn ten_thousand_connections_opened_and_dropped_at_once() {
     let (status, _) = node.api("GET", "/api/v1/health", None).await;
     assert_eq!(status, 200);
 }
+
+/// The inputs the fuzzer found (a PUBLISH whose topic, 3.1.1, or properties, 5.0, run past its
+/// remaining length; ntex-mqtt's decoders overflow on them) close their own connection, and
+/// only it: the node never panics over them, and a bystander keeps getting messages.
+#[tokio::test]
+async fn publish_headers_past_their_length_close_only_their_connection() {
+    let node = Node::start("");
+    let mut by = Bystander::new(&node).await;
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/mqtt");
+    for file in [
+        "ntex-mqtt-v3-publish-topic-past-remaining-length.bin",
+        "ntex-mqtt-v5-publish-properties-past-remaining-length.bin",
+    ] {
+        let mut s = TcpStream::connect(node.mqtt).await.unwrap();
+        s.write_all(&std::fs::read(corpus.join(file)).unwrap())
+            .await
+            .unwrap();
+        closed_within(&mut s, Duration::from_secs(5), file).await;
+        by.check(&node, file).await;
+    }
+    assert!(!node.logged("panicked"), "the node panicked");
+}
