@@ -74,6 +74,8 @@ pub trait NodeOps: Send + Sync + 'static {
     fn nodes(&self, digest: bool) -> BoxFuture<'static, Vec<NodeInfo>>;
     /// Removes a member from the cluster (scale-in).
     fn remove_node(&self, id: u64) -> BoxFuture<'static, Result<(), OpError>>;
+    /// A request was refused by `max_text` or `max_topics`; the node counts it in `$SYS`.
+    fn limit_refused(&self) {}
 }
 
 /// One cluster member, as `GET /api/v1/nodes` lists it.
@@ -138,6 +140,14 @@ pub struct ApiContext {
 }
 
 impl ApiContext {
+    /// `checked`, counting a refusal by a configured limit (`NodeOps::limit_refused`).
+    pub(crate) fn within_limits<T>(&self, checked: Result<T, ApiError>) -> Result<T, ApiError> {
+        if checked.is_err() {
+            self.node.limit_refused();
+        }
+        checked
+    }
+
     /// A read that may be served locally when it finds something: a miss may only mean this
     /// node has not applied a write acknowledged elsewhere yet, so it is repeated after the
     /// read barrier before the caller is told "not found". (A hit may be stale; the write it

@@ -17,9 +17,15 @@ struct Recorder {
     published: Mutex<Vec<Publish>>,
     subscribed: Mutex<Vec<(String, String, u8)>>,
     sessions: Mutex<HashSet<String>>,
+    limits_refused: std::sync::atomic::AtomicUsize,
 }
 
 impl NodeOps for Recorder {
+    fn limit_refused(&self) {
+        self.limits_refused
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn publish(&self, msg: Publish) -> BoxFuture<'static, Result<usize, OpError>> {
         let r = if msg.topic.contains(['+', '#']) {
             Err(OpError::Invalid(format!(
@@ -555,6 +561,12 @@ async fn free_text_and_topic_lists_are_bounded() {
         )
         .await;
     assert_eq!(s, 200, "{b}");
+    // Each refusal is counted for $SYS/.../limits/api_refused.
+    let counted = api
+        .node
+        .limits_refused
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(counted, 6);
 }
 
 /// Product secrets and device passwords are for administrators: a viewer sees them masked

@@ -10,6 +10,7 @@ use realmq_api::{BoxFuture, NodeInfo, NodeOps, OpError, Publish};
 
 use crate::broker::{Broker, ProxyError, ProxyOp, PublishError, Published};
 use crate::message::{ByteString, Bytes, Message, MessageProperties, QoS};
+use crate::metrics::inc;
 use crate::routing::topic::valid_topic_name;
 
 pub struct BrokerOps {
@@ -113,5 +114,9 @@ impl NodeOps for BrokerOps {
 
     fn remove_node(&self, id: u64) -> BoxFuture<'static, Result<(), OpError>> {
         self.cluster.remove_node(id)
+    }
+
+    fn limit_refused(&self) {
+        inc(&self.broker.metrics.api_refused, 1);
     }
 }

@@ -130,6 +130,12 @@ impl DeviceAuth {
         if !self.isolation {
             return Ok(None);
         }
+        if device.name.contains('/') {
+            // Its space would sit inside another device's ("a/b" under "a"): isolation could
+            // not keep the two apart.
+            tracing::warn!(device = %device.name, "device_isolation refuses a device whose name contains '/'");
+            return Err(AuthError::NotAuthorized);
+        }
         let product = self
             .registry
             .product(device.product_id)

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub subscriptions_refused: AtomicU64,
     /// Connections refused at `max_connections`.
     pub connections_refused: AtomicU64,
+    /// REST requests refused at `[api] max_text` / `max_topics`.
+    pub api_refused: AtomicU64,
 }
 
 /// A point-in-time copy of the counters.
@@ -51,6 +53,7 @@ pub struct Snapshot {
     pub retained_refused: u64,
     pub subscriptions_refused: u64,
     pub connections_refused: u64,
+    pub api_refused: u64,
 }
 
 pub fn inc(counter: &AtomicU64, n: u64) {
@@ -77,6 +80,7 @@ impl Metrics {
             retained_refused: g(&self.retained_refused),
             subscriptions_refused: g(&self.subscriptions_refused),
             connections_refused: g(&self.connections_refused),
+            api_refused: g(&self.api_refused),
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::message::{ByteString, Bytes, Message, MessageProperties, QoS};
 pub fn publish_once(broker: &Broker) -> usize {
     let m = broker.metrics.snapshot();
     let uptime = broker.started.elapsed().as_secs();
-    let stats: [(&str, String); 18] = [
+    let stats: [(&str, String); 19] = [
         ("version", env!("CARGO_PKG_VERSION").to_string()),
         ("uptime", uptime.to_string()),
         ("clients/connected", m.connections.to_string()),
@@ -44,6 +44,7 @@ pub fn publish_once(broker: &Broker) -> usize {
             "limits/connections_refused",
             m.connections_refused.to_string(),
         ),
+        ("limits/api_refused", m.api_refused.to_string()),
     ];
     for (suffix, value) in &stats {
         let msg = Message {

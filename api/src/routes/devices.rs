@@ -173,7 +173,11 @@ fn free_text(
         ("device_type", device_type),
         ("description", description),
     ] {
-        crate::json::check_text_len(field, v.as_deref(), ctx.config.max_text)?;
+        ctx.within_limits(crate::json::check_text_len(
+            field,
+            v.as_deref(),
+            ctx.config.max_text,
+        ))?;
     }
     Ok(())
 }

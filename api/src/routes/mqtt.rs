@@ -112,10 +112,11 @@ pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
 
 /// `topic` and the comma-separated `topics`, at least one and at most `max`.
 fn topic_list(
+    ctx: &ApiContext,
     topic: Option<&str>,
     topics: Option<&str>,
-    max: usize,
 ) -> Result<Vec<String>, ApiError> {
+    let max = ctx.config.max_topics;
     let mut all: Vec<String> = topic.into_iter().map(String::from).collect();
     if let Some(t) = topics {
         all.extend(
@@ -129,10 +130,10 @@ fn topic_list(
         return Err(ApiError::BadRequest("topic or topics is required".into()));
     }
     if all.len() > max {
-        return Err(ApiError::BadRequest(format!(
+        return ctx.within_limits(Err(ApiError::BadRequest(format!(
             "topics names {} topics; at most {max} per request",
             all.len()
-        )));
+        ))));
     }
     Ok(all)
 }
@@ -147,8 +148,8 @@ fn qos(q: Option<i64>) -> Result<u8, ApiError> {
 }
 
 /// Validates a publish body into one message per topic.
-fn messages(req: PublishBody, max_topics: usize) -> Result<Vec<Publish>, ApiError> {
-    let topics = topic_list(req.topic.as_deref(), req.topics.as_deref(), max_topics)?;
+fn messages(ctx: &ApiContext, req: PublishBody) -> Result<Vec<Publish>, ApiError> {
+    let topics = topic_list(ctx, req.topic.as_deref(), req.topics.as_deref())?;
     let payload = match req.encoding.as_deref().unwrap_or("plain") {
         "plain" => req.payload.into_bytes(),
         "base64" => base64::engine::general_purpose::STANDARD
@@ -198,7 +199,7 @@ fn message_id() -> String {
     responses((status = 200, description = "Routed; `data.id` and `data.matched` (sessions reached)", body = crate::response::Envelope),
               (status = 400, description = "Invalid topic, qos, encoding or payload", body = crate::error::ErrorBody)))]
 pub(crate) async fn publish(ctx: &ApiContext, body: &[u8]) -> ApiResult {
-    let msgs = messages(parse(body)?, ctx.config.max_topics)?;
+    let msgs = messages(ctx, parse(body)?)?;
     // Routed in order, confirmed together.
     let confirms: Vec<_> = msgs.into_iter().map(|m| ctx.node.publish(m)).collect();
     let mut matched = 0;
@@ -215,11 +216,7 @@ pub(crate) async fn publish(ctx: &ApiContext, body: &[u8]) -> ApiResult {
 pub(crate) async fn subscribe(ctx: &ApiContext, body: &[u8]) -> ApiResult {
     let req: SubscribeBody = parse(body)?;
     let q = qos(req.qos)?;
-    for f in topic_list(
-        req.topic.as_deref(),
-        req.topics.as_deref(),
-        ctx.config.max_topics,
-    )? {
+    for f in topic_list(ctx, req.topic.as_deref(), req.topics.as_deref())? {
         ctx.node.subscribe(&req.clientid, &f, q).await?;
     }
     ok()
@@ -273,7 +270,7 @@ pub(crate) async fn publish_batch(ctx: &ApiContext, body: &[u8]) -> ApiResult {
     // Every item is routed in order first; then the confirmations are awaited together.
     let mut pending = Vec::new();
     for (i, v) in items(body)?.iter().enumerate() {
-        match item::<PublishBody>(v, i).and_then(|r| messages(r, ctx.config.max_topics)) {
+        match item::<PublishBody>(v, i).and_then(|r| messages(ctx, r)) {
             Err(e) => pending.push((topic_of(v), Err(e))),
             Ok(msgs) => {
                 for m in msgs {
@@ -302,11 +299,7 @@ pub(crate) async fn subscribe_batch(ctx: &ApiContext, body: &[u8]) -> ApiResult 
         let parsed = item::<SubscribeBody>(v, i).and_then(|r| {
             let q = qos(r.qos)?;
             Ok((
-                topic_list(
-                    r.topic.as_deref(),
-                    r.topics.as_deref(),
-                    ctx.config.max_topics,
-                )?,
+                topic_list(ctx, r.topic.as_deref(), r.topics.as_deref())?,
                 r.clientid,
                 q,
             ))

@@ -141,11 +141,11 @@ fn random_hex(bytes: usize) -> String {
 pub(crate) async fn create(ctx: &ApiContext, auth: &Caller, body: &[u8]) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
     let req: NewProduct = parse(body)?;
-    crate::json::check_text_len(
+    ctx.within_limits(crate::json::check_text_len(
         "description",
         req.description.as_deref(),
         ctx.config.max_text,
-    )?;
+    ))?;
     check_fields(
         Some(&req.name),
         req.product_type,
@@ -231,11 +231,11 @@ pub(crate) async fn update(ctx: &ApiContext, auth: &Caller, raw: &str, body: &[u
     authenticate(ctx, auth).await?.require_admin()?;
     let id = load(ctx, raw).await?.id;
     let req: ProductUpdate = parse(body)?;
-    crate::json::check_text_len(
+    ctx.within_limits(crate::json::check_text_len(
         "description",
         req.description.as_deref(),
         ctx.config.max_text,
-    )?;
+    ))?;
     check_fields(
         req.name.as_deref(),
         req.product_type,

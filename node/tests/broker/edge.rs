@@ -349,7 +349,7 @@ async fn sys_topics_report_broker_statistics() {
     // The first round may predate this client; within two intervals it counts itself. (The
     // retained first round arrives in no particular order.)
     let mut seen = std::collections::HashMap::new();
-    while seen.len() < 18
+    while seen.len() < 19
         || seen
             .get("$SYS/brokers/1/clients/connected")
             .map(String::as_str)
@@ -376,6 +376,7 @@ async fn sys_topics_report_broker_statistics() {
         "limits/retained_refused",
         "limits/subscriptions_refused",
         "limits/connections_refused",
+        "limits/api_refused",
     ] {
         let v = &seen[&format!("$SYS/brokers/1/{key}")];
         assert!(v.parse::<u64>().is_ok(), "{key} = {v:?}");

@@ -617,6 +617,18 @@ async fn device_isolation_confines_each_device_to_its_own_topics() {
         "nothing else is delivered"
     );
 
+    // A name with '/' would put its space inside another device's: refused under isolation.
+    let (s, b) = node
+        .api(
+            "POST",
+            "/api/v1/devices",
+            Some(json!({"name": "iso1/sub", "product_key": key, "username": "u-iso1/sub", "mqtt_client_id": "c-iso1/sub", "password": "pw-secret"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, ack) = Raw5::connect(node.mqtt, device5("iso1/sub", "pw-secret")).await;
+    assert_eq!(ack.reason_code, c5::ConnectAckReason::NotAuthorized);
+
     // Without isolation the same device reads everything.
     let open = Node::start_with(&[], "[mqtt]\nsys_interval = 0\n");
     make_device(&open, "iso1").await;
