@@ -149,11 +149,19 @@ async fn product_by_key(ctx: &ApiContext, key: &str) -> Result<Product, ApiError
         .ok_or_else(|| ApiError::NotFound(format!("product_key {key:?} not found")))
 }
 
-/// Names that end up in topics and ACL placeholders (`%c`, `%u`) must not carry MQTT
-/// wildcards: a device named `#` would widen every rule written for "its own" topics.
+/// The names that end up in topics and ACL placeholders (`%c`, `%u`): no MQTT wildcards, or a
+/// device named `#` would widen every rule written for "its own" topics.
+fn check_names(names: [(&str, Option<&str>); 3]) -> Result<(), ApiError> {
+    for (field, v) in names {
+        if let Some(v) = v {
+            crate::json::check_identifier(field, v, 128)?;
+        }
+    }
+    Ok(())
+}
+
 fn check_text(field: &str, value: Option<&str>) -> Result<(), ApiError> {
     match value {
-        Some(v) if field != "password" => crate::json::check_identifier(field, v, 128),
         Some(v) if v.is_empty() || v.len() > 128 || v.contains('\0') => Err(ApiError::BadRequest(
             format!("{field} must be 1 to 128 characters"),
         )),
@@ -195,14 +203,12 @@ fn random_password() -> String {
 pub(crate) async fn create(ctx: &ApiContext, auth: &Caller, body: &[u8]) -> ApiResult {
     authenticate(ctx, auth).await?.require_admin()?;
     let req: NewDevice = parse(body)?;
-    for (field, v) in [
+    check_names([
         ("name", Some(req.name.as_str())),
         ("username", Some(req.username.as_str())),
         ("mqtt_client_id", Some(req.mqtt_client_id.as_str())),
-        ("password", req.password.as_deref()),
-    ] {
-        check_text(field, v)?;
-    }
+    ])?;
+    check_text("password", req.password.as_deref())?;
     free_text(ctx, &req.nickname, &req.device_type, &req.description)?;
     let product = product_by_key(ctx, &req.product_key).await?;
     let device = Device {
@@ -319,14 +325,12 @@ pub(crate) async fn update(ctx: &ApiContext, auth: &Caller, raw: &str, body: &[u
     authenticate(ctx, auth).await?.require_admin()?;
     let old = load(ctx, raw).await?;
     let req: DeviceUpdate = parse(body)?;
-    for (field, v) in [
+    check_names([
         ("name", req.name.as_deref()),
         ("username", req.username.as_deref()),
         ("mqtt_client_id", req.mqtt_client_id.as_deref()),
-        ("password", req.password.as_deref()),
-    ] {
-        check_text(field, v)?;
-    }
+    ])?;
+    check_text("password", req.password.as_deref())?;
     free_text(ctx, &req.nickname, &req.device_type, &req.description)?;
     let product_id = match &req.product_key {
         Some(key) => Some(product_by_key(ctx, key).await?.id),
@@ -381,7 +385,7 @@ pub fn registration_sign(
               (status = 404, description = "Unknown product_key", body = crate::error::ErrorBody)))]
 pub(crate) async fn register(ctx: &ApiContext, body: &[u8]) -> ApiResult {
     let req: Registration = parse(body)?;
-    check_text("device_name", Some(&req.device_name))?;
+    crate::json::check_identifier("device_name", &req.device_name, 128)?;
     check_text("random", Some(&req.random))?;
     let product = product_by_key(ctx, &req.product_key).await?;
     if product.dynamic_reg != 1 {

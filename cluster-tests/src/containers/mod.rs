@@ -49,6 +49,8 @@ pub struct Pods {
     /// What the harness did, with when, printed if the run fails.
     actions: Mutex<Vec<String>>,
     pub root: Auth,
+    /// One client for every REST call of the run (it keeps no idle connections).
+    http: reqwest::Client,
 }
 
 impl Pods {
@@ -88,6 +90,7 @@ impl Pods {
             started: Instant::now(),
             actions: Mutex::new(Vec::new()),
             root,
+            http: client(),
         })
     }
 
@@ -312,12 +315,11 @@ impl Pods {
         let probe = self.plan.lock().unwrap().readiness.clone();
         let probe = probe.expect("the chart's container has a readiness probe");
         let addr = SocketAddr::new(self.ip(ordinal), probe.port);
-        let http = client();
         let t = Instant::now();
         eventually(
             &format!("pod {ordinal} to be ready"),
             READY_TIMEOUT,
-            async || match call(&http, addr, &Auth::None, "GET", &probe.path, None).await {
+            async || match call(&self.http, addr, &Auth::None, "GET", &probe.path, None).await {
                 Ok((200, _)) => Ok(()),
                 Ok((status, body)) => Err(format!("{status} {body}")),
                 Err(e) => Err(e.to_string()),
@@ -336,7 +338,7 @@ impl Pods {
         body: Option<serde_json::Value>,
     ) -> Result<(u16, serde_json::Value), String> {
         call(
-            &client(),
+            &self.http,
             self.api_addr(ordinal),
             &self.root,
             method,
