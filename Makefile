@@ -40,12 +40,13 @@ test: deps ## Run every test (the Rust suites, the Helm chart checks, a short AP
 	$(MAKE) chart-check
 	bash api/tools/api-fuzz.sh 30
 
-# The fuzz targets (`node/src/fuzzing.rs`) run 2000 mutations each inside `make test`; this runs
+# The fuzz targets (driven by `fuzz/driver.rs`: the node's decoders, topics and ACL, and the REST
+# bodies in api/tests/body_fuzz.rs) run 2000 mutations each inside `make test`; this runs
 # FUZZ_CASES of them, from another seed with FUZZ_SEED=N. A failing input lands in fuzz/corpus/.
 FUZZ_CASES ?= 300000
 fuzz: deps ## Run the fuzz targets longer (FUZZ_CASES=300000 mutations each, FUZZ_SEED=...)
 	REALMQ_FUZZ_CASES=$(FUZZ_CASES) $(if $(FUZZ_SEED),REALMQ_FUZZ_SEED=$(FUZZ_SEED)) \
-		$(CARGO) test --workspace --lib fuzz_ -- --nocapture
+		$(CARGO) test --workspace --lib --test body_fuzz fuzz_ -- --nocapture
 
 api-fuzz: deps ## Attack the REST API from its OpenAPI document for 10 minutes (schemathesis)
 	$(CARGO) build --workspace --all-targets

@@ -394,6 +394,39 @@ mod tests {
         });
     }
 
+    /// Inputs are a product key, a device name and a topic or filter, one per line. Under
+    /// `device_isolation` a device publishes only under `{key}/{name}/` and subscribes only to
+    /// filters whose first two levels are its own (or its product's broadcast) space, written
+    /// out: never a wildcard or a `$` topic reaching past it. (Keys and names with `/`,
+    /// wildcards or NUL are refused before a scope is made, so those inputs are skipped.)
+    #[test]
+    fn fuzz_device_scope() {
+        crate::fuzzing::run("scope", |input| {
+            let p = crate::fuzzing::lines(input, 3);
+            let (key, name, topic) = (&p[0], &p[1], &p[2]);
+            let odd = |s: &str| s.is_empty() || s.contains(['/', '+', '#', '\0']);
+            if odd(key) || odd(name) {
+                return;
+            }
+            let scope = DeviceScope::new(key, name);
+            let levels: Vec<&str> = topic.split('/').collect();
+            let under = |a: &str, b: &str| levels.len() >= 2 && levels[0] == a && levels[1] == b;
+            let valid_topic = crate::routing::topic::valid_topic_name(topic);
+            if valid_topic && scope.may_publish(topic) {
+                assert!(under(key, name), "{p:?}: published outside its space");
+            }
+            if valid_topic && under(key, name) {
+                assert!(scope.may_publish(topic), "{p:?}: its own topic refused");
+            }
+            if crate::routing::topic::parse_filter(topic).is_ok() && scope.may_subscribe(topic) {
+                assert!(
+                    under(key, name) || under("broadcast", key),
+                    "{p:?}: subscribed outside its space"
+                );
+            }
+        });
+    }
+
     fn client(id: &str, user: Option<&str>) -> ClientInfo {
         ClientInfo {
             scope: None,

@@ -40,6 +40,7 @@ pub mod broker;
 pub mod cluster;
 pub mod config;
 #[cfg(test)]
+#[path = "../../fuzz/driver.rs"]
 mod fuzzing;
 pub mod message;
 pub mod metrics;

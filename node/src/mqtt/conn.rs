@@ -55,7 +55,7 @@ const FLUSH_BATCH: usize = 256;
 /// The version-specific encoder of outbound packets.
 pub(super) enum Wire {
     /// 3.1.1 connections are driven by `v3::serve`, which owns the connection outright.
-    V3 { codec: v3::codec::Codec },
+    V3 { codec: super::guard::V3Codec },
     /// Boxed: the variant is several times the size of `V3`, and every 3.1.1 connection would
     /// pay for it.
     V5(Box<V5Wire>),

@@ -3,9 +3,9 @@
 
 use ntex::codec::Decoder;
 use ntex_bytes::BytesMut;
-use ntex_mqtt::{v3, v5};
+use ntex_mqtt::v5;
 
-use super::guard::Framing;
+use super::guard::{Framing, V3Codec};
 use crate::config::MqttConfig;
 use crate::fuzzing;
 
@@ -22,11 +22,7 @@ fn fuzz_preface() {
 fn fuzz_mqtt_decoders_behind_the_guard() {
     let max = MqttConfig::default().max_packet_size;
     fuzzing::run("mqtt", |input| {
-        let c3 = v3::codec::Codec::new();
-        c3.set_max_size(max);
-        if Framing::new(false).feed(input).is_ok() {
-            decode_all(&c3, input);
-        }
+        decode_all(&V3Codec::new(max), input);
         let c5 = v5::codec::Codec::new();
         c5.set_max_inbound_size(max);
         if Framing::new(true).feed(input).is_ok() {

@@ -2,14 +2,20 @@
 //! as its remaining length minus its variable header (3.1.1: the topic and packet id; 5.0:
 //! those and the properties) without checking that the header fits, which overflows (a panic
 //! with overflow checks, a wrapped length without) for a PUBLISH that claims less than its
-//! header takes (found by the fuzzer; the inputs are in `fuzz/corpus/mqtt/`). This layer follows the packet framing of everything the
-//! client sends and ends the connection on such a PUBLISH before the decoder sees it. It holds
-//! no bytes back and copies none in the common case (the decoder consumed what it was given).
+//! header takes (found by the fuzzer; the inputs are in `fuzz/corpus/mqtt/`). `Framing` follows
+//! the packet framing of everything the client sends and ends the connection on such a PUBLISH
+//! before the decoder sees it. The 3.1.1 driver decodes through `V3Codec`, which runs it inside
+//! the codec (a few bytes per connection); 5.0 connections, which ntex-mqtt's server decodes,
+//! get it as the ntex-io layer `MqttGuard`. Neither holds bytes back or copies them.
 
 use std::cell::Cell;
 use std::io;
 
+use ntex::codec::{Decoder, Encoder};
 use ntex::io::{FilterBuf, FilterLayer};
+use ntex_bytes::{BytePages, BytesMut};
+use ntex_mqtt::error::{DecodeError, EncodeError};
+use ntex_mqtt::v3::codec as v3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
@@ -251,6 +257,57 @@ impl FilterLayer for MqttGuard {
     }
 }
 
+/// ntex-mqtt's 3.1.1 codec with `Framing` run over every byte before the decoder sees it.
+pub(super) struct V3Codec {
+    inner: v3::Codec,
+    /// `None` once the stream was refused.
+    framing: Cell<Option<Framing>>,
+    /// How many bytes at the front of the read buffer `framing` has already followed: ntex keeps
+    /// what the decoder left and appends what it reads next, so the new bytes are the rest.
+    seen: Cell<usize>,
+}
+
+impl V3Codec {
+    /// A codec refusing packets over `max_size` bytes; a PUBLISH split across reads is
+    /// decoded as its header plus the whole payload in one chunk.
+    pub(super) fn new(max_size: u32) -> V3Codec {
+        let inner = v3::Codec::new();
+        inner.set_max_size(max_size);
+        inner.set_min_chunk_size(max_size);
+        V3Codec {
+            inner,
+            framing: Cell::new(Some(Framing::new(false))),
+            seen: Cell::new(0),
+        }
+    }
+}
+
+impl Decoder for V3Codec {
+    type Item = v3::Decoded;
+    type Error = DecodeError;
+
+    fn decode(&self, src: &mut BytesMut) -> Result<Option<v3::Decoded>, DecodeError> {
+        let mut framing = self.framing.take().ok_or(DecodeError::MalformedPacket)?;
+        let seen = self.seen.get().min(src.len());
+        framing
+            .feed(&src[seen..])
+            .map_err(|_| DecodeError::MalformedPacket)?;
+        self.framing.set(Some(framing));
+        let decoded = self.inner.decode(src);
+        self.seen.set(src.len());
+        decoded
+    }
+}
+
+impl Encoder for V3Codec {
+    type Item = v3::Encoded;
+    type Error = EncodeError;
+
+    fn encodev(&self, item: v3::Encoded, dst: &mut BytePages) -> Result<(), EncodeError> {
+        self.inner.encodev(item, dst)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +395,68 @@ mod tests {
         ] {
             let bytes = std::fs::read(dir.join(file)).unwrap();
             assert!(feed(v5, &bytes).is_err(), "{file}");
+            if !v5 {
+                let codec = V3Codec::new(1 << 20);
+                let mut buf = BytesMut::copy_from_slice(&bytes);
+                assert!(decode_all(&codec, &mut buf).is_err(), "{file} via V3Codec");
+            }
+        }
+    }
+
+    /// The packets decoded, without the payload chunks of a PUBLISH split across reads.
+    fn decode_all(codec: &V3Codec, buf: &mut BytesMut) -> Result<Vec<String>, DecodeError> {
+        let mut out = Vec::new();
+        while let Some(p) = codec.decode(buf)? {
+            if !matches!(p, v3::Decoded::PayloadChunk(..)) {
+                out.push(format!("{p:?}"));
+            }
+        }
+        Ok(out)
+    }
+
+    /// However the stream is cut into reads, `V3Codec` decodes what the plain codec decodes, and
+    /// refuses a bad PUBLISH arriving after good packets in the same or a later read.
+    #[test]
+    fn v3_codec_follows_reads_of_any_size() {
+        let good = [
+            &b"\x10\x0d\x00\x04MQTT\x04\x02\x00\x3c\x00\x01x"[..],
+            b"\x30\x05\x00\x01tab",
+            b"\x32\x08\x00\x01t\x00\x07xyz",
+            b"\x82\x06\x00\x01\x00\x01a\x00",
+            b"\xc0\x00",
+        ]
+        .concat();
+        let plain = v3::Codec::new();
+        let mut all = BytesMut::copy_from_slice(&good);
+        let mut want = Vec::new();
+        while let Some(p) = plain.decode(&mut all).unwrap() {
+            want.push(format!("{p:?}"));
+        }
+        assert_eq!(want.len(), 5);
+        let bad = [&good[..], b"\x30\x03\x00\x05abcde"].concat();
+        for chunk in 1..=bad.len() {
+            let codec = V3Codec::new(1 << 20);
+            let mut buf = BytesMut::new();
+            let (mut got, mut refused) = (Vec::new(), false);
+            for piece in bad.chunks(chunk) {
+                buf.extend_from_slice(piece);
+                match decode_all(&codec, &mut buf) {
+                    Ok(p) => got.extend(p),
+                    Err(_) => {
+                        refused = true;
+                        break;
+                    }
+                }
+            }
+            assert!(refused, "reads of {chunk}: the bad PUBLISH was refused");
+            assert!(
+                got.len() <= want.len() && got == want[..got.len()],
+                "reads of {chunk}: {got:#?} vs {want:#?}"
+            );
+            // Only a read holding both good and bad bytes may end before all the good packets.
+            if chunk <= 2 {
+                assert_eq!(got, want, "reads of {chunk}");
+            }
         }
     }
 }

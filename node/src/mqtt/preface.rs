@@ -118,7 +118,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A connection behind `guard::MqttGuard`, as both drivers get it.
+/// A connection behind `guard::MqttGuard`, as ntex-mqtt's 5.0 server gets it.
 pub(super) type Guarded = Io<Layer<MqttGuard>>;
 
 /// The check above in front of both drivers.
@@ -159,7 +159,6 @@ impl Preface {
                 let _ = io.shutdown().await;
             }
             Ok(Some(Verdict::V311)) => {
-                let io = io.add_filter(MqttGuard::new(false));
                 ntex::rt::spawn(super::v3::serve(self.broker.clone(), io, socket, self.wait));
             }
             // Pass, a closed socket or a timeout: ntex-mqtt applies its own rules.

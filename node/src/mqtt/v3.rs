@@ -14,8 +14,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
 
-use ntex::io::RecvError;
 use ntex::io::types::PeerAddr;
+use ntex::io::{Io, RecvError};
 use ntex::time::{Millis, Seconds, timeout};
 use ntex_mqtt::v3::codec::{
     self, ConnectAck, ConnectAckReason, Decoded, Encoded, Packet, SubscribeReturnCode,
@@ -23,8 +23,8 @@ use ntex_mqtt::v3::codec::{
 use ntex_mqtt::v5::codec::DisconnectReasonCode as Dr;
 
 use super::conn::{Ack, Conn, Inbound, Partial, PubRecReply, Wire};
+use super::guard::V3Codec;
 use super::linger::Socket;
-use super::preface::Guarded as Io;
 use super::{qos_in, qos_out};
 use crate::broker::{Broker, ConnectRefused, ConnectRequest, SubRequest, SubResult};
 use crate::message::{Message, MessageProperties, Protocol, QoS, SubOptions, Will};
@@ -32,11 +32,9 @@ use crate::routing::topic::valid_topic_name;
 
 /// Serves one 3.1.1 connection from its first byte to its end.
 pub(super) async fn serve(broker: Arc<Broker>, io: Io, socket: Socket, wait: Millis) {
-    let codec = codec::Codec::new();
-    codec.set_max_size(broker.limits.max_packet_size);
     // A PUBLISH split across reads arrives as its header plus the whole payload in one chunk,
     // which `Partial` joins before routing.
-    codec.set_min_chunk_size(broker.limits.max_packet_size);
+    let codec = V3Codec::new(broker.limits.max_packet_size);
     // Anything but a well-formed CONNECT first, in time, ends the connection [MQTT-3.1.0-1].
     if let Ok(Ok(Some(Decoded::Packet(Packet::Connect(pkt), size)))) =
         timeout(wait, io.recv(&codec)).await
@@ -55,7 +53,7 @@ async fn connect(
     broker: &Arc<Broker>,
     io: &Io,
     socket: Socket,
-    codec: codec::Codec,
+    codec: V3Codec,
     // Taken boxed and unboxed here, so the decoder's allocation is freed with the handshake
     // rather than held by `serve` for the connection's life.
     pkt: Box<codec::Connect>,
@@ -138,7 +136,7 @@ enum Event {
     End,
 }
 
-fn next(io: &Io, codec: &codec::Codec) -> impl Future<Output = Event> {
+fn next(io: &Io, codec: &V3Codec) -> impl Future<Output = Event> {
     poll_fn(move |cx| match io.poll_recv(codec, cx) {
         Poll::Ready(Ok(item)) => Poll::Ready(Event::Packet(item)),
         Poll::Ready(Err(RecvError::WriteBackpressure)) => Poll::Ready(Event::Backpressure),
@@ -223,7 +221,7 @@ async fn confirmed(held: &mut VecDeque<Ack<Encoded>>) {
 }
 
 /// Writes the held acknowledgements from the front whose confirmations are in.
-fn release(io: &Io, codec: &codec::Codec, held: &mut VecDeque<Ack<Encoded>>) {
+fn release(io: &Io, codec: &V3Codec, held: &mut VecDeque<Ack<Encoded>>) {
     while let Some(front) = held.front_mut() {
         if let Some(confirm) = front.after.as_mut() {
             if futures::FutureExt::now_or_never(confirm).is_none() {

@@ -1,6 +1,7 @@
 //! A small deterministic fuzzer for what faces the network (the connection preface, the MQTT
 //! 3.1.1 and 5.0 decoders as the node configures them, topic and filter validation, the ACL
-//! matcher). Each target replays every input of `fuzz/corpus/{target}/` (the seeds, and every
+//! matcher in `realmq-node`; the REST API's request bodies in `realmq-api`'s tests, which
+//! include this file as a module, as the node's unit tests do). Each target replays every input of `fuzz/corpus/{target}/` (the seeds, and every
 //! input that once failed), then runs `REALMQ_FUZZ_CASES` mutations of them (default 2000;
 //! `make fuzz` runs far more) drawn from a fixed seed (`REALMQ_FUZZ_SEED`), so a failure is
 //! reproducible. An input that panics, or takes longer than `SLOW`, is written to the corpus
