@@ -11,6 +11,7 @@
 //! - `json.rs`, `query.rs`, `time.rs`: request parsing and the contract's formats
 //! - `error.rs`, `response.rs`: the one error → status mapping and the envelopes
 //! - `openapi.rs`: the OpenAPI document
+//! - `serve.rs`: the accept loop, HTTP or HTTPS (rustls), each connection run by hyper
 //!
 //! ## How a request flows
 //!
@@ -28,12 +29,11 @@ mod passwords;
 mod query;
 mod response;
 mod routes;
+mod serve;
 mod time;
 mod write;
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::net::SocketAddr;
 
 use realmq_raft_store::Command;
 use realmq_raft_store::model::{Role, User};
@@ -45,6 +45,7 @@ pub use context::{
 };
 pub use error::ApiError;
 pub use routes::devices::registration_sign;
+pub use serve::{TlsSource, serve};
 
 use response::Reply;
 
@@ -125,19 +126,4 @@ pub async fn root_has_default_password(ctx: &ApiContext) -> Result<bool, ApiErro
         .await?;
     *ctx.default_root.lock() = Some((root.password_hash, verdict));
     Ok(verdict)
-}
-
-/// Serves the API on `listener`; returns the bound address with the server future, which ends
-/// once `shutdown` resolves and in-flight requests finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    ctx: ApiContext,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<(SocketAddr, impl Future<Output = ()> + Send + 'static)> {
-    let local = listener.local_addr()?;
-    let server = warp::serve(routes(ctx))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run();
-    Ok((local, server))
 }

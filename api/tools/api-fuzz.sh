@@ -33,7 +33,7 @@ PY
 # Random logins must not lock the fuzzer's own address out (failed_login_limit).
 printf '[api]\nfailed_login_limit = 1000000\n[mqtt]\nsys_interval = 0\n' > "$DIR/realmq.toml"
 "$BIN" --config "$DIR/realmq.toml" --data-dir "$DIR/data" --mqtt-addr "127.0.0.1:$MQTT" \
-  --api-addr "127.0.0.1:$API" --cluster-addr "127.0.0.1:$CLUSTER" > "$DIR/node.log" 2>&1 &
+  --api-addr "127.0.0.1:$API" --cluster-addr "127.0.0.1:$CLUSTER" --ws-addr "" > "$DIR/node.log" 2>&1 &
 PID=$!
 BASE="http://127.0.0.1:$API"
 for _ in $(seq 1 100); do

@@ -124,6 +124,7 @@ impl Node {
             .args(["--node-id", &s.id.to_string()])
             .args(["--mqtt-addr", &mqtt, "--api-addr", &api])
             .args(["--cluster-addr", &s.cluster_addr.to_string()])
+            .args(["--ws-addr", "127.0.0.1:0"])
             .args(["--advertise-addr", &s.advertise_addr.to_string()])
             .args(["--peers", &s.peers, "--voters", &s.voters.to_string()])
             .env("REALMQ_LOG__FORMAT", "json")

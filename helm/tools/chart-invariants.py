@@ -7,7 +7,10 @@ helm-check cover the manifests' shape; these are RealMQ's own rules):
 - the StatefulSet's serviceName is the headless Service (clusterIP None, publishNotReadyAddresses)
   selecting its pods, pods start in parallel, and the node's Kubernetes mode gets the
   StatefulSet name, the headless Service and the voter count;
-- the probes use the node's health and readiness endpoints on a declared port.
+- the probes use the node's health and readiness endpoints on a declared port;
+- with a TLS Secret, the Secret is mounted as a directory (so renewals reach the pod), the node
+  gets the certificate paths and its TLS listeners, the Services and ports expose them, and the
+  probes speak HTTPS when the API does.
 
 Usage: chart-invariants.py HELM CHART_DIR
 """
@@ -20,9 +23,12 @@ helm, chart = sys.argv[1], sys.argv[2]
 failures = []
 
 
-def render(replicas, voters):
+def render(replicas, voters, *sets):
+    args = ["--set", f"replicas={replicas}", "--set", f"voters={voters}"]
+    for s in sets:
+        args += ["--set", s]
     out = subprocess.run(
-        [helm, "template", "rel", chart, "--set", f"replicas={replicas}", "--set", f"voters={voters}"],
+        [helm, "template", "rel", chart, *args],
         check=True, capture_output=True, text=True).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
@@ -69,6 +75,36 @@ for replicas, voters in [(1, 1), (3, 3), (5, 3), (5, 5), (7, 5), (7, 7)]:
     for probe, path in [("livenessProbe", "/api/v1/health"), ("readinessProbe", "/api/v1/ready")]:
         get = c[probe]["httpGet"]
         check(case, get["path"] == path and get["port"] in ports, f"{probe} is not {path} on a declared port")
+
+for api in [False, True]:
+    case = f"tls api={api}"
+    docs = render(3, 3, "tls.existingSecret=realmq-tls", "tls.clientCertificates=true",
+                  f"tls.api={str(api).lower()}")
+    (sts,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    pod = sts["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    tls_dir = mounts.get("tls", {}).get("mountPath", "")
+    check(case, tls_dir and "subPath" not in mounts["tls"],
+          "the TLS Secret is not mounted as a directory (renewals would not reach the pod)")
+    check(case, volumes.get("tls", {}).get("secret", {}).get("secretName") == "realmq-tls",
+          "the tls volume is not the Secret")
+    for key, file in [("REALMQ_TLS_CERT", "tls.crt"), ("REALMQ_TLS_KEY", "tls.key"),
+                      ("REALMQ_TLS_CLIENT_CA", "ca.crt")]:
+        check(case, env.get(key) == f"{tls_dir}/{file}", f"{key} is not the mounted {file}")
+    check(case, env.get("REALMQ_API_TLS") == str(api).lower(), "REALMQ_API_TLS does not follow tls.api")
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    for name, key in [("mqtts", "REALMQ_MQTTS_ADDR"), ("wss", "REALMQ_WSS_ADDR"), ("ws", "REALMQ_WS_ADDR")]:
+        check(case, name in ports and env.get(key) == f"0.0.0.0:{ports[name]}",
+              f"{key} and the {name} port disagree")
+    (client,) = [d for d in docs if d["kind"] == "Service" and d["spec"].get("clusterIP") != "None"]
+    exposed = {p["targetPort"] for p in client["spec"]["ports"]}
+    check(case, {"mqtt", "ws", "mqtts", "wss", "api"} <= exposed, f"the client Service exposes only {exposed}")
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"]:
+        scheme = c[probe]["httpGet"].get("scheme", "HTTP")
+        check(case, scheme == ("HTTPS" if api else "HTTP"), f"{probe} speaks {scheme}")
 
 for f in failures:
     print("FAIL", f)

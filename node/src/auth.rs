@@ -24,6 +24,9 @@ pub struct ConnectInfo {
     pub password: Option<Vec<u8>>,
     pub peer: Option<SocketAddr>,
     pub protocol: Protocol,
+    /// The user name is the common name of a client certificate the TLS listener verified
+    /// against `tls_client_ca`: the certificate stands in for the password.
+    pub certified: bool,
 }
 
 /// Who an authorized connection is, as later checks see it.
@@ -120,10 +123,11 @@ impl DeviceAuth {
                 None => Ok(None),
             };
         };
-        let password_ok = info
-            .password
-            .as_deref()
-            .is_some_and(|p| bool::from(p.ct_eq(device.password.as_bytes())));
+        let password_ok = info.certified
+            || info
+                .password
+                .as_deref()
+                .is_some_and(|p| bool::from(p.ct_eq(device.password.as_bytes())));
         if !(device.enable && password_ok && *info.client_id == *device.mqtt_client_id) {
             return Err(AuthError::NotAuthorized);
         }

@@ -27,6 +27,20 @@ pub struct Config {
     pub node_id: u64,
     pub data_dir: PathBuf,
     pub mqtt_addr: String,
+    /// MQTT over TLS; on when `tls_cert` is set, empty: off.
+    pub mqtts_addr: String,
+    /// MQTT over WebSocket (path `/mqtt`, subprotocol `mqtt`); empty: off.
+    pub ws_addr: String,
+    /// MQTT over WebSocket over TLS; on when `tls_cert` is set, empty: off.
+    pub wss_addr: String,
+    /// PEM certificate chain and private key for the TLS listeners (and the API with
+    /// `api_tls`); both empty: no TLS.
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// PEM CA bundle client certificates are checked against; empty: clients present none.
+    pub tls_client_ca: PathBuf,
+    /// Serve the REST API over HTTPS with `tls_cert`.
+    pub api_tls: bool,
     pub api_addr: String,
     /// The cluster gRPC listener (raft, forwarding to the leader).
     pub cluster_addr: String,
@@ -62,6 +76,13 @@ impl Default for Config {
             node_id: 1,
             data_dir: PathBuf::from("./data"),
             mqtt_addr: "0.0.0.0:1883".into(),
+            mqtts_addr: "0.0.0.0:8883".into(),
+            ws_addr: "0.0.0.0:8083".into(),
+            wss_addr: "0.0.0.0:8084".into(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            tls_client_ca: PathBuf::new(),
+            api_tls: false,
             api_addr: "0.0.0.0:8090".into(),
             cluster_addr: "0.0.0.0:7090".into(),
             advertise_addr: String::new(),
@@ -252,31 +273,112 @@ impl Default for ClusterSettings {
     }
 }
 
-/// Values given on the command line; `None` leaves lower layers in charge.
-#[derive(Debug, Default, Clone, Serialize)]
+/// How an MQTT listener's clients reach the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Tls,
+    Ws,
+    Wss,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "mqtt",
+            Transport::Tls => "mqtts",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
+        }
+    }
+
+    pub fn tls(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Wss)
+    }
+
+    pub fn websocket(self) -> bool {
+        matches!(self, Transport::Ws | Transport::Wss)
+    }
+}
+
+/// The flags of `realmq`: values given on the command line; `None` leaves lower layers in
+/// charge. Each is also a config key and a `REALMQ_*` environment variable.
+#[derive(Debug, Default, Clone, Serialize, clap::Args)]
 pub struct Overrides {
+    /// Node id, unique in the cluster [env: REALMQ_NODE_ID] [default: 1]
+    #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_id: Option<u64>,
+    /// Data directory [env: REALMQ_DATA_DIR] [default: ./data]
+    #[arg(long, global = true, value_name = "DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
+    /// MQTT listener address [env: REALMQ_MQTT_ADDR] [default: 0.0.0.0:1883]
+    #[arg(long, global = true, value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mqtt_addr: Option<String>,
+    /// MQTT over TLS, on with --tls-cert; "" turns it off [env: REALMQ_MQTTS_ADDR] [default: 0.0.0.0:8883]
+    #[arg(long, global = true, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtts_addr: Option<String>,
+    /// MQTT over WebSocket (/mqtt); "" turns it off [env: REALMQ_WS_ADDR] [default: 0.0.0.0:8083]
+    #[arg(long, global = true, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ws_addr: Option<String>,
+    /// MQTT over secure WebSocket, on with --tls-cert; "" turns it off [env: REALMQ_WSS_ADDR] [default: 0.0.0.0:8084]
+    #[arg(long, global = true, value_name = "ADDR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wss_addr: Option<String>,
+    /// PEM certificate chain for TLS [env: REALMQ_TLS_CERT] [default: none, no TLS]
+    #[arg(long, global = true, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert [env: REALMQ_TLS_KEY]
+    #[arg(long, global = true, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle for client certificates [env: REALMQ_TLS_CLIENT_CA] [default: none]
+    #[arg(long, global = true, value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve the REST API over HTTPS with --tls-cert [env: REALMQ_API_TLS=true]
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_tls: Option<bool>,
+    /// REST API address [env: REALMQ_API_ADDR] [default: 0.0.0.0:8090]
+    #[arg(long, global = true, value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_addr: Option<String>,
+    /// Cluster gRPC address [env: REALMQ_CLUSTER_ADDR] [default: 0.0.0.0:7090]
+    #[arg(long, global = true, value_name = "ADDR")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster_addr: Option<String>,
+    /// Cluster address peers dial [env: REALMQ_ADVERTISE_ADDR] [default: own --peers entry]
+    #[arg(long, global = true, value_name = "HOST:PORT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise_addr: Option<String>,
+    /// Initial voters, this node included [env: REALMQ_PEERS] [default: none, a single node]
+    #[arg(long, global = true, value_name = "1=HOST:PORT,2=HOST:PORT,...")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peers: Option<String>,
+    /// Voters the cluster keeps; more nodes join as learners [env: REALMQ_VOTERS] [default: 3]
+    #[arg(long, global = true, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub voters: Option<u64>,
+    /// Kubernetes StatefulSet name: node id and peers from the pod name [env: REALMQ_K8S_STATEFULSET]
+    #[arg(long, global = true, value_name = "NAME")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub k8s_statefulset: Option<String>,
+    /// Kubernetes: replicas at first start, if fewer than the voters [env: REALMQ_K8S_REPLICAS]
+    #[arg(long = "replicas", global = true, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub k8s_replicas: Option<u64>,
+    /// Kubernetes: the headless Service of the StatefulSet [env: REALMQ_K8S_HEADLESS_SERVICE]
+    #[arg(long = "headless-service", global = true, value_name = "SVC")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub k8s_headless_service: Option<String>,
+    /// Accept MQTT clients without credentials [env: REALMQ_ALLOW_ANONYMOUS=true]
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_anonymous: Option<bool>,
 }
@@ -337,6 +439,24 @@ impl Config {
             if addr.parse::<SocketAddr>().is_err() {
                 errs.push(format!("{name} {addr:?} is not an ip:port socket address"));
             }
+        }
+        for (name, addr) in [
+            ("mqtts_addr", &self.mqtts_addr),
+            ("ws_addr", &self.ws_addr),
+            ("wss_addr", &self.wss_addr),
+        ] {
+            if !addr.is_empty() && addr.parse::<SocketAddr>().is_err() {
+                errs.push(format!(
+                    "{name} {addr:?} is not an ip:port socket address (or \"\" for off)"
+                ));
+            }
+        }
+        let (cert, key) = (self.tls_cert.as_os_str(), self.tls_key.as_os_str());
+        if cert.is_empty() != key.is_empty() {
+            errs.push("tls_cert and tls_key must be given together".into());
+        }
+        if cert.is_empty() && (!self.tls_client_ca.as_os_str().is_empty() || self.api_tls) {
+            errs.push("tls_client_ca and api_tls need tls_cert and tls_key".into());
         }
         if let Err(e) = self.peer_map() {
             errs.push(e);
@@ -432,6 +552,21 @@ impl Config {
         self.mqtt_addr
             .parse()
             .expect("validated in Config::validate")
+    }
+
+    /// The MQTT listeners this configuration turns on, each with its address.
+    pub fn mqtt_listeners(&self) -> Vec<(Transport, SocketAddr)> {
+        let tls = !self.tls_cert.as_os_str().is_empty();
+        [
+            (Transport::Tcp, self.mqtt_addr.as_str(), true),
+            (Transport::Tls, &self.mqtts_addr, tls),
+            (Transport::Ws, &self.ws_addr, true),
+            (Transport::Wss, &self.wss_addr, tls),
+        ]
+        .into_iter()
+        .filter(|(_, addr, on)| *on && !addr.is_empty())
+        .map(|(t, addr, _)| (t, addr.parse().expect("validated in Config::validate")))
+        .collect()
     }
 
     pub fn api_socket(&self) -> SocketAddr {

@@ -17,6 +17,7 @@
 //! - `api_ops.rs`: the broker operations the REST API calls (`realmq_api::NodeOps`)
 //! - `routing/`: topic rules, the subscription trie, per-message routing decisions
 //! - `retain.rs`: retained messages; `metrics.rs`: counters; `sys.rs`: `$SYS` topics
+//! - `tls.rs`: the certificates of the TLS listeners and HTTPS, reloaded when renewed
 //!
 //! ## How a message flows
 //!
@@ -50,6 +51,7 @@ pub mod routing;
 pub mod session;
 pub mod sys;
 pub mod telemetry;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -118,10 +120,12 @@ impl Node {
             .build()
             .context("failed to build the tokio runtime")?;
         let shutdown = CancellationToken::new();
+        // Read before anything is bound, so a bad certificate stops the start with its reason.
+        let tls = tls::Tls::from_config(&config).context("failed to set up TLS")?;
 
         // Bound first: the membership record carries every address, ephemeral ports included.
         // Clients that connect before the cluster is formed wait in the listen backlog.
-        let mqtt_listener = mqtt::bind(&config)?;
+        let mqtt_listeners = mqtt::bind(&config)?;
         let (api_listener, cluster_listener) = runtime.block_on(async {
             let api = tokio::net::TcpListener::bind(config.api_socket())
                 .await
@@ -135,7 +139,7 @@ impl Node {
         })?;
         let bound = cluster::Bound {
             cluster: cluster_listener,
-            mqtt: mqtt_listener.local_addr()?,
+            mqtt: mqtt_listeners.tcp_addr()?,
             api: api_listener.local_addr()?,
         };
         let (meta, cluster) =
@@ -230,20 +234,36 @@ impl Node {
                  reach their subscribers once they do"
             );
         }
-        let mqtt = mqtt::start(broker.clone(), mqtt_listener, &config)?;
+        let mqtt = mqtt::start(broker.clone(), mqtt_listeners, &config, tls.clone())?;
         listening.store(true, Ordering::Relaxed);
+        if let Some(tls) = &tls {
+            let _guard = runtime.enter();
+            tls.watch(shutdown.clone());
+        }
+        let https = tls.clone().filter(|_| config.api_tls).map(|tls| {
+            let source: realmq_api::TlsSource = Arc::new(move || tls.server_config());
+            source
+        });
         let stop_api = shutdown.clone();
         let (api_addr, api_server) = runtime
-            .block_on(realmq_api::serve(api_listener, api_ctx, async move {
-                stop_api.cancelled().await
-            }))
+            .block_on(realmq_api::serve(
+                api_listener,
+                api_ctx,
+                https,
+                async move { stop_api.cancelled().await },
+            ))
             .context("failed to start the REST API")?;
         let api = runtime.spawn(api_server);
         sys::spawn(runtime.handle(), broker.clone(), shutdown.clone());
+        let addr = |t| mqtt.addr(t).map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(
             node_id = config.node_id,
-            mqtt = %mqtt.local_addr,
+            mqtt = %addr(config::Transport::Tcp),
+            mqtts = %addr(config::Transport::Tls),
+            ws = %addr(config::Transport::Ws),
+            wss = %addr(config::Transport::Wss),
             api = %api_addr,
+            https = config.api_tls,
             anonymous = config.allow_anonymous,
             sessions = restored.sessions,
             retained = restored.retained,
@@ -264,7 +284,9 @@ impl Node {
     }
 
     pub fn mqtt_addr(&self) -> SocketAddr {
-        self.mqtt.local_addr
+        self.mqtt
+            .addr(config::Transport::Tcp)
+            .expect("the TCP listener is always on")
     }
 
     pub fn api_addr(&self) -> SocketAddr {

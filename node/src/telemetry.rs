@@ -20,9 +20,12 @@ pub fn init(log: &LogConfig) {
     };
 }
 
-/// Dependencies that log every RPC or election step at INFO: kept at WARN unless the filter
-/// names them, so an operator's `info` shows RealMQ's own state changes.
-const CHATTY: &[&str] = &["openraft", "tonic", "h2", "hyper", "tower"];
+/// Dependencies that log every RPC, election step or connection at INFO: kept at WARN unless
+/// the filter names them, so an operator's `info` shows RealMQ's own state changes. (Targets
+/// match by prefix: `ntex` covers ntex-io, ntex-tls, ntex-mqtt and the rest.)
+const CHATTY: &[&str] = &[
+    "openraft", "tonic", "h2", "hyper", "tower", "ntex", "rustls",
+];
 
 fn quiet_dependencies(spec: &str) -> String {
     let mut out = spec.to_string();

@@ -113,11 +113,15 @@ pub(crate) fn with_ctx(
 /// envelope).
 pub(crate) fn caller() -> impl Filter<Extract = (Caller,), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization")
+        .and(warp::ext::optional::<crate::serve::Peer>())
         .and(warp::addr::remote())
-        .map(|authorization, addr: Option<SocketAddr>| Caller {
-            authorization,
-            addr: addr.map(|a| a.ip()),
-        })
+        .map(
+            |authorization, peer: Option<crate::serve::Peer>, addr: Option<SocketAddr>| Caller {
+                authorization,
+                // Set by RealMQ's server (`serve.rs`); warp's own is what `warp::test` sets.
+                addr: peer.map(|p| p.0).or(addr).map(|a| a.ip()),
+            },
+        )
 }
 
 /// The request body, at most `max` bytes.

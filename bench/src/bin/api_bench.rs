@@ -65,6 +65,8 @@ async fn start(args: &Args, data: &Path) -> anyhow::Result<(Node, Duration)> {
             &format!("127.0.0.1:{api}"),
             "--cluster-addr",
             "127.0.0.1:0",
+            "--ws-addr",
+            "",
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())

@@ -177,6 +177,8 @@ fn start(a: &Args, broker: Broker) -> anyhow::Result<Running> {
                     "127.0.0.1:0",
                     "--cluster-addr",
                     "127.0.0.1:0",
+                    "--ws-addr",
+                    "",
                 ])
                 .stdout(Stdio::null())
                 .spawn()?

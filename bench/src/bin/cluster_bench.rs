@@ -79,6 +79,7 @@ async fn start(args: &Args, dir: &Path) -> anyhow::Result<Cluster> {
             .arg(dir.join(format!("node{}", i + 1)))
             .args(["--peers", &peers])
             .args(["--cluster-addr", &format!("127.0.0.1:{port}")])
+            .args(["--ws-addr", ""])
             .args(["--mqtt-addr", &format!("127.0.0.1:{}", mqtt[i])])
             .arg("--allow-anonymous")
             .args(["--api-addr", &format!("127.0.0.1:{api}")])

@@ -30,6 +30,9 @@ pub struct ConnectRequest {
     pub username: Option<ByteString>,
     pub password: Option<Bytes>,
     pub peer: Option<SocketAddr>,
+    /// The common name of the client certificate a TLS listener verified: the client's user
+    /// name, standing in for its password.
+    pub certified: Option<String>,
 }
 
 /// Why a CONNECT is refused; the edge maps it to the version's CONNACK code.
@@ -86,7 +89,7 @@ fn has_wildcard(name: &str) -> bool {
 }
 
 impl Broker {
-    pub async fn connect(&self, req: ConnectRequest) -> Result<Accepted, ConnectRefused> {
+    pub async fn connect(&self, mut req: ConnectRequest) -> Result<Accepted, ConnectRefused> {
         let limit = i64::try_from(self.limits.max_connections).unwrap_or(i64::MAX);
         if self.metrics.connections.load(Ordering::Relaxed) >= limit {
             inc(&self.metrics.connections_refused, 1);
@@ -105,6 +108,14 @@ impl Broker {
         } else {
             (Arc::<str>::from(&*req.client_id), false)
         };
+        let certified = req.certified.take().map(ByteString::from);
+        if let Some(cn) = &certified {
+            // A certificate names one identity; a CONNECT claiming another is refused.
+            if req.username.as_ref().is_some_and(|u| u != cn) {
+                return Err(self.refused(ConnectRefused::NotAuthorized));
+            }
+            req.username = Some(cn.clone());
+        }
         if req.username.as_deref().is_some_and(has_wildcard) {
             // Nor `%u`; no registry name can carry one either.
             return Err(self.refused(ConnectRefused::BadCredentials));
@@ -115,6 +126,7 @@ impl Broker {
             password: req.password.as_ref().map(|p| p.to_vec()),
             peer: req.peer,
             protocol: req.protocol,
+            certified: certified.is_some(),
         };
         // Credentials are read locally; a miss may only mean this node has not applied a
         // device created elsewhere yet, so a refusal is decided again after the read barrier.

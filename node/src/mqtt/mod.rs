@@ -14,6 +14,7 @@ mod linger;
 mod preface;
 mod v3;
 mod v5;
+mod websocket;
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -29,8 +30,9 @@ use ntex_mqtt::{MqttServer, MqttServiceConfig, v5 as mqtt5};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
-use crate::config::{Config, MqttConfig};
+use crate::config::{Config, MqttConfig, Transport};
 use crate::message::QoS;
+use crate::tls::Tls;
 
 /// Errors of the MQTT services; each ends the connection. The middleware answers protocol
 /// violations itself (with the right DISCONNECT reason), so this only signals broken invariants.
@@ -65,6 +67,13 @@ pub(crate) fn qos_out(q: QoS) -> ntex_mqtt::QoS {
     }
 }
 
+/// The identity a verified client certificate gives the connection: its common name (only
+/// TLS listeners with `tls_client_ca` ask for certificates).
+fn certified(io: &ntex::io::IoRef) -> Option<String> {
+    let cert = io.query::<ntex_tls::rustls::PeerCert<'static>>();
+    crate::tls::client_identity(&cert.as_ref()?.0)
+}
+
 /// v5 keep-alive: the dispatcher's idle timeout (1.5x the effective keep-alive) and the Server
 /// Keep Alive to announce when `max` (0 = no cap) overrides what the client asked for.
 /// A keep-alive of 0 disables the check; ntex needs a non-zero timeout, so that is 18 hours.
@@ -86,6 +95,8 @@ fn service_config(l: &MqttConfig) -> SharedCfg {
     let connect = Seconds(l.connect_timeout);
     SharedCfg::new("mqtt")
         .add(ntex::io::IoConfig::new())
+        // Parses the WebSocket upgrade request (`websocket.rs`).
+        .add(ntex::http::HttpServiceConfig::new())
         .add(
             MqttServiceConfig::new()
                 // ntex-mqtt 9.0 defaults to QoS 1.
@@ -103,17 +114,25 @@ fn service_config(l: &MqttConfig) -> SharedCfg {
         .into()
 }
 
-/// The running MQTT listener: one thread per worker, each an ntex runtime accepting from the
+/// The running MQTT listeners: one thread per worker, each an ntex runtime accepting from every
 /// shared listening socket and running the connections it accepted.
 pub struct MqttListener {
     accepting: CancellationToken,
     stop: CancellationToken,
     threads: Vec<JoinHandle<()>>,
-    pub local_addr: SocketAddr,
+    pub addrs: Vec<(Transport, SocketAddr)>,
 }
 
 impl MqttListener {
-    /// Closes the listening socket: a client that reconnects while the node drains is refused
+    /// The bound address of the listener for `transport`, if it is on.
+    pub fn addr(&self, transport: Transport) -> Option<SocketAddr> {
+        self.addrs
+            .iter()
+            .find(|(t, _)| *t == transport)
+            .map(|(_, a)| *a)
+    }
+
+    /// Closes the listening sockets: a client that reconnects while the node drains is refused
     /// at once and goes to another node, instead of being accepted and holding the node's exit.
     pub fn stop_accepting(&self) {
         self.accepting.cancel();
@@ -134,23 +153,52 @@ impl MqttListener {
     }
 }
 
-/// Binds `config.mqtt_addr`; connections wait in the backlog until `start`.
-pub fn bind(config: &Config) -> anyhow::Result<std::net::TcpListener> {
-    let addr = config.mqtt_socket();
-    ntex::server::create_tcp_listener(addr, 1024)
-        .with_context(|| format!("failed to bind mqtt listener on {addr}"))
+/// The bound MQTT listening sockets, one per transport the configuration turns on.
+pub struct Listeners(Vec<(Transport, std::net::TcpListener)>);
+
+impl Listeners {
+    /// The bound address of the plain TCP listener.
+    pub fn tcp_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0
+            .iter()
+            .find(|(t, _)| *t == Transport::Tcp)
+            .map_or_else(
+                || Err(std::io::ErrorKind::NotFound.into()),
+                |(_, l)| l.local_addr(),
+            )
+    }
 }
 
-/// Starts the worker threads accepting on `listener`.
+/// Binds every MQTT listener of `config`; connections wait in the backlog until `start`.
+pub fn bind(config: &Config) -> anyhow::Result<Listeners> {
+    config
+        .mqtt_listeners()
+        .into_iter()
+        .map(|(transport, addr)| {
+            let l = ntex::server::create_tcp_listener(addr, 1024).with_context(|| {
+                format!("failed to bind the {} listener on {addr}", transport.name())
+            })?;
+            Ok((transport, l))
+        })
+        .collect::<anyhow::Result<_>>()
+        .map(Listeners)
+}
+
+/// Starts the worker threads accepting on `listeners`.
 ///
 /// RealMQ accepts connections itself rather than through ntex-server, because it needs each
 /// connection's socket descriptor before ntex takes the socket over (see `linger.rs`).
 pub fn start(
     broker: Arc<Broker>,
-    listener: std::net::TcpListener,
+    listeners: Listeners,
     config: &Config,
+    tls: Option<Arc<Tls>>,
 ) -> anyhow::Result<MqttListener> {
-    let local_addr = listener.local_addr()?;
+    let addrs = listeners
+        .0
+        .iter()
+        .map(|(t, l)| Ok((*t, l.local_addr()?)))
+        .collect::<std::io::Result<Vec<_>>>()?;
     let workers = match config.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -159,21 +207,38 @@ pub fn start(
     let (accepting, stop) = (CancellationToken::new(), CancellationToken::new());
     let mut threads = Vec::with_capacity(workers);
     for i in 0..workers {
-        let listener = listener
-            .try_clone()
-            .context("failed to share the mqtt listener")?;
-        let (broker, cfg) = (broker.clone(), cfg.clone());
+        let shared = listeners
+            .0
+            .iter()
+            .map(|(t, l)| Ok((*t, l.try_clone()?)))
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("failed to share the mqtt listeners")?;
+        let (broker, cfg, tls) = (broker.clone(), cfg.clone(), tls.clone());
         let (accepting, stop) = (accepting.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name(format!("mqtt:worker:{i}"))
             .spawn(move || {
-                let run = ntex::rt::System::build()
+                ntex::rt::System::build()
                     .name("mqtt")
                     .build(ntex::rt::DefaultRuntime)
-                    .block_on(accept_loop(listener, broker, cfg, accepting, stop));
-                if let Err(e) = run {
-                    tracing::error!(error = %e, "mqtt worker failed");
-                }
+                    .block_on(async move {
+                        let preface = Rc::new(build(broker, tls));
+                        for (transport, listener) in shared {
+                            let accepted =
+                                accept_loop(listener, transport, preface.clone(), cfg.clone());
+                            let accepting = accepting.clone();
+                            ntex::rt::spawn(async move {
+                                tokio::select! {
+                                    () = accepting.cancelled() => {}
+                                    r = accepted => if let Err(e) = r {
+                                        tracing::error!(error = %e, "mqtt listener failed");
+                                    },
+                                }
+                            });
+                        }
+                        // The open connections drain until `stop`.
+                        stop.cancelled().await;
+                    });
             })
             .context("failed to spawn an mqtt worker")?;
         threads.push(thread);
@@ -182,29 +247,22 @@ pub fn start(
         accepting,
         stop,
         threads,
-        local_addr,
+        addrs,
     })
 }
 
-/// One worker: accepts connections until `accepting` ends, hands each to the preface, and
-/// keeps serving them until `stop`.
+/// One worker's accepting on one listener (until the task is dropped, which closes this
+/// worker's handle of the socket), handing each connection to the preface.
 async fn accept_loop(
     listener: std::net::TcpListener,
-    broker: Arc<Broker>,
+    transport: Transport,
+    preface: Rc<preface::Preface>,
     cfg: SharedCfg,
-    accepting: CancellationToken,
-    stop: CancellationToken,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let preface = Rc::new(build(broker));
     loop {
-        let accepted = tokio::select! {
-            biased;
-            () = accepting.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
+        let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             // Out of descriptors (or another passing error): wait rather than spin, and let
             // the connections that are open finish.
@@ -219,19 +277,15 @@ async fn accept_loop(
             .into_std()
             .and_then(|s| ntex::rt::from_tcp_stream(s, cfg.clone()))
         {
-            Ok(io) => preface.accept(io, socket),
+            Ok(io) => preface.accept(io, socket, transport),
             Err(e) => tracing::warn!(error = %e, "could not set up an mqtt connection"),
         }
     }
-    // The socket closes once every worker dropped its handle; the open connections drain.
-    drop(listener);
-    stop.cancelled().await;
-    Ok(())
 }
 
 /// The per-worker front: v3.1.1 and v5 on one port, chosen by the CONNECT's protocol level,
 /// behind the `preface` check for the refusals ntex-mqtt does not send.
-fn build(broker: Arc<Broker>) -> preface::Preface {
+fn build(broker: Arc<Broker>, tls: Option<Arc<Tls>>) -> preface::Preface {
     let b5 = broker.clone();
     let wait = ntex::time::Millis(u32::from(broker.limits.connect_timeout) * 1000);
     let mqtt = MqttServer::new().v5(mqtt5::MqttServer::new(v5::publish)
@@ -243,6 +297,7 @@ fn build(broker: Arc<Broker>) -> preface::Preface {
         v5: ntex::service::Pipeline::new((), mqtt),
         broker,
         wait,
+        tls,
     }
 }
 

@@ -16,15 +16,18 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use ntex::io::{Io, Layer};
+use ntex::io::{Filter, Io, Sealed};
 use ntex::service::Pipeline;
 use ntex::time::{Millis, timeout};
 use ntex_mqtt::MqttError;
+use ntex_tls::rustls::TlsServerFilter;
 
 use super::MqttFail;
 use super::guard::MqttGuard;
 use super::linger::{self, Socket};
 use crate::broker::Broker;
+use crate::config::Transport;
+use crate::tls::Tls;
 
 /// What the first bytes of a connection say.
 #[derive(Debug, PartialEq, Eq)]
@@ -118,26 +121,54 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A connection behind `guard::MqttGuard`, as ntex-mqtt's 5.0 server gets it.
-pub(super) type Guarded = Io<Layer<MqttGuard>>;
-
-/// The check above in front of both drivers.
+/// The check above in front of both drivers, after the transport's own handshakes.
 pub(super) struct Preface {
-    /// ntex-mqtt's v5 server.
-    pub(super) v5: Pipeline<Guarded, (), MqttError<MqttFail>>,
+    /// ntex-mqtt's v5 server, on connections behind `guard::MqttGuard` (sealed: the transports
+    /// stack different layers below it).
+    pub(super) v5: Pipeline<Io<Sealed>, (), MqttError<MqttFail>>,
     pub(super) broker: Arc<Broker>,
+    /// How long each step before the CONNECT (TLS, the WebSocket upgrade) and the CONNECT
+    /// itself may take.
     pub(super) wait: Millis,
+    pub(super) tls: Option<Arc<Tls>>,
 }
 
 impl Preface {
-    /// Takes a freshly accepted connection: inspects its first bytes in a short task of its
-    /// own, which then starts the connection's driver as the connection's task.
-    pub(super) fn accept(self: &Rc<Self>, io: Io, socket: Socket) {
+    /// Takes a freshly accepted connection: completes its transport's handshakes and inspects
+    /// its first bytes in a short task of its own, which then starts the connection's driver
+    /// as the connection's task.
+    pub(super) fn accept(self: &Rc<Self>, io: Io, socket: Socket, transport: Transport) {
         let me = self.clone();
-        ntex::rt::spawn(async move { me.route(io, socket).await });
+        ntex::rt::spawn(async move {
+            if transport == Transport::Tcp {
+                return me.route(io, socket).await;
+            }
+            // The layered transports' connections are sealed: one driver serves them all.
+            let io = if transport.tls() {
+                let Some(tls) = &me.tls else { return };
+                match TlsServerFilter::create(io, tls.server_config(), me.wait).await {
+                    Ok(io) => io.seal(),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "tls handshake failed");
+                        return;
+                    }
+                }
+            } else {
+                io.seal()
+            };
+            let io = if transport.websocket() {
+                match super::websocket::upgrade(io, me.wait).await {
+                    Some(io) => io.seal(),
+                    None => return,
+                }
+            } else {
+                io
+            };
+            me.route(io, socket).await;
+        });
     }
 
-    async fn route(&self, io: Io, socket: Socket) {
+    async fn route<F: Filter>(&self, io: Io<F>, socket: Socket) {
         let peek = timeout(self.wait, async {
             loop {
                 match io.with_read_buf(|b| inspect(b)) {
@@ -163,7 +194,7 @@ impl Preface {
             }
             // Pass, a closed socket or a timeout: ntex-mqtt applies its own rules.
             _ => {
-                let io = io.add_filter(MqttGuard::new(true));
+                let io = io.add_filter(MqttGuard::new(true)).seal();
                 let handle = io.get_ref();
                 linger::park(&handle, socket);
                 let served = self.v5.call_static(io);

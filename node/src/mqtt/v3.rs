@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use ntex::io::types::PeerAddr;
-use ntex::io::{Io, RecvError};
+use ntex::io::{Filter, Io, RecvError};
 use ntex::time::{Millis, Seconds, timeout};
 use ntex_mqtt::v3::codec::{
     self, ConnectAck, ConnectAckReason, Decoded, Encoded, Packet, SubscribeReturnCode,
@@ -31,7 +31,7 @@ use crate::message::{Message, MessageProperties, Protocol, QoS, SubOptions, Will
 use crate::routing::topic::valid_topic_name;
 
 /// Serves one 3.1.1 connection from its first byte to its end.
-pub(super) async fn serve(broker: Arc<Broker>, io: Io, socket: Socket, wait: Millis) {
+pub(super) async fn serve<F: Filter>(broker: Arc<Broker>, io: Io<F>, socket: Socket, wait: Millis) {
     // A PUBLISH split across reads arrives as its header plus the whole payload in one chunk,
     // which `Partial` joins before routing.
     let codec = V3Codec::new(broker.limits.max_packet_size);
@@ -49,9 +49,9 @@ pub(super) async fn serve(broker: Arc<Broker>, io: Io, socket: Socket, wait: Mil
 }
 
 /// CONNECT → CONNACK. `None` when refused (the CONNACK with the reason is already encoded).
-async fn connect(
+async fn connect<F: Filter>(
     broker: &Arc<Broker>,
-    io: &Io,
+    io: &Io<F>,
     socket: Socket,
     codec: V3Codec,
     // Taken boxed and unboxed here, so the decoder's allocation is freed with the handshake
@@ -91,6 +91,7 @@ async fn connect(
         username: pkt.username,
         password: pkt.password,
         peer: io.query::<PeerAddr>().get().map(|a| a.0),
+        certified: super::certified(&io.get_ref()),
     };
     let accepted = match broker.connect(req).await {
         Ok(a) => a,
@@ -136,7 +137,7 @@ enum Event {
     End,
 }
 
-fn next(io: &Io, codec: &V3Codec) -> impl Future<Output = Event> {
+fn next<F: Filter>(io: &Io<F>, codec: &V3Codec) -> impl Future<Output = Event> {
     poll_fn(move |cx| match io.poll_recv(codec, cx) {
         Poll::Ready(Ok(item)) => Poll::Ready(Event::Packet(item)),
         Poll::Ready(Err(RecvError::WriteBackpressure)) => Poll::Ready(Event::Backpressure),
@@ -149,7 +150,7 @@ fn next(io: &Io, codec: &V3Codec) -> impl Future<Output = Event> {
 }
 
 /// The connection's one loop: inbound packets, outbound deliveries, keep-alive.
-async fn run(io: &Io, conn: &Conn, keep_alive: Seconds) {
+async fn run<F: Filter>(io: &Io<F>, conn: &Conn, keep_alive: Seconds) {
     let Wire::V3 { codec } = &conn.wire else {
         return;
     };
@@ -221,7 +222,7 @@ async fn confirmed(held: &mut VecDeque<Ack<Encoded>>) {
 }
 
 /// Writes the held acknowledgements from the front whose confirmations are in.
-fn release(io: &Io, codec: &V3Codec, held: &mut VecDeque<Ack<Encoded>>) {
+fn release<F: Filter>(io: &Io<F>, codec: &V3Codec, held: &mut VecDeque<Ack<Encoded>>) {
     while let Some(front) = held.front_mut() {
         if let Some(confirm) = front.after.as_mut() {
             if futures::FutureExt::now_or_never(confirm).is_none() {

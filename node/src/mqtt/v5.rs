@@ -56,6 +56,7 @@ pub(super) async fn connect(
         username: pkt.username.clone(),
         password: pkt.password.clone(),
         peer: hs.io().query::<PeerAddr>().get().map(|a| a.0),
+        certified: super::certified(&hs.io().get_ref()),
     };
     let (keep_alive, alias_max, max_packet) =
         (pkt.keep_alive, pkt.topic_alias_max, pkt.max_packet_size);

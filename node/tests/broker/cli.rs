@@ -69,10 +69,10 @@ fn a_busy_port_is_a_clear_error() {
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--mqtt-addr", &addr, "--api-addr", "127.0.0.1:0"])
-        .args(["--cluster-addr", "127.0.0.1:0"])
+        .args(["--cluster-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("failed to bind mqtt listener"), "{err}");
+    assert!(err.contains("failed to bind the mqtt listener"), "{err}");
 }

@@ -15,3 +15,5 @@ mod qos;
 mod retain_will;
 mod routing;
 mod session;
+mod tls;
+mod websocket;

@@ -3,6 +3,8 @@
 //! exact packets through ntex-mqtt's codecs so tests control packet ids, flags and timing.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -23,6 +25,10 @@ pub struct Node {
     child: Child,
     pub mqtt: SocketAddr,
     pub api: SocketAddr,
+    /// The optional listeners, when on: MQTT over TLS, WebSocket, secure WebSocket.
+    pub mqtts: Option<SocketAddr>,
+    pub ws: Option<SocketAddr>,
+    pub wss: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     pub log: Arc<Mutex<Vec<String>>>,
     args: Vec<String>,
@@ -79,7 +85,8 @@ impl Node {
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--mqtt-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"])
-            .args(["--cluster-addr", "127.0.0.1:0"])
+            .args(["--cluster-addr", "127.0.0.1:0", "--ws-addr", "127.0.0.1:0"])
+            .args(["--mqtts-addr", "127.0.0.1:0", "--wss-addr", "127.0.0.1:0"])
             .args(&args)
             .env("REALMQ_LOG__FORMAT", "json")
             .env("RUST_LOG", "info")
@@ -108,20 +115,21 @@ impl Node {
                 // Kept before the start is reported, so a test sees the line once started.
                 sink.lock().unwrap().push(line);
                 if let Some(v) = started {
-                    let _ = tx.send((
-                        v["mqtt"].as_str().map(String::from),
-                        v["api"].as_str().map(String::from),
-                    ));
+                    let _ = tx.send(v);
                 }
             }
         });
-        let (mqtt, api) = rx
+        let started = rx
             .recv_timeout(WAIT)
             .expect("node did not report its addresses");
+        let addr = |key: &str| -> Option<SocketAddr> { started[key].as_str()?.parse().ok() };
         Node {
             child,
-            mqtt: mqtt.expect("mqtt addr").parse().unwrap(),
-            api: api.expect("api addr").parse().unwrap(),
+            mqtt: addr("mqtt").expect("mqtt addr"),
+            api: addr("api").expect("api addr"),
+            mqtts: addr("mqtts"),
+            ws: addr("ws"),
+            wss: addr("wss"),
             dir,
             log,
             args,
@@ -149,6 +157,10 @@ impl Node {
 
     pub fn port(&self) -> u16 {
         self.mqtt.port()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// A `/proc/{pid}/status` memory figure (`VmRSS`, `VmHWM`) in bytes.
