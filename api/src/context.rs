@@ -76,6 +76,8 @@ pub trait NodeOps: Send + Sync + 'static {
     fn remove_node(&self, id: u64) -> BoxFuture<'static, Result<(), OpError>>;
     /// A request was refused by `max_text` or `max_topics`; the node counts it in `$SYS`.
     fn limit_refused(&self) {}
+    /// The node's metrics in the Prometheus (OpenMetrics) text format, `GET /metrics`.
+    fn prometheus(&self) -> String;
 }
 
 /// One cluster member, as `GET /api/v1/nodes` lists it.
@@ -112,6 +114,8 @@ pub struct ApiConfig {
     pub max_text: usize,
     /// Most topics one publish / subscribe / unsubscribe (or one batch item) names.
     pub max_topics: usize,
+    /// Whether `GET /metrics` needs API credentials.
+    pub metrics_auth: bool,
 }
 
 impl Default for ApiConfig {
@@ -122,6 +126,7 @@ impl Default for ApiConfig {
             failed_login_limit: 10,
             max_text: 1024,
             max_topics: 128,
+            metrics_auth: false,
         }
     }
 }
@@ -137,6 +142,8 @@ pub struct ApiContext {
     /// Root's stored hash when it was last checked against the default password, and whether
     /// it matched (`root_has_default_password`).
     pub(crate) default_root: Arc<parking_lot::Mutex<Option<(String, bool)>>>,
+    /// Request counters and latencies; the node registers them for `GET /metrics`.
+    pub http: crate::metrics::HttpMetrics,
 }
 
 impl ApiContext {
@@ -177,6 +184,13 @@ impl ApiContext {
             config: Arc::new(config),
             creds: Arc::new(CredentialCache::default()),
             default_root: Arc::default(),
+            http: crate::metrics::HttpMetrics::default(),
         }
+    }
+
+    /// Counts requests into `http` (families the node registered for `GET /metrics`).
+    pub fn with_http_metrics(mut self, http: crate::metrics::HttpMetrics) -> Self {
+        self.http = http;
+        self
     }
 }

@@ -11,6 +11,7 @@
 //! - `json.rs`, `query.rs`, `time.rs`: request parsing and the contract's formats
 //! - `error.rs`, `response.rs`: the one error → status mapping and the envelopes
 //! - `openapi.rs`: the OpenAPI document
+//! - `metrics.rs`: request metrics, and `GET /metrics` (the node renders the exposition)
 //! - `serve.rs`: the accept loop, HTTP or HTTPS (rustls), each connection run by hyper
 //!
 //! ## How a request flows
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod context;
 pub mod error;
 mod json;
+pub mod metrics;
 pub mod openapi;
 mod passwords;
 mod query;
@@ -51,11 +53,23 @@ use response::Reply;
 
 /// Every route, with rejections turned into the error envelope.
 pub fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
-    routes::api_v1(ctx)
+    let http = ctx.http.clone();
+    routes::api_v1(ctx.clone())
+        .or(metrics::routes(ctx))
+        .unify()
         .or(openapi::serve())
         .unify()
         .recover(recover)
         .unify()
+        .with(warp::log::custom(move |info| {
+            http.observe(
+                info.method().as_str(),
+                info.path(),
+                info.status().as_u16(),
+                info.elapsed(),
+            );
+        }))
+        .map(warp::Reply::into_response)
         .boxed()
 }
 

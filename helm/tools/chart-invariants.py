@@ -8,6 +8,8 @@ helm-check cover the manifests' shape; these are RealMQ's own rules):
   selecting its pods, pods start in parallel, and the node's Kubernetes mode gets the
   StatefulSet name, the headless Service and the voter count;
 - the probes use the node's health and readiness endpoints on a declared port;
+- a ServiceMonitor (the Prometheus Operator's, not schema-checked) selects exactly the
+  headless Service and scrapes /metrics on a port it declares, over HTTPS when the API is;
 - with a TLS Secret, the Secret is mounted as a directory (so renewals reach the pod), the node
   gets the certificate paths and its TLS listeners, the Services and ports expose them, and the
   probes speak HTTPS when the API does.
@@ -105,6 +107,23 @@ for api in [False, True]:
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"]:
         scheme = c[probe]["httpGet"].get("scheme", "HTTP")
         check(case, scheme == ("HTTPS" if api else "HTTP"), f"{probe} speaks {scheme}")
+
+for api in [False, True]:
+    case = f"serviceMonitor api-tls={api}"
+    docs = render(3, 3, "metrics.serviceMonitor.enabled=true", "tls.existingSecret=realmq-tls",
+                  f"tls.api={str(api).lower()}")
+    (sm,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    services = [d for d in docs if d["kind"] == "Service"]
+    want = sm["spec"]["selector"]["matchLabels"]
+    picked = [s for s in services if all(s["metadata"]["labels"].get(k) == v for k, v in want.items())]
+    check(case, len(picked) == 1 and picked[0]["spec"].get("clusterIP") == "None",
+          f"the ServiceMonitor selects {[s['metadata']['name'] for s in picked]}, not only the headless Service")
+    (ep,) = sm["spec"]["endpoints"]
+    if picked:
+        check(case, ep["port"] in {p["name"] for p in picked[0]["spec"]["ports"]},
+              f"port {ep['port']} is not on the headless Service")
+    check(case, ep.get("path") == "/metrics", "the ServiceMonitor does not scrape /metrics")
+    check(case, ep.get("scheme", "http") == ("https" if api else "http"), f"scheme {ep.get('scheme')}")
 
 for f in failures:
     print("FAIL", f)

@@ -18,6 +18,8 @@ pub struct BrokerOps {
     /// Set once the MQTT listener accepts connections (readiness).
     pub listening: Arc<AtomicBool>,
     pub cluster: crate::cluster::Cluster,
+    /// What `GET /metrics` renders.
+    pub prometheus: prometheus_client::registry::Registry,
 }
 
 fn message(p: Publish) -> Result<Message, OpError> {
@@ -118,5 +120,9 @@ impl NodeOps for BrokerOps {
 
     fn limit_refused(&self) {
         inc(&self.broker.metrics.api_refused, 1);
+    }
+
+    fn prometheus(&self) -> String {
+        crate::prometheus::render(&self.prometheus)
     }
 }

@@ -217,6 +217,8 @@ pub struct ApiSettings {
     /// changes go through the API). Deployments pass it from a secret:
     /// `REALMQ_API__ROOT_PASSWORD`.
     pub root_password: String,
+    /// Whether `GET /metrics` needs API credentials (any user, viewers included).
+    pub metrics_auth: bool,
 }
 
 impl Default for ApiSettings {
@@ -228,6 +230,7 @@ impl Default for ApiSettings {
             max_text: 1024,
             max_topics: 128,
             root_password: DEFAULT_ROOT_PASSWORD.into(),
+            metrics_auth: false,
         }
     }
 }

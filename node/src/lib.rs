@@ -16,7 +16,8 @@
 //!   leader, status), forming and joining the cluster; the only tonic code
 //! - `api_ops.rs`: the broker operations the REST API calls (`realmq_api::NodeOps`)
 //! - `routing/`: topic rules, the subscription trie, per-message routing decisions
-//! - `retain.rs`: retained messages; `metrics.rs`: counters; `sys.rs`: `$SYS` topics
+//! - `retain.rs`: retained messages; `metrics.rs`: counters; `sys.rs`: `$SYS` topics;
+//!   `prometheus.rs`: the `GET /metrics` exposition
 //! - `tls.rs`: the certificates of the TLS listeners and HTTPS, reloaded when renewed
 //!
 //! ## How a message flows
@@ -46,6 +47,7 @@ mod fuzzing;
 pub mod message;
 pub mod metrics;
 pub mod mqtt;
+pub mod prometheus;
 pub mod retain;
 pub mod routing;
 pub mod session;
@@ -192,6 +194,7 @@ impl Node {
         }
 
         let listening = Arc::new(AtomicBool::new(false));
+        let http = realmq_api::metrics::HttpMetrics::default();
         let api_ctx = ApiContext::new(
             meta.writer.clone(),
             meta.registry.clone(),
@@ -199,6 +202,13 @@ impl Node {
                 broker: broker.clone(),
                 listening: listening.clone(),
                 cluster: cluster.clone(),
+                prometheus: prometheus::registry(
+                    broker.clone(),
+                    cluster.clone(),
+                    meta.raft.clone(),
+                    meta.writer.commit_seconds(),
+                    &http,
+                ),
             }),
             ApiConfig {
                 token_ttl: Duration::from_secs(config.api.token_ttl),
@@ -206,8 +216,10 @@ impl Node {
                 failed_login_limit: config.api.failed_login_limit,
                 max_text: config.api.max_text,
                 max_topics: config.api.max_topics,
+                metrics_auth: config.api.metrics_auth,
             },
-        );
+        )
+        .with_http_metrics(http);
         if runtime.block_on(until_quorum("create the default user", || {
             realmq_api::bootstrap(&api_ctx, &config.api.root_password)
         })) {

@@ -1,4 +1,5 @@
-//! Broker counters: plain relaxed atomics bumped on the hot path, read by `$SYS` and the API.
+//! Broker counters: plain relaxed atomics bumped on the hot path, read by `$SYS`, the API and
+//! the Prometheus endpoint (`prometheus.rs`) when asked.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -9,6 +10,11 @@ pub struct Metrics {
     pub connects_refused: AtomicU64,
     pub messages_received: AtomicU64,
     pub messages_sent: AtomicU64,
+    /// The same two, by QoS (0, 1, 2).
+    pub received_by_qos: [AtomicU64; 3],
+    pub sent_by_qos: [AtomicU64; 3],
+    /// CONNECTs refused for their credentials (bad user name or password, not authorized).
+    pub auth_failures: AtomicU64,
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     /// Dropped because a session queue was full.

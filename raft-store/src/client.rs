@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -108,6 +109,9 @@ struct Inner {
     origin: NodeId,
     epoch: u64,
     seq: std::sync::atomic::AtomicU64,
+    /// Seconds from proposing an entry (a batch of writes) to its commit and application on
+    /// this node, forwarding to the leader included; exported by the node's metrics.
+    commit_seconds: Histogram,
 }
 
 impl Writer {
@@ -125,6 +129,8 @@ impl Writer {
             origin,
             epoch,
             seq: std::sync::atomic::AtomicU64::new(0),
+            // 0.5 ms to about 8 s.
+            commit_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 15)),
         });
         let (queue, rx) = mpsc::unbounded_channel();
         let (barriers, brx) = mpsc::unbounded_channel();
@@ -139,6 +145,11 @@ impl Writer {
 
     pub fn raft(&self) -> &Raft {
         &self.inner.raft
+    }
+
+    /// The commit latency histogram (a handle: it reads the live values).
+    pub fn commit_seconds(&self) -> Histogram {
+        self.inner.commit_seconds.clone()
     }
 
     /// Proposes `cmd` and waits until it is committed and applied on this node; returns what
@@ -298,7 +309,11 @@ impl Inner {
             seq: self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
             cmd: Box::new(cmd),
         };
+        let started = Instant::now();
         let result = self.attempts(&tagged).await;
+        if result.is_ok() {
+            self.commit_seconds.observe(started.elapsed().as_secs_f64());
+        }
         let cmd = match tagged {
             Command::Tagged { cmd, .. } => *cmd,
             other => other,

@@ -22,6 +22,10 @@ pub struct Recorder {
 }
 
 impl NodeOps for Recorder {
+    fn prometheus(&self) -> String {
+        "# TYPE recorder_scrapes counter\nrecorder_scrapes_total 1\n# EOF\n".into()
+    }
+
     fn limit_refused(&self) {
         self.limits_refused
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -244,6 +244,12 @@ impl Broker {
 
     fn refused(&self, why: ConnectRefused) -> ConnectRefused {
         crate::metrics::inc(&self.metrics.connects_refused, 1);
+        if matches!(
+            why,
+            ConnectRefused::BadCredentials | ConnectRefused::NotAuthorized
+        ) {
+            crate::metrics::inc(&self.metrics.auth_failures, 1);
+        }
         why
     }
 

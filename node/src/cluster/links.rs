@@ -127,6 +127,18 @@ struct Link {
     notify: Notify,
     stop: CancellationToken,
     acked: watch::Sender<Acked>,
+    /// Connections to the peer that failed or ended, for the metrics.
+    failures: AtomicU64,
+}
+
+/// One link as the metrics see it.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkStats {
+    pub peer: NodeId,
+    pub up: bool,
+    /// Publishes queued or sent and not yet acknowledged.
+    pub queued: usize,
+    pub failures: u64,
 }
 
 /// The node's links to its peers; the broker's `Peering`.
@@ -162,6 +174,23 @@ impl Links {
             delivered: Mutex::new(HashMap::new()),
             dumps: Mutex::new(std::collections::HashSet::new()),
         })
+    }
+
+    /// Every link's state, by peer.
+    pub fn stats(&self) -> Vec<LinkStats> {
+        let mut out: Vec<LinkStats> = self
+            .links
+            .lock()
+            .iter()
+            .map(|(peer, link)| LinkStats {
+                peer: *peer,
+                up: link.acked.borrow().down_since.is_none(),
+                queued: link.pending.lock().len(),
+                failures: link.failures.load(Ordering::Relaxed),
+            })
+            .collect();
+        out.sort_by_key(|l| l.peer);
+        out
     }
 
     /// Attaches the broker and starts following the membership.
@@ -242,6 +271,7 @@ impl Links {
                         down_since: Some(Instant::now()),
                         tried: false,
                     }),
+                    failures: AtomicU64::new(0),
                 });
                 links.insert(*id, link.clone());
                 tokio::spawn(self.clone().run(*id, node.clone(), link));
@@ -279,6 +309,7 @@ impl Links {
                 a.down_since.get_or_insert_with(Instant::now);
                 a.tried = true;
             });
+            link.failures.fetch_add(1, Ordering::Relaxed);
             match result {
                 Ok(up) => {
                     warned = false;

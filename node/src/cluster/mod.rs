@@ -34,6 +34,7 @@ use realmq_raft_store::{Member, NodeAddr, RaftSettings};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+pub use links::LinkStats;
 pub use network::MAX_MESSAGE;
 use network::Peers;
 use server::{ClusterService, RaftService, Shared};
@@ -204,6 +205,11 @@ impl Cluster {
     pub fn link_broker(&self, broker: Arc<crate::broker::Broker>) {
         broker.set_takeover(Arc::new(sessions::Handovers(self.shared.clone())));
         self.links.start(broker, self.shared.raft.clone());
+    }
+
+    /// The links to the peers, for the metrics.
+    pub fn link_stats(&self) -> Vec<links::LinkStats> {
+        self.links.stats()
     }
 
     /// See `Links::peer_routes`.

@@ -365,6 +365,7 @@ impl Conn {
                 {
                     Some(bytes) => {
                         inc(&m.messages_sent, 1);
+                        inc(&m.sent_by_qos[delivery.qos as usize], 1);
                         inc(&m.bytes_sent, bytes as u64);
                     }
                     None => {
@@ -474,6 +475,7 @@ impl Conn {
     /// (what `mosquitto_pub -q 0` sends) is routed before the DISCONNECT is looked at.
     pub(super) fn publish(&self, packet_id: Option<u16>, msg: Message) -> Inbound {
         inc(&self.broker.metrics.messages_received, 1);
+        inc(&self.broker.metrics.received_by_qos[msg.qos as usize], 1);
         let qos2 = (msg.qos == QoS::ExactlyOnce).then_some(packet_id).flatten();
         if let Some(id) = qos2
             && self.session.lock().state.has_inbound_qos2(id)

@@ -81,6 +81,15 @@ impl SessionCell {
     }
 }
 
+/// What `Sessions::totals` adds up.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SessionTotals {
+    pub queued: usize,
+    pub queued_bytes: usize,
+    pub inflight: usize,
+    pub online: usize,
+}
+
 /// Result of opening a session for a new connection.
 pub struct Opened {
     pub cell: Arc<SessionCell>,
@@ -139,6 +148,21 @@ impl Sessions {
 
     pub fn len(&self) -> usize {
         self.map.lock().len()
+    }
+
+    /// Sums over every session, for the metrics: a walk over all of them, so for a scrape, not
+    /// the hot path.
+    pub fn totals(&self) -> SessionTotals {
+        let cells: Vec<Arc<SessionCell>> = self.map.lock().values().cloned().collect();
+        let mut t = SessionTotals::default();
+        for cell in cells {
+            let inner = cell.lock();
+            t.queued += inner.state.queued();
+            t.queued_bytes += inner.state.queued_bytes();
+            t.inflight += inner.state.inflight();
+            t.online += usize::from(inner.conn.is_some());
+        }
+        t
     }
 
     pub fn is_empty(&self) -> bool {

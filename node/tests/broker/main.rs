@@ -10,6 +10,7 @@ mod clients;
 mod closing;
 mod edge;
 mod limits;
+mod metrics;
 mod platform;
 mod qos;
 mod retain_will;
