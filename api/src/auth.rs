@@ -168,6 +168,24 @@ pub async fn authenticate_read(ctx: &ApiContext, caller: &Caller) -> Result<Prin
     Ok(who)
 }
 
+/// Who an `Authorization` header claims to be, unchecked, for the access log: the Basic user
+/// name, or `bearer` (never the password or the token).
+pub(crate) fn claimed_user(header: &str) -> String {
+    if header.starts_with("Bearer ") {
+        return "bearer".into();
+    }
+    header
+        .strip_prefix("Basic ")
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split_once(':').map(|(u, _)| u.to_string()))
+        .unwrap_or_default()
+}
+
 /// Authenticates a request from its `Authorization` header. Credentials are read locally, with
 /// the read barrier only on a miss (`ApiContext::lookup`): a write needs no barrier, since what
 /// it changes is checked again when it is applied.

@@ -10,6 +10,7 @@ use realmq_raft_store::client::Writer;
 
 use crate::error::ApiError;
 use crate::passwords::{CredentialCache, Passwords};
+use crate::routes::clients::{ClientView, Inspect, NodeStats, RouteView, SubscriptionView};
 
 /// A message to publish on the broker, as `POST /mqtt/publish` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +79,19 @@ pub trait NodeOps: Send + Sync + 'static {
     fn limit_refused(&self) {}
     /// The node's metrics in the Prometheus (OpenMetrics) text format, `GET /metrics`.
     fn prometheus(&self) -> String;
+    /// Connected clients on every reachable member, filtered as `query` says.
+    fn clients(&self, query: Inspect) -> BoxFuture<'static, Result<Vec<ClientView>, OpError>>;
+    /// Subscriptions of the sessions on every reachable member.
+    fn subscriptions(
+        &self,
+        query: Inspect,
+    ) -> BoxFuture<'static, Result<Vec<SubscriptionView>, OpError>>;
+    /// The topic filters each reachable member's sessions subscribe to.
+    fn routes(&self, query: Inspect) -> BoxFuture<'static, Result<Vec<RouteView>, OpError>>;
+    /// Each reachable member's figures.
+    fn stats(&self) -> BoxFuture<'static, Result<Vec<NodeStats>, OpError>>;
+    /// Disconnects `client_id` wherever it is connected; `NotFound` if it is not.
+    fn kick(&self, client_id: &str) -> BoxFuture<'static, Result<(), OpError>>;
 }
 
 /// One cluster member, as `GET /api/v1/nodes` lists it.
@@ -116,6 +130,8 @@ pub struct ApiConfig {
     pub max_topics: usize,
     /// Whether `GET /metrics` needs API credentials.
     pub metrics_auth: bool,
+    /// One INFO line per request (target `realmq::access`).
+    pub access_log: bool,
 }
 
 impl Default for ApiConfig {
@@ -127,6 +143,7 @@ impl Default for ApiConfig {
             max_text: 1024,
             max_topics: 128,
             metrics_auth: false,
+            access_log: false,
         }
     }
 }

@@ -46,14 +46,17 @@ pub use context::{
     ApiConfig, ApiContext, BoxFuture, NodeInfo, NodeOps, OpError, Properties, Publish,
 };
 pub use error::ApiError;
+pub use routes::clients::{ClientView, Inspect, NodeStats, RouteView, SubscriptionView};
 pub use routes::devices::registration_sign;
 pub use serve::{TlsSource, serve};
+pub use time::format_ms;
 
 use response::Reply;
 
 /// Every route, with rejections turned into the error envelope.
 pub fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
     let http = ctx.http.clone();
+    let access_log = ctx.config.access_log;
     routes::api_v1(ctx.clone())
         .or(metrics::routes(ctx))
         .unify()
@@ -68,6 +71,24 @@ pub fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
                 info.status().as_u16(),
                 info.elapsed(),
             );
+            if access_log {
+                let user = info
+                    .request_headers()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .map(auth::claimed_user)
+                    .unwrap_or_default();
+                tracing::info!(
+                    target: "realmq::access",
+                    method = %info.method(),
+                    path = info.path(),
+                    status = info.status().as_u16(),
+                    ms = info.elapsed().as_secs_f64() * 1000.0,
+                    user,
+                    peer = ?info.remote_addr(),
+                    "request"
+                );
+            }
         }))
         .map(warp::Reply::into_response)
         .boxed()

@@ -111,9 +111,17 @@ fn error_response(why: &str) -> utoipa::openapi::RefOr<utoipa::openapi::response
         routes::mqtt::publish_batch,
         routes::mqtt::subscribe_batch,
         routes::mqtt::unsubscribe_batch,
+        routes::clients::list,
+        routes::clients::get,
+        routes::clients::kick,
+        routes::clients::subscriptions,
+        routes::clients::route_list,
+        routes::clients::stats,
         openapi_json,
     ),
-    components(schemas(crate::response::Envelope, crate::response::PageMeta, crate::error::ErrorBody, crate::context::NodeInfo)),
+    components(schemas(crate::response::Envelope, crate::response::PageMeta, crate::error::ErrorBody, crate::context::NodeInfo,
+        crate::routes::clients::ClientView, crate::routes::clients::SubscriptionView,
+        crate::routes::clients::RouteView, crate::routes::clients::NodeStats)),
     modifiers(&SecuritySchemes, &ErrorResponses)
 )]
 pub struct ApiDoc;

@@ -1234,6 +1234,12 @@ async fn openapi_document_matches_the_routes() {
         ("POST", "/api/v1/mqtt/unsubscribe_batch"),
         ("GET", "/api/v1/nodes"),
         ("DELETE", "/api/v1/nodes/{id}"),
+        ("GET", "/api/v1/clients"),
+        ("GET", "/api/v1/clients/{clientid}"),
+        ("DELETE", "/api/v1/clients/{clientid}"),
+        ("GET", "/api/v1/subscriptions"),
+        ("GET", "/api/v1/routes"),
+        ("GET", "/api/v1/stats"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use realmq_api::{BoxFuture, NodeInfo, NodeOps, OpError, Publish};
+use realmq_api::{
+    BoxFuture, ClientView, Inspect, NodeInfo, NodeOps, NodeStats, OpError, Publish, RouteView,
+    SubscriptionView,
+};
 
 use crate::broker::{Broker, ProxyError, ProxyOp, PublishError, Published};
 use crate::message::{ByteString, Bytes, Message, MessageProperties, QoS};
@@ -50,6 +53,20 @@ fn message(p: Publish) -> Result<Message, OpError> {
             .message_expiry_interval
             .map(|s| Instant::now() + Duration::from_secs(u64::from(s))),
         publisher: p.client_id.map(|c| Arc::from(c.as_str())),
+    })
+}
+
+/// The members' rows, typed; a row a member encoded differently (a mixed-version cluster) is
+/// left out rather than failing the lookup.
+fn rows<T: serde::de::DeserializeOwned + Send + 'static>(
+    answer: BoxFuture<'static, Result<Vec<serde_json::Value>, OpError>>,
+) -> BoxFuture<'static, Result<Vec<T>, OpError>> {
+    Box::pin(async move {
+        Ok(answer
+            .await?
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect())
     })
 }
 
@@ -124,5 +141,29 @@ impl NodeOps for BrokerOps {
 
     fn prometheus(&self) -> String {
         crate::prometheus::render(&self.prometheus)
+    }
+
+    fn clients(&self, query: Inspect) -> BoxFuture<'static, Result<Vec<ClientView>, OpError>> {
+        rows(self.cluster.inspect(query))
+    }
+
+    fn subscriptions(
+        &self,
+        query: Inspect,
+    ) -> BoxFuture<'static, Result<Vec<SubscriptionView>, OpError>> {
+        rows(self.cluster.inspect(query))
+    }
+
+    fn routes(&self, query: Inspect) -> BoxFuture<'static, Result<Vec<RouteView>, OpError>> {
+        rows(self.cluster.inspect(query))
+    }
+
+    fn stats(&self) -> BoxFuture<'static, Result<Vec<NodeStats>, OpError>> {
+        rows(self.cluster.inspect(Inspect::Stats))
+    }
+
+    fn kick(&self, client_id: &str) -> BoxFuture<'static, Result<(), OpError>> {
+        let done = self.cluster.proxy(client_id, ProxyOp::Kick);
+        Box::pin(async move { done.await.map_err(op_error) })
     }
 }

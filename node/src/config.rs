@@ -117,6 +117,8 @@ pub struct LogConfig {
     /// `RUST_LOG`-style filter; the `RUST_LOG` variable, when set, wins.
     pub level: String,
     pub format: LogFormat,
+    /// One INFO line per REST request (method, path, status, duration, user).
+    pub access: bool,
 }
 
 impl Default for LogConfig {
@@ -124,6 +126,7 @@ impl Default for LogConfig {
         LogConfig {
             level: "info".into(),
             format: LogFormat::Text,
+            access: false,
         }
     }
 }

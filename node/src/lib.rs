@@ -217,6 +217,7 @@ impl Node {
                 max_text: config.api.max_text,
                 max_topics: config.api.max_topics,
                 metrics_auth: config.api.metrics_auth,
+                access_log: config.log.access,
             },
         )
         .with_http_metrics(http);

@@ -134,4 +134,18 @@ pub enum CloseReason {
     ServerShuttingDown,
     /// An administrator or the device registry revoked the client (0x87).
     NotAuthorized,
+    /// An operator disconnected the client (`DELETE /api/v1/clients/{id}`, 0x98).
+    Kicked,
+}
+
+impl CloseReason {
+    /// For the log.
+    pub fn describe(self) -> &'static str {
+        match self {
+            CloseReason::SessionTakenOver => "taken over by another connection",
+            CloseReason::ServerShuttingDown => "the node is shutting down",
+            CloseReason::NotAuthorized => "its credentials were revoked",
+            CloseReason::Kicked => "disconnected by an operator",
+        }
+    }
 }

@@ -65,6 +65,7 @@ macro_rules! member {
 }
 
 pub(crate) mod auth;
+pub(crate) mod clients;
 pub(crate) mod devices;
 pub(crate) mod health;
 pub(crate) mod mqtt;
@@ -98,7 +99,9 @@ pub fn api_v1(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
         .unify()
         .or(mqtt::routes(ctx.clone()))
         .unify()
-        .or(nodes::routes(ctx))
+        .or(nodes::routes(ctx.clone()))
+        .unify()
+        .or(clients::routes(ctx))
         .unify()
         .boxed()
 }

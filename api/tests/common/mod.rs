@@ -8,7 +8,10 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
-use realmq_api::{ApiConfig, ApiContext, BoxFuture, NodeInfo, NodeOps, OpError, Publish};
+use realmq_api::{
+    ApiConfig, ApiContext, BoxFuture, ClientView, Inspect, NodeInfo, NodeOps, NodeStats, OpError,
+    Publish, RouteView, SubscriptionView,
+};
 use serde_json::{Value, json};
 
 /// The broker side, as far as the API can tell: records what it was asked to do. The MQTT
@@ -22,6 +25,25 @@ pub struct Recorder {
 }
 
 impl NodeOps for Recorder {
+    fn clients(&self, _: Inspect) -> BoxFuture<'static, Result<Vec<ClientView>, OpError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn subscriptions(
+        &self,
+        _: Inspect,
+    ) -> BoxFuture<'static, Result<Vec<SubscriptionView>, OpError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn routes(&self, _: Inspect) -> BoxFuture<'static, Result<Vec<RouteView>, OpError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn stats(&self) -> BoxFuture<'static, Result<Vec<NodeStats>, OpError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+    fn kick(&self, client_id: &str) -> BoxFuture<'static, Result<(), OpError>> {
+        let id = client_id.to_string();
+        Box::pin(async move { Err(OpError::NotFound(format!("client {id:?} is not connected"))) })
+    }
     fn prometheus(&self) -> String {
         "# TYPE recorder_scrapes counter\nrecorder_scrapes_total 1\n# EOF\n".into()
     }

@@ -27,6 +27,8 @@ pub struct ConnectRequest {
     pub session_expiry: u32,
     /// The client's Receive Maximum (65535 for v3.1.1).
     pub receive_max: u16,
+    /// The keep-alive the client asked for, in seconds.
+    pub keep_alive: u16,
     pub username: Option<ByteString>,
     pub password: Option<Bytes>,
     pub peer: Option<SocketAddr>,
@@ -80,6 +82,8 @@ pub struct Closed {
     pub conn_id: u64,
     /// The will still registered: `None` after a normal DISCONNECT (reason 0x00).
     pub will: Option<Will>,
+    /// Why the server closed it, if it did.
+    pub server_reason: Option<CloseReason>,
 }
 
 /// MQTT wildcards (and NUL) in a client id or user name, which ACL placeholders would carry
@@ -89,7 +93,41 @@ fn has_wildcard(name: &str) -> bool {
 }
 
 impl Broker {
-    pub async fn connect(&self, mut req: ConnectRequest) -> Result<Accepted, ConnectRefused> {
+    /// Decides a CONNECT, and says so in the log (target `realmq::clients`, INFO: an operator
+    /// follows devices coming and going, and lowers it with `[log] level` when it is too much).
+    pub async fn connect(&self, req: ConnectRequest) -> Result<Accepted, ConnectRefused> {
+        let (client_id, username, peer, protocol) = (
+            req.client_id.clone(),
+            req.username.clone(),
+            req.peer,
+            req.protocol,
+        );
+        let ip = peer.map(|p| p.ip().to_string()).unwrap_or_default();
+        let decided = self.admit(req).await;
+        match &decided {
+            Ok(a) => tracing::info!(
+                target: "realmq::clients",
+                client_id = %a.client.client_id,
+                username = a.client.username.as_deref().unwrap_or(""),
+                %ip,
+                ?protocol,
+                session_present = a.present,
+                "client connected"
+            ),
+            Err(why) => tracing::info!(
+                target: "realmq::clients",
+                client_id = %client_id,
+                username = username.as_deref().unwrap_or(""),
+                %ip,
+                ?protocol,
+                reason = ?why,
+                "client refused"
+            ),
+        }
+        decided
+    }
+
+    async fn admit(&self, mut req: ConnectRequest) -> Result<Accepted, ConnectRefused> {
         let limit = i64::try_from(self.limits.max_connections).unwrap_or(i64::MAX);
         if self.metrics.connections.load(Ordering::Relaxed) >= limit {
             inc(&self.metrics.connections_refused, 1);
@@ -145,7 +183,16 @@ impl Broker {
             cap => req.session_expiry.min(cap),
         };
         let window = usize::from(req.receive_max.min(self.limits.max_inflight).max(1));
-        let link = ConnLink::new(self.next_conn_id.fetch_add(1, Ordering::Relaxed));
+        let link = ConnLink::with_info(
+            self.next_conn_id.fetch_add(1, Ordering::Relaxed),
+            crate::session::ConnInfo {
+                peer: req.peer,
+                protocol: Some(req.protocol),
+                keep_alive: req.keep_alive,
+                clean_start: req.clean_start,
+                connected_at: chrono::Utc::now().timestamp_millis(),
+            },
+        );
         // A session resumed from another node is taken over from it after registering.
         let previous_owner = if req.clean_start {
             None
@@ -261,7 +308,15 @@ impl Broker {
             session,
             conn_id,
             will,
+            server_reason,
         } = closed;
+        tracing::info!(
+            target: "realmq::clients",
+            client_id = %client.client_id,
+            username = client.username.as_deref().unwrap_or(""),
+            reason = server_reason.map_or("closed by the client or the network", CloseReason::describe),
+            "client disconnected"
+        );
         match self.sessions.detach(&session, conn_id) {
             // A takeover that resumed the session cancels the will; one that started afresh ended
             // the old session, which makes the will due [MQTT-3.1.2-8, v5 §3.1.2.5].

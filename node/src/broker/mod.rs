@@ -10,12 +10,14 @@
 //! - `persist.rs`: what the broker records in the replicated store, and restoring it at start-up
 //! - `applied.rs`: following writes applied on any node (kicks, retained messages, takeovers)
 //! - `remote.rs`: routes to other nodes' subscribers and the `Peering` seam that forwards to them
-//! - `proxy.rs`: subscriptions an operator adds to or removes from a client's session
+//! - `proxy.rs`: subscriptions an operator adds to or removes from a client's session, kicks
+//! - `inspect.rs`: clients, subscriptions, routes and figures as operators look them up
 //! - `handover.rs`: a persistent session moving to another node with what it had not delivered
 //! - `spool.rs`: offline sessions' queued messages on disk, so they survive a restart
 
 mod applied;
 mod handover;
+mod inspect;
 mod lifecycle;
 mod persist;
 mod proxy;

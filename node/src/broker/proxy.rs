@@ -1,9 +1,10 @@
-//! Proxy subscriptions: a subscription added to or removed from a client's session on behalf of
-//! an operator (the REST API), decided as the client's own SUBSCRIBE would be. The node that
-//! holds the session applies them; `cluster/` carries the request there from any other node.
+//! Proxy operations: a subscription added to or removed from a client's session on behalf of
+//! an operator (the REST API), decided as the client's own SUBSCRIBE would be, and an operator's
+//! kick. The node that holds the session applies them; `cluster/` carries the request there from
+//! any other node.
 
 use crate::auth::ClientInfo;
-use crate::message::{ByteString, QoS, SubOptions};
+use crate::message::{ByteString, CloseReason, QoS, SubOptions};
 use crate::routing::topic::parse_filter;
 
 use super::{Broker, SubRequest, SubResult};
@@ -24,8 +25,15 @@ pub enum ProxyError {
 /// A proxy operation as it travels to the node holding the session.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum ProxyOp {
-    Subscribe { filter: String, qos: u8 },
-    Unsubscribe { filter: String },
+    Subscribe {
+        filter: String,
+        qos: u8,
+    },
+    Unsubscribe {
+        filter: String,
+    },
+    /// Disconnect the client (`DELETE /api/v1/clients/{id}`); its session stays.
+    Kick,
 }
 
 impl Broker {
@@ -46,54 +54,77 @@ impl Broker {
 
     /// Applies `op` to the session held here.
     pub fn proxy(&self, client_id: &str, op: &ProxyOp) -> Result<(), ProxyError> {
-        let filter = match op {
-            ProxyOp::Subscribe { filter, .. } | ProxyOp::Unsubscribe { filter } => filter,
-        };
-        parse_filter(filter)
-            .map_err(|e| ProxyError::Invalid(format!("topic filter {filter:?}: {e}")))?;
-        let gone = || ProxyError::NotFound(format!("client {client_id:?} has no session"));
-        let session = self.sessions.get(client_id).ok_or_else(gone)?;
         match op {
-            ProxyOp::Subscribe { qos, .. } => {
-                let qos = QoS::from_u8(*qos)
-                    .ok_or_else(|| ProxyError::Invalid("qos must be 0, 1 or 2".into()))?;
-                // Decided by the ACL as the session's own user's subscription would be.
-                let client = ClientInfo {
-                    client_id: session.client_id.clone(),
-                    username: session.lock().username.clone(),
-                    // An operator's request: the device's isolation does not bind it.
-                    scope: None,
-                };
-                let request = SubRequest {
-                    filter: ByteString::from(filter.clone()),
-                    opts: SubOptions {
-                        qos,
-                        ..SubOptions::default()
-                    },
-                };
-                match self.subscribe(&session, &client, vec![request]).as_slice() {
-                    [SubResult::Granted(_)] => Ok(()),
-                    [SubResult::NotAuthorized] => Err(ProxyError::Denied(format!(
-                        "the ACL denies {client_id:?} subscribing to {filter:?}"
-                    ))),
-                    [SubResult::SessionGone] => Err(gone()),
-                    [SubResult::QuotaExceeded] => Err(ProxyError::Invalid(format!(
-                        "client {client_id:?} holds max_subscriptions subscriptions already"
-                    ))),
-                    _ => Err(ProxyError::Invalid(format!(
-                        "topic filter {filter:?} is invalid"
-                    ))),
-                }
-            }
-            ProxyOp::Unsubscribe { .. } => {
-                if self.unsubscribe(&session, &[ByteString::from(filter.clone())]) == [true] {
+            ProxyOp::Kick => {
+                if self.kick(client_id, CloseReason::Kicked) {
+                    tracing::info!(client_id, "disconnected by an operator");
                     Ok(())
                 } else {
                     Err(ProxyError::NotFound(format!(
-                        "client {client_id:?} has no subscription to {filter:?}"
+                        "client {client_id:?} is not connected"
                     )))
                 }
             }
+            ProxyOp::Subscribe { filter, qos } => self.proxy_subscribe(client_id, filter, *qos),
+            ProxyOp::Unsubscribe { filter } => self.proxy_unsubscribe(client_id, filter),
         }
     }
+
+    fn proxy_subscribe(&self, client_id: &str, filter: &str, qos: u8) -> Result<(), ProxyError> {
+        parse_filter(filter)
+            .map_err(|e| ProxyError::Invalid(format!("topic filter {filter:?}: {e}")))?;
+        let session = self
+            .sessions
+            .get(client_id)
+            .ok_or_else(|| gone(client_id))?;
+        let qos =
+            QoS::from_u8(qos).ok_or_else(|| ProxyError::Invalid("qos must be 0, 1 or 2".into()))?;
+        // Decided by the ACL as the session's own user's subscription would be.
+        let client = ClientInfo {
+            client_id: session.client_id.clone(),
+            username: session.lock().username.clone(),
+            // An operator's request: the device's isolation does not bind it.
+            scope: None,
+        };
+        let request = SubRequest {
+            filter: ByteString::from(filter),
+            opts: SubOptions {
+                qos,
+                ..SubOptions::default()
+            },
+        };
+        match self.subscribe(&session, &client, vec![request]).as_slice() {
+            [SubResult::Granted(_)] => Ok(()),
+            [SubResult::NotAuthorized] => Err(ProxyError::Denied(format!(
+                "the ACL denies {client_id:?} subscribing to {filter:?}"
+            ))),
+            [SubResult::SessionGone] => Err(gone(client_id)),
+            [SubResult::QuotaExceeded] => Err(ProxyError::Invalid(format!(
+                "client {client_id:?} holds max_subscriptions subscriptions already"
+            ))),
+            _ => Err(ProxyError::Invalid(format!(
+                "topic filter {filter:?} is invalid"
+            ))),
+        }
+    }
+
+    fn proxy_unsubscribe(&self, client_id: &str, filter: &str) -> Result<(), ProxyError> {
+        parse_filter(filter)
+            .map_err(|e| ProxyError::Invalid(format!("topic filter {filter:?}: {e}")))?;
+        let session = self
+            .sessions
+            .get(client_id)
+            .ok_or_else(|| gone(client_id))?;
+        if self.unsubscribe(&session, &[ByteString::from(filter)]) == [true] {
+            Ok(())
+        } else {
+            Err(ProxyError::NotFound(format!(
+                "client {client_id:?} has no subscription to {filter:?}"
+            )))
+        }
+    }
+}
+
+fn gone(client_id: &str) -> ProxyError {
+    ProxyError::NotFound(format!("client {client_id:?} has no session"))
 }

@@ -239,6 +239,22 @@ impl Cluster {
         })
     }
 
+    /// `query`'s rows from every member that answers (see `sessions::inspect`).
+    pub fn inspect(
+        &self,
+        query: realmq_api::Inspect,
+    ) -> BoxFuture<'static, Result<Vec<serde_json::Value>, OpError>> {
+        let shared = self.shared.clone();
+        let broker = self.links.broker.get().cloned();
+        Box::pin(async move {
+            let broker =
+                broker.ok_or_else(|| OpError::Unavailable("this node is still starting".into()))?;
+            sessions::inspect(&shared, &broker, &query)
+                .await
+                .map_err(OpError::Unavailable)
+        })
+    }
+
     /// See `membership::leave_if_learner`.
     pub async fn leave_if_learner(&self) {
         membership::leave_if_learner(&self.shared).await

@@ -67,6 +67,13 @@ impl pb::peer_server::Peer for PeerService {
     ) -> Result<Response<pb::HandoverReply>, Status> {
         super::sessions::serve_handover(self.broker()?, req.into_inner())
     }
+
+    async fn inspect(
+        &self,
+        req: Request<pb::InspectRequest>,
+    ) -> Result<Response<pb::InspectReply>, Status> {
+        super::sessions::serve_inspect(self.broker()?, req.into_inner())
+    }
 }
 
 impl Links {

@@ -161,3 +161,60 @@ pub fn serve_handover(
         wire::encode_undelivered(&undelivered).map_err(|e| Status::internal(e.to_string()))?;
     Ok(Response::new(pb::HandoverReply { undelivered }))
 }
+
+/// How long a member may take to answer an operator's lookup before it is left out.
+const INSPECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `query`'s rows from every member that answers within `INSPECT_TIMEOUT`; this node's own
+/// without a round trip. A member that does not answer is left out (and logged): a lookup
+/// shows what can be seen rather than failing while a node is down.
+pub async fn inspect(
+    shared: &Shared,
+    broker: &Broker,
+    query: &realmq_api::Inspect,
+) -> Result<Vec<serde_json::Value>, String> {
+    let encoded = serde_json::to_vec(query).map_err(|e| e.to_string())?;
+    let members: Vec<u64> = shared.membership().nodes().map(|(id, _)| *id).collect();
+    let asks = members.into_iter().map(|node| {
+        let encoded = encoded.clone();
+        async move {
+            if node == broker.node_id {
+                return Ok(broker.inspect(query));
+            }
+            let mut client = peer_client(shared, node)?;
+            let request = pb::InspectRequest {
+                query: encoded.into(),
+            };
+            let reply = tokio::time::timeout(INSPECT_TIMEOUT, client.inspect(request))
+                .await
+                .map_err(|_| "timed out".to_string())?
+                .map_err(|s| describe(&s))?
+                .into_inner();
+            serde_json::from_slice::<Vec<serde_json::Value>>(&reply.rows).map_err(|e| e.to_string())
+        }
+    });
+    let mut rows = Vec::new();
+    for (i, answer) in futures::future::join_all(asks)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        match answer {
+            Ok(r) => rows.extend(r),
+            Err(e) => tracing::warn!(member = i, error = %e, "a member did not answer a lookup"),
+        }
+    }
+    Ok(rows)
+}
+
+/// The receiving side of `inspect`.
+pub fn serve_inspect(
+    broker: &Broker,
+    req: pb::InspectRequest,
+) -> Result<Response<pb::InspectReply>, Status> {
+    let query: realmq_api::Inspect = serde_json::from_slice(&req.query)
+        .map_err(|e| Status::invalid_argument(format!("undecodable lookup: {e}")))?;
+    let rows =
+        serde_json::to_vec(&broker.inspect(&query)).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(pb::InspectReply { rows: rows.into() }))
+}

@@ -217,6 +217,7 @@ impl Wire {
                 CloseReason::SessionTakenOver => Dr::SessionTakenOver,
                 CloseReason::ServerShuttingDown => Dr::ServerShuttingDown,
                 CloseReason::NotAuthorized => Dr::NotAuthorized,
+                CloseReason::Kicked => Dr::AdministrativeAction,
             },
         );
     }
@@ -542,6 +543,7 @@ impl Conn {
             session: self.session.clone(),
             conn_id: self.link.conn_id,
             will: self.will.borrow_mut().take().map(|w| *w),
+            server_reason: self.link.close_requested(),
         });
     }
 }

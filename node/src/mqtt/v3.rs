@@ -88,6 +88,7 @@ async fn connect<F: Filter>(
         // A clean session ends with the connection; a persistent one never expires.
         session_expiry: if pkt.clean_session { 0 } else { u32::MAX },
         receive_max: u16::MAX,
+        keep_alive: pkt.keep_alive,
         username: pkt.username,
         password: pkt.password,
         peer: io.query::<PeerAddr>().get().map(|a| a.0),

@@ -53,6 +53,7 @@ pub(super) async fn connect(
         clean_start: pkt.clean_start,
         session_expiry: pkt.session_expiry_interval_secs,
         receive_max: pkt.receive_max.map_or(u16::MAX, NonZeroU16::get),
+        keep_alive: pkt.keep_alive,
         username: pkt.username.clone(),
         password: pkt.password.clone(),
         peer: hs.io().query::<PeerAddr>().get().map(|a| a.0),

@@ -15,15 +15,33 @@ use crate::message::CloseReason;
 #[derive(Debug)]
 pub struct ConnLink {
     pub conn_id: u64,
+    /// What the connection said about itself, for `GET /api/v1/clients`.
+    pub info: ConnInfo,
     /// Wakes the connection's writer task: queued messages, a freed window, or a close request.
     notify: Notify,
     close: Mutex<Option<CloseReason>>,
 }
 
+/// A connection as operators look it up.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnInfo {
+    pub peer: Option<std::net::SocketAddr>,
+    pub protocol: Option<crate::message::Protocol>,
+    pub keep_alive: u16,
+    pub clean_start: bool,
+    /// Milliseconds since the Unix epoch.
+    pub connected_at: i64,
+}
+
 impl ConnLink {
     pub fn new(conn_id: u64) -> Arc<ConnLink> {
+        ConnLink::with_info(conn_id, ConnInfo::default())
+    }
+
+    pub fn with_info(conn_id: u64, info: ConnInfo) -> Arc<ConnLink> {
         Arc::new(ConnLink {
             conn_id,
+            info,
             notify: Notify::new(),
             close: Mutex::new(None),
         })

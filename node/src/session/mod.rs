@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::message::{Delivery, Will};
-pub use link::ConnLink;
+pub use link::{ConnInfo, ConnLink};
 pub use state::{DropPolicy, InflightFlow, Outgoing, Pushed, SessionState, Undelivered};
 
 pub type ClientId = Arc<str>;
@@ -150,12 +150,16 @@ impl Sessions {
         self.map.lock().len()
     }
 
+    /// Every session, as of now (for operators' lookups; not for the hot path).
+    pub fn cells(&self) -> Vec<Arc<SessionCell>> {
+        self.map.lock().values().cloned().collect()
+    }
+
     /// Sums over every session, for the metrics: a walk over all of them, so for a scrape, not
     /// the hot path.
     pub fn totals(&self) -> SessionTotals {
-        let cells: Vec<Arc<SessionCell>> = self.map.lock().values().cloned().collect();
         let mut t = SessionTotals::default();
-        for cell in cells {
+        for cell in self.cells() {
             let inner = cell.lock();
             t.queued += inner.state.queued();
             t.queued_bytes += inner.state.queued_bytes();
