@@ -90,6 +90,12 @@ pub trait NodeOps: Send + Sync + 'static {
     fn routes(&self, query: Inspect) -> BoxFuture<'static, Result<Vec<RouteView>, OpError>>;
     /// Each reachable member's figures.
     fn stats(&self) -> BoxFuture<'static, Result<Vec<NodeStats>, OpError>>;
+    /// Each reachable member's rows for `query`, as the member encoded them (`GET
+    /// /api/v1/metrics` passes them on as they are).
+    fn inspect(
+        &self,
+        query: Inspect,
+    ) -> BoxFuture<'static, Result<Vec<serde_json::Value>, OpError>>;
     /// Disconnects `client_id` wherever it is connected; `NotFound` if it is not.
     fn kick(&self, client_id: &str) -> BoxFuture<'static, Result<(), OpError>>;
 }

@@ -117,6 +117,7 @@ fn error_response(why: &str) -> utoipa::openapi::RefOr<utoipa::openapi::response
         routes::clients::subscriptions,
         routes::clients::route_list,
         routes::clients::stats,
+        routes::clients::metrics,
         openapi_json,
     ),
     components(schemas(crate::response::Envelope, crate::response::PageMeta, crate::error::ErrorBody, crate::context::NodeInfo,

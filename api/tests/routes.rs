@@ -1240,6 +1240,7 @@ async fn openapi_document_matches_the_routes() {
         ("GET", "/api/v1/subscriptions"),
         ("GET", "/api/v1/routes"),
         ("GET", "/api/v1/stats"),
+        ("GET", "/api/v1/metrics"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

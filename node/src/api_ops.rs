@@ -162,6 +162,13 @@ impl NodeOps for BrokerOps {
         rows(self.cluster.inspect(Inspect::Stats))
     }
 
+    fn inspect(
+        &self,
+        query: Inspect,
+    ) -> BoxFuture<'static, Result<Vec<serde_json::Value>, OpError>> {
+        self.cluster.inspect(query)
+    }
+
     fn kick(&self, client_id: &str) -> BoxFuture<'static, Result<(), OpError>> {
         let done = self.cluster.proxy(client_id, ProxyOp::Kick);
         Box::pin(async move { done.await.map_err(op_error) })

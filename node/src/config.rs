@@ -17,6 +17,7 @@ use crate::auth::AclRule;
 use crate::routing::ShareStrategy;
 use crate::routing::topic::validate_filter;
 use crate::session::DropPolicy;
+use crate::webhook::WebhookConfig;
 
 /// The commented default configuration, printed by `realmq generate-config`.
 pub const DEFAULT_TOML: &str = include_str!("../realmq.toml");
@@ -68,6 +69,8 @@ pub struct Config {
     pub api: ApiSettings,
     pub cluster: ClusterSettings,
     pub acl: Vec<AclRule>,
+    /// `[[webhook]]` entries: events POSTed as JSON (`webhook.rs`).
+    pub webhook: Vec<WebhookConfig>,
 }
 
 impl Default for Config {
@@ -99,6 +102,7 @@ impl Default for Config {
             api: ApiSettings::default(),
             cluster: ClusterSettings::default(),
             acl: Vec::new(),
+            webhook: Vec::new(),
         }
     }
 }
@@ -540,6 +544,25 @@ impl Config {
         }
         if self.api.max_body < 1024 {
             errs.push("api.max_body must be at least 1024 bytes".into());
+        }
+        for (i, hook) in self.webhook.iter().enumerate() {
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                errs.push(format!(
+                    "webhook[{i}].url {:?} is not an http(s) URL",
+                    hook.url
+                ));
+            }
+            if hook.events.is_empty() {
+                errs.push(format!("webhook[{i}].events names no event"));
+            }
+            if let Err(e) = validate_filter(&hook.topic) {
+                errs.push(format!("webhook[{i}].topic {:?}: {e}", hook.topic));
+            }
+            if hook.queue == 0 || hook.timeout_ms == 0 {
+                errs.push(format!(
+                    "webhook[{i}].queue and timeout_ms must be at least 1"
+                ));
+            }
         }
         for (i, rule) in self.acl.iter().enumerate() {
             let probe = rule.topic.replace("%c", "c").replace("%u", "u");

@@ -19,6 +19,7 @@
 //! - `retain.rs`: retained messages; `metrics.rs`: counters; `sys.rs`: `$SYS` topics;
 //!   `prometheus.rs`: the `GET /metrics` exposition
 //! - `tls.rs`: the certificates of the TLS listeners and HTTPS, reloaded when renewed
+//! - `webhook.rs`: `[[webhook]]` entries, events POSTed without holding up the broker
 //!
 //! ## How a message flows
 //!
@@ -54,6 +55,7 @@ pub mod session;
 pub mod sys;
 pub mod telemetry;
 pub mod tls;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -162,6 +164,11 @@ impl Node {
             meta.writer.clone(),
             meta.registry.clone(),
         );
+        if !config.webhook.is_empty() {
+            let hooks = webhook::Webhooks::start(config.node_id, &config.webhook, runtime.handle())
+                .context("failed to set up the webhooks")?;
+            let _ = broker.webhooks.set(hooks);
+        }
         let counted = broker.clone();
         cluster.count_connections(Arc::new(move || {
             u64::try_from(counted.metrics.connections.load(Ordering::Relaxed)).unwrap_or(0)

@@ -260,6 +260,14 @@ impl Collector for NodeCollector {
                 ([("limit", "api")], m.api_refused),
             ],
         )?;
+        if let Some(hooks) = b.webhooks.get() {
+            counter(
+                e,
+                "realmq_webhook_dropped",
+                "Webhook events dropped: a full queue, or failed after their retries",
+                hooks.dropped.load(std::sync::atomic::Ordering::Relaxed),
+            )?;
+        }
         self.encode_raft(e)?;
         self.encode_peers(e)?;
         encode_process(e)

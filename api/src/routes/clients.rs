@@ -1,6 +1,7 @@
 //! Connected clients, subscriptions, routes and statistics, cluster-wide (EMQX v4's operator
 //! endpoints): `GET /api/v1/clients` and `/clients/{clientid}`, `DELETE /clients/{clientid}`
-//! (kick), `GET /api/v1/subscriptions`, `/routes`, `/stats`. Every node answers for the whole
+//! (kick), `GET /api/v1/subscriptions`, `/routes`, `/stats`, `/metrics` (the counters as JSON,
+//! for the console; Prometheus scrapes `GET /metrics`). Every node answers for the whole
 //! cluster: the node asks each member for what it holds (`NodeOps`), then filters and pages.
 
 use serde::{Deserialize, Serialize};
@@ -82,6 +83,7 @@ pub enum Inspect {
         topic: Option<String>,
     },
     Stats,
+    Metrics,
 }
 
 pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
@@ -95,6 +97,8 @@ pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
         .or(collection!(get ctx, "routes", route_list))
         .unify()
         .or(collection!(get ctx, "stats", stats))
+        .unify()
+        .or(collection!(get ctx, "metrics", metrics))
         .unify()
         .boxed()
 }
@@ -194,5 +198,14 @@ pub(crate) async fn stats(ctx: &ApiContext, auth: &Caller, _q: &Query) -> ApiRes
     authenticate_read(ctx, auth).await?;
     let mut rows = ctx.node.stats().await?;
     rows.sort_by_key(|s| s.node);
+    data(rows)
+}
+
+#[utoipa::path(get, path = "/api/v1/metrics", tag = "clients", security(("basic" = []), ("bearer" = [])),
+    responses((status = 200, description = "Each reachable node's counters (`node` and one field per counter, as in `$SYS` and `GET /metrics`)", body = crate::response::Envelope)))]
+pub(crate) async fn metrics(ctx: &ApiContext, auth: &Caller, _q: &Query) -> ApiResult {
+    authenticate_read(ctx, auth).await?;
+    let mut rows = ctx.node.inspect(Inspect::Metrics).await?;
+    rows.sort_by_key(|r| r["node"].as_u64());
     data(rows)
 }

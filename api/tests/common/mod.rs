@@ -40,6 +40,9 @@ impl NodeOps for Recorder {
     fn stats(&self) -> BoxFuture<'static, Result<Vec<NodeStats>, OpError>> {
         Box::pin(async { Ok(Vec::new()) })
     }
+    fn inspect(&self, _: Inspect) -> BoxFuture<'static, Result<Vec<Value>, OpError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
     fn kick(&self, client_id: &str) -> BoxFuture<'static, Result<(), OpError>> {
         let id = client_id.to_string();
         Box::pin(async move { Err(OpError::NotFound(format!("client {id:?} is not connected"))) })

@@ -31,6 +31,7 @@ impl Broker {
                 .map(serde_json::to_value)
                 .collect(),
             Inspect::Stats => serde_json::to_value(self.node_stats()).map(|v| vec![v]),
+            Inspect::Metrics => self.metrics_row().map(|v| vec![v]),
         };
         rows.unwrap_or_default()
     }
@@ -116,6 +117,30 @@ impl Broker {
                 node: self.node_id,
             })
             .collect()
+    }
+
+    /// Every counter of `metrics.rs`, with the node's id.
+    fn metrics_row(&self) -> Result<Value, serde_json::Error> {
+        let mut row = serde_json::to_value(self.metrics.snapshot())?;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        if let Value::Object(m) = &mut row {
+            m.insert("node".into(), self.node_id.into());
+            m.insert(
+                "auth_failures".into(),
+                load(&self.metrics.auth_failures).into(),
+            );
+            for (q, (r, s)) in self
+                .metrics
+                .received_by_qos
+                .iter()
+                .zip(&self.metrics.sent_by_qos)
+                .enumerate()
+            {
+                m.insert(format!("messages_received_qos{q}"), load(r).into());
+                m.insert(format!("messages_sent_qos{q}"), load(s).into());
+            }
+        }
+        Ok(row)
     }
 
     fn node_stats(&self) -> NodeStats {

@@ -104,6 +104,10 @@ impl Broker {
         );
         let ip = peer.map(|p| p.ip().to_string()).unwrap_or_default();
         let decided = self.admit(req).await;
+        if let (Some(hooks), Ok(a)) = (self.webhooks.get(), &decided) {
+            hooks.client_connected(&a.client, &ip, protocol);
+            self.device_status(hooks, &a.client, true);
+        }
         match &decided {
             Ok(a) => tracing::info!(
                 target: "realmq::clients",
@@ -125,6 +129,21 @@ impl Broker {
             ),
         }
         decided
+    }
+
+    /// Tells the hooks that want it when a registered device's connection comes or goes.
+    fn device_status(&self, hooks: &crate::webhook::Webhooks, client: &ClientInfo, online: bool) {
+        if !hooks.wants_devices() {
+            return;
+        }
+        let Some(username) = client.username.as_deref() else {
+            return;
+        };
+        if let Ok(Some(d)) = self.registry.device_by_username(username) {
+            let device =
+                serde_json::json!({"id": d.id, "name": d.name, "product_id": d.product_id});
+            hooks.device_status(client, &device, online);
+        }
     }
 
     async fn admit(&self, mut req: ConnectRequest) -> Result<Accepted, ConnectRefused> {
@@ -317,6 +336,12 @@ impl Broker {
             reason = server_reason.map_or("closed by the client or the network", CloseReason::describe),
             "client disconnected"
         );
+        if let Some(hooks) = self.webhooks.get() {
+            let reason =
+                server_reason.map_or("closed by the client or the network", CloseReason::describe);
+            hooks.client_disconnected(&client, reason);
+            self.device_status(hooks, &client, false);
+        }
         match self.sessions.detach(&session, conn_id) {
             // A takeover that resumed the session cancels the will; one that started afresh ended
             // the old session, which makes the will due [MQTT-3.1.2-8, v5 §3.1.2.5].

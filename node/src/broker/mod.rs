@@ -85,6 +85,8 @@ pub struct Broker {
     /// Sessions that moved to another node, waiting for it to take their messages.
     stash: handover::Stash,
     spool: std::sync::OnceLock<spool::Spool>,
+    /// The `[[webhook]]` entries, when there are any.
+    pub webhooks: std::sync::OnceLock<crate::webhook::Webhooks>,
 }
 
 impl Broker {
@@ -117,6 +119,7 @@ impl Broker {
             takeover: Default::default(),
             stash: Default::default(),
             spool: Default::default(),
+            webhooks: Default::default(),
         })
     }
 
@@ -152,6 +155,9 @@ impl Broker {
         {
             inc(&self.metrics.denied, 1);
             return Err(PublishError::NotAuthorized);
+        }
+        if let Some(hooks) = self.webhooks.get() {
+            hooks.message_publish(from, &msg);
         }
         let msg = Arc::new(msg);
         let mut replicated = None;

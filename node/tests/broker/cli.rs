@@ -12,13 +12,24 @@ fn invalid_config_exits_non_zero_listing_every_problem() {
     let cfg = dir.path().join("bad.toml");
     std::fs::write(
         &cfg,
-        "node_id = 0\nmqtt_addr = \"nowhere\"\n[mqtt]\nmax_inflight = 0\n",
+        "node_id = 0\nmqtt_addr = \"nowhere\"\nws_addr = \"web\"\ntls_key = \"k.pem\"\n\
+         [mqtt]\nmax_inflight = 0\n\
+         [[webhook]]\nurl = \"ftp://x\"\nevents = []\ntopic = \"a/#/b\"\n",
     )
     .unwrap();
     let out = realmq().arg("--config").arg(&cfg).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    for needle in ["node_id", "mqtt_addr", "max_inflight"] {
+    for needle in [
+        "node_id",
+        "mqtt_addr",
+        "max_inflight",
+        "ws_addr",
+        "tls_cert and tls_key",
+        "webhook[0].url",
+        "webhook[0].events",
+        "webhook[0].topic",
+    ] {
         assert!(err.contains(needle), "{needle} missing from:\n{err}");
     }
     assert!(!err.contains("panicked"), "{err}");

@@ -19,4 +19,5 @@ mod retain_will;
 mod routing;
 mod session;
 mod tls;
+mod webhooks;
 mod websocket;

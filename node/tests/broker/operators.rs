@@ -115,6 +115,15 @@ async fn clients_subscriptions_routes_and_kicks() {
     assert_eq!(stats["data"][0]["node"], 1);
     assert_eq!(stats["data"][0]["connections"], 2);
     assert_eq!(stats["data"][0]["subscriptions"], 3);
+    // The counters as JSON, for the console.
+    let metrics = get(&node, "/api/v1/metrics").await;
+    assert_eq!(metrics["data"][0]["node"], 1);
+    assert_eq!(metrics["data"][0]["connections"], 2);
+    assert!(metrics["data"][0]["connects_total"].as_u64().unwrap() >= 2);
+    assert!(
+        metrics["data"][0]["messages_received_qos1"].is_u64(),
+        "{metrics}"
+    );
 
     // A viewer may look but not kick; an administrator kicks (5.0 hears why).
     let viewer = json!({"username": "vic", "password": "secret1", "role": "viewer"});
