@@ -2,7 +2,8 @@
 //!
 //! ## Layout
 //!
-//! - `config.rs`: the one `Config` (defaults < TOML file < `REALMQ_*` env < flags), `validate()`
+//! - `config/`: the one `Config` (defaults < TOML file < `REALMQ_*` env < flags), `validate()`;
+//!   `flags.rs`, the command line
 //! - `telemetry.rs`: the tracing subscriber
 //! - `message.rs`: broker-level `Message`, `Delivery`, `QoS`, `Will`; no ntex types
 //! - `mqtt/`: the only ntex-mqtt code: listener, the v3.1.1 driver, the v5 adapter, the writer

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
@@ -72,42 +73,39 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> fmt::Resu
     g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
-/// A counter family: one value per label set.
+/// A family of constant metrics (`ConstCounter`s or `ConstGauge`s), one per label set.
+fn family<'a, L: EncodeLabelSet + 'a, M: EncodeMetric>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    values: impl IntoIterator<Item = (&'a L, M)>,
+) -> fmt::Result {
+    let mut family = e.encode_descriptor(name, help, None, kind)?;
+    for (labels, metric) in values {
+        metric.encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
 fn counters<L: EncodeLabelSet>(
     e: &mut DescriptorEncoder,
     name: &str,
     help: &str,
     values: &[(L, u64)],
 ) -> fmt::Result {
-    let mut family = e.encode_descriptor(
-        name,
-        help,
-        None,
-        prometheus_client::metrics::MetricType::Counter,
-    )?;
-    for (labels, v) in values {
-        ConstCounter::new(*v).encode(family.encode_family(labels)?)?;
-    }
-    Ok(())
+    let metrics = values.iter().map(|(l, v)| (l, ConstCounter::new(*v)));
+    family(e, name, help, MetricType::Counter, metrics)
 }
 
-/// A gauge family: one value per label set.
 fn gauges<L: EncodeLabelSet>(
     e: &mut DescriptorEncoder,
     name: &str,
     help: &str,
     values: &[(L, i64)],
 ) -> fmt::Result {
-    let mut family = e.encode_descriptor(
-        name,
-        help,
-        None,
-        prometheus_client::metrics::MetricType::Gauge,
-    )?;
-    for (labels, v) in values {
-        ConstGauge::new(*v).encode(family.encode_family(labels)?)?;
-    }
-    Ok(())
+    let metrics = values.iter().map(|(l, v)| (l, ConstGauge::new(*v)));
+    family(e, name, help, MetricType::Gauge, metrics)
 }
 
 fn int(v: usize) -> i64 {

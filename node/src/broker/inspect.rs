@@ -99,17 +99,26 @@ impl Broker {
     /// The distinct filters this node's sessions subscribe to; with `topic`, those a message on
     /// it would match (a topic name), or that filter itself (a filter).
     fn route_views(&self, topic: Option<&str>) -> Vec<RouteView> {
-        let filters: BTreeSet<String> = self
-            .subscription_views(None)
-            .into_iter()
-            .map(|s| s.topic)
-            .filter(|f| match topic {
-                None => true,
-                Some(t) if t.contains(['+', '#']) => f == t,
-                // A shared subscription routes as its filter: `$share/{group}/{filter}`.
-                Some(t) => filter_matches(unshared(f), t),
-            })
-            .collect();
+        let mut filters = BTreeSet::new();
+        for cell in self.sessions.cells() {
+            let inner = cell.lock();
+            if inner.ended {
+                continue;
+            }
+            filters.extend(
+                inner
+                    .state
+                    .subscriptions
+                    .keys()
+                    .filter(|f| match topic {
+                        None => true,
+                        Some(t) if t.contains(['+', '#']) => &***f == t,
+                        // A shared subscription routes as its filter: `$share/{group}/{filter}`.
+                        Some(t) => filter_matches(unshared(f), t),
+                    })
+                    .map(|f| f.to_string()),
+            );
+        }
         filters
             .into_iter()
             .map(|topic| RouteView {

@@ -329,16 +329,16 @@ impl Broker {
             will,
             server_reason,
         } = closed;
+        let reason =
+            server_reason.map_or("closed by the client or the network", CloseReason::describe);
         tracing::info!(
             target: "realmq::clients",
             client_id = %client.client_id,
             username = client.username.as_deref().unwrap_or(""),
-            reason = server_reason.map_or("closed by the client or the network", CloseReason::describe),
+            reason,
             "client disconnected"
         );
         if let Some(hooks) = self.webhooks.get() {
-            let reason =
-                server_reason.map_or("closed by the client or the network", CloseReason::describe);
             hooks.client_disconnected(&client, reason);
             self.device_status(hooks, &client, false);
         }

@@ -3,9 +3,12 @@
 //! kick. The node that holds the session applies them; `cluster/` carries the request there from
 //! any other node.
 
+use std::sync::Arc;
+
 use crate::auth::ClientInfo;
 use crate::message::{ByteString, CloseReason, QoS, SubOptions};
 use crate::routing::topic::parse_filter;
+use crate::session::SessionCell;
 
 use super::{Broker, SubRequest, SubResult};
 
@@ -70,13 +73,15 @@ impl Broker {
         }
     }
 
-    fn proxy_subscribe(&self, client_id: &str, filter: &str, qos: u8) -> Result<(), ProxyError> {
+    /// The session a subscribe or unsubscribe with `filter` acts on, once the filter is valid.
+    fn proxy_target(&self, client_id: &str, filter: &str) -> Result<Arc<SessionCell>, ProxyError> {
         parse_filter(filter)
             .map_err(|e| ProxyError::Invalid(format!("topic filter {filter:?}: {e}")))?;
-        let session = self
-            .sessions
-            .get(client_id)
-            .ok_or_else(|| gone(client_id))?;
+        self.sessions.get(client_id).ok_or_else(|| gone(client_id))
+    }
+
+    fn proxy_subscribe(&self, client_id: &str, filter: &str, qos: u8) -> Result<(), ProxyError> {
+        let session = self.proxy_target(client_id, filter)?;
         let qos =
             QoS::from_u8(qos).ok_or_else(|| ProxyError::Invalid("qos must be 0, 1 or 2".into()))?;
         // Decided by the ACL as the session's own user's subscription would be.
@@ -109,12 +114,7 @@ impl Broker {
     }
 
     fn proxy_unsubscribe(&self, client_id: &str, filter: &str) -> Result<(), ProxyError> {
-        parse_filter(filter)
-            .map_err(|e| ProxyError::Invalid(format!("topic filter {filter:?}: {e}")))?;
-        let session = self
-            .sessions
-            .get(client_id)
-            .ok_or_else(|| gone(client_id))?;
+        let session = self.proxy_target(client_id, filter)?;
         if self.unsubscribe(&session, &[ByteString::from(filter)]) == [true] {
             Ok(())
         } else {
