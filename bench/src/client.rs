@@ -3,14 +3,15 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU16;
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use ntex::codec::{Decoder, Encoder};
 use ntex_bytes::{BytePages, ByteString, Bytes, BytesMut};
 use ntex_mqtt::{v3, v5};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpSocket;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Version {
@@ -220,10 +221,35 @@ pub struct Login {
     pub keep_alive: u16,
     /// 3.1.1 Clean Session / 5.0 Clean Start; without it (3.1.1) the session persists.
     pub clean: bool,
+    /// MQTT over TLS, verifying the broker against this configuration's roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
+/// A TLS client configuration trusting the CA certificates in the PEM file `ca`.
+pub fn tls_config(ca: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).context("reading the CA file")? {
+        roots.add(cert?)?;
+    }
+    // The broker's provider (see node/src/tls.rs).
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The read side of a connection, plain TCP or TLS (reads are batched, so the indirection
+/// costs nothing measurable).
+type Rd = Box<dyn AsyncRead + Unpin + Send>;
+type Wr = Box<dyn AsyncWrite + Unpin + Send>;
+
 pub struct Reader {
-    rd: OwnedReadHalf,
+    rd: Rd,
     buf: BytesMut,
     codec: Codec,
 }
@@ -252,7 +278,7 @@ impl Reader {
 }
 
 pub struct Writer {
-    wr: OwnedWriteHalf,
+    wr: Wr,
     pub out: BytePages,
     pub codec: Codec,
 }
@@ -317,7 +343,21 @@ pub async fn connect(
     }
     let stream = socket.connect(addr).await.context("tcp connect")?;
     stream.set_nodelay(true)?;
-    let (rd, wr) = stream.into_split();
+    let (rd, wr): (Rd, Wr) = match &login.tls {
+        None => {
+            let (rd, wr) = stream.into_split();
+            (Box::new(rd), Box::new(wr))
+        }
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, stream)
+                .await
+                .context("tls handshake")?;
+            let (rd, wr) = tokio::io::split(tls);
+            (Box::new(rd), Box::new(wr))
+        }
+    };
     let codec = Codec::new(login.version);
     let mut writer = Writer {
         wr,

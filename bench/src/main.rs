@@ -60,7 +60,7 @@ struct TakeoverArgs {
 struct Common {
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
-    #[arg(long, default_value_t = 1883)]
+    #[arg(long, env = "REALMQ_BENCH_PORT", default_value_t = 1883)]
     port: u16,
     #[arg(long, value_enum, default_value = "3")]
     version: Version,
@@ -80,6 +80,9 @@ struct Common {
     /// Stop after this many seconds.
     #[arg(long, default_value_t = 10)]
     duration: u64,
+    /// Connect over TLS, trusting the CA certificate(s) in this PEM file.
+    #[arg(long, env = "REALMQ_BENCH_CAFILE")]
+    cafile: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -138,8 +141,12 @@ fn target(c: &Common) -> anyhow::Result<SocketAddr> {
         .context("host did not resolve")
 }
 
+/// The TLS client configuration from `--cafile`, loaded once in `main`.
+static TLS: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+
 fn login(c: &Common, i: usize, role: &str) -> Login {
     Login {
+        tls: TLS.get().cloned(),
         version: c.version,
         client_id: format!("{}-{role}", pattern(&c.client_id, i)),
         username: c.username.as_deref().map(|u| pattern(u, i)),
@@ -560,6 +567,14 @@ fn own_cpu_seconds() -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let common = match &cli.mode {
+        Mode::Conn(a) => &a.common,
+        Mode::Pubsub(a) => &a.common,
+        Mode::Takeover(a) => &a.common,
+    };
+    if let Some(ca) = &common.cafile {
+        let _ = TLS.set(client::tls_config(ca)?);
+    }
     let (cpu0, wall0) = (own_cpu_seconds(), Instant::now());
     // One thread: the generator's share of the machine is one core (pin it with taskset), and
     // a second thread on that core would only add context switches to the latencies measured.

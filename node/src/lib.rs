@@ -24,12 +24,12 @@
 //!
 //! ## How a message flows
 //!
-//! CONNECT → `mqtt/preface.rs` (spawns the connection's task) → `mqtt/v3.rs::connect` or
-//! `mqtt/v5.rs::connect` → `Broker::connect` (`broker/lifecycle.rs`: auth seam, session
-//! registered through raft and awaited, `Sessions::open`, takeover) → CONNACK →
-//! the connection's writer starts (`v3::run`'s loop, or the v5 writer task in `mqtt/conn.rs`).
+//! CONNECT → `mqtt/preface.rs` (spawns the connection's task, `mqtt/driver.rs::serve`) →
+//! `mqtt/v3.rs::connect` or `mqtt/v5.rs::connect` → `Broker::connect` (`broker/lifecycle.rs`:
+//! auth seam, session registered through raft and awaited, `Sessions::open`, takeover) →
+//! CONNACK → the connection's loop starts (`driver::run`: packets in, deliveries out).
 //!
-//! SUBSCRIBE → `mqtt/v3.rs::handle` or `mqtt/v5.rs::SessionLayer` → `Broker::subscribe`
+//! SUBSCRIBE → `mqtt/v3.rs::handle` or `mqtt/v5.rs::handle` → `Broker::subscribe`
 //! (`broker/subscribe.rs`) → `Router::subscribe` (`routing/topic_tree.rs`) → retained messages
 //! queued to the session.
 //!

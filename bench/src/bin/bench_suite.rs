@@ -57,6 +57,8 @@ impl Broker {
 
 struct Scenario {
     name: &'static str,
+    /// Over TLS (both brokers' TLS listener, the same certificate).
+    tls: bool,
     /// What is compared, each with its target: fields of the generator's summary.
     metrics: &'static [(&'static str, &'static str)],
     higher_is_better: bool,
@@ -78,22 +80,49 @@ fn scenarios(a: &Args) -> Vec<Scenario> {
             name: "qos0_fanin_100_to_1",
             metrics: &[("received_per_s", ">= 2.0x")],
             higher_is_better: true,
+            tls: false,
+            args: pubsub(&["--publishers", "100", "--subscribers", "1", "--qos", "0"]),
+        },
+        Scenario {
+            name: "tls_qos0_fanin_100_to_1",
+            metrics: &[("received_per_s", ">= 2.0x")],
+            higher_is_better: true,
+            tls: true,
             args: pubsub(&["--publishers", "100", "--subscribers", "1", "--qos", "0"]),
         },
         Scenario {
             name: "qos1_fanin_100_to_1",
+            tls: false,
             metrics: &[("received_per_s", ">= 1.5x")],
             higher_is_better: true,
             args: pubsub(&["--publishers", "100", "--subscribers", "1", "--qos", "1"]),
         },
         Scenario {
             name: "fanout_1_to_100",
+            tls: false,
             metrics: &[("received_per_s", ">= 1.5x")],
             higher_is_better: true,
             args: pubsub(&["--publishers", "1", "--subscribers", "100", "--qos", "0"]),
         },
         Scenario {
+            name: "v5_qos0_fanin_100_to_1",
+            tls: false,
+            metrics: &[("received_per_s", ">= 2.0x")],
+            higher_is_better: true,
+            args: pubsub(&[
+                "--publishers",
+                "100",
+                "--subscribers",
+                "1",
+                "--qos",
+                "0",
+                "--version",
+                "5",
+            ]),
+        },
+        Scenario {
             name: "latency_at_10k",
+            tls: false,
             metrics: &[
                 ("latency_ms.p50", "<= mosquitto"),
                 ("latency_ms.p99", "<= mosquitto and <= 1 ms"),
@@ -123,7 +152,51 @@ fn free_port() -> anyhow::Result<u16> {
 struct Running {
     child: Child,
     port: u16,
+    /// The MQTT-over-TLS listener.
+    tls_port: u16,
+    /// RealMQ's REST API (for `/metrics`).
+    api_port: Option<u16>,
     _dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn port(&self, tls: bool) -> u16 {
+        if tls { self.tls_port } else { self.port }
+    }
+}
+
+/// The CA and server certificate both brokers' TLS listeners use, made for this run.
+struct Certs {
+    _dir: tempfile::TempDir,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Certs {
+    fn new() -> anyhow::Result<Certs> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir()?;
+        let mut ca = CertificateParams::new(Vec::<String>::new())?;
+        ca.distinguished_name.push(DnType::CommonName, "bench CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate()?;
+        let ca_pem = ca.self_signed(&ca_key)?.pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
+        let key = KeyPair::generate()?;
+        let cert = leaf.signed_by(&key, &issuer)?.pem();
+        let paths = Certs {
+            ca: dir.path().join("ca.pem"),
+            cert: dir.path().join("server.pem"),
+            key: dir.path().join("server.key"),
+            _dir: dir,
+        };
+        std::fs::write(&paths.ca, ca_pem)?;
+        std::fs::write(&paths.cert, cert)?;
+        std::fs::write(&paths.key, key.serialize_pem())?;
+        Ok(paths)
+    }
 }
 
 impl Drop for Running {
@@ -138,17 +211,21 @@ fn pinned(cpu: &str, program: &Path) -> Command {
     c
 }
 
-fn start(a: &Args, broker: Broker) -> anyhow::Result<Running> {
+fn start(a: &Args, certs: &Certs, broker: Broker) -> anyhow::Result<Running> {
     let dir = tempfile::tempdir()?;
-    let port = free_port()?;
+    let (port, tls_port) = (free_port()?, free_port()?);
+    let api_port = (broker == Broker::RealMq).then(free_port).transpose()?;
+    let (cert, key) = (certs.cert.display(), certs.key.display());
     let child = match broker {
         Broker::Mosquitto => {
             let conf = dir.path().join("mosquitto.conf");
             // Equivalent settings: no persistence, unlimited in-flight, a deep queue, no Nagle.
+            // `user root`: started as root, Mosquitto would otherwise drop to its own user,
+            // which cannot read the key in this run's private temporary directory.
             std::fs::write(
                 &conf,
                 format!(
-                    "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 100000\nset_tcp_nodelay true\nlog_dest none\n"
+                    "listener {port} 127.0.0.1\nlistener {tls_port} 127.0.0.1\ncertfile {cert}\nkeyfile {key}\nallow_anonymous true\nuser root\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 100000\nset_tcp_nodelay true\nlog_dest none\n"
                 ),
             )?;
             pinned(&a.broker_cpu, &a.mosquitto)
@@ -174,26 +251,38 @@ fn start(a: &Args, broker: Broker) -> anyhow::Result<Running> {
                     "--mqtt-addr",
                     &format!("127.0.0.1:{port}"),
                     "--api-addr",
-                    "127.0.0.1:0",
+                    &format!("127.0.0.1:{}", api_port.unwrap_or(0)),
                     "--cluster-addr",
                     "127.0.0.1:0",
                     "--ws-addr",
                     "",
+                    "--wss-addr",
+                    "",
+                    "--mqtts-addr",
+                    &format!("127.0.0.1:{tls_port}"),
                 ])
+                .arg("--tls-cert")
+                .arg(&certs.cert)
+                .arg("--tls-key")
+                .arg(&certs.key)
                 .stdout(Stdio::null())
                 .spawn()?
         }
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("{} did not listen on {port}", broker.name());
+    for p in [port, tls_port] {
+        while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
+            if Instant::now() > deadline {
+                bail!("{} did not listen on {p}", broker.name());
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
     Ok(Running {
         child,
         port,
+        tls_port,
+        api_port,
         _dir: dir,
     })
 }
@@ -229,15 +318,29 @@ fn lookup(v: &Value, path: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Runs the generator against `port` and returns its summary plus CPU use of both sides.
-fn generate(a: &Args, port: u16, broker_pid: u32, gen_args: &[String]) -> anyhow::Result<Value> {
+/// The generator, pinned, against `port`, over TLS trusting `ca` if given.
+fn generator(a: &Args, port: u16, ca: Option<&Path>) -> Command {
+    let mut c = Command::new("taskset");
+    c.args(["-c", &a.generator_cpu]).arg(&a.bench);
+    c.env("REALMQ_BENCH_PORT", port.to_string());
+    if let Some(ca) = ca {
+        c.env("REALMQ_BENCH_CAFILE", ca);
+    }
+    c
+}
+
+/// Runs the generator and returns its summary plus CPU use of both sides.
+fn generate(
+    a: &Args,
+    run: &Running,
+    ca: Option<&Path>,
+    gen_args: &[String],
+) -> anyhow::Result<Value> {
+    let broker_pid = run.child.id();
     let b0 = cpu_ticks(broker_pid);
     let started = Instant::now();
-    let child = Command::new("taskset")
-        .args(["-c", &a.generator_cpu])
-        .arg(&a.bench)
+    let child = generator(a, run.port(ca.is_some()), ca)
         .args(gen_args)
-        .args(["--port", &port.to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
@@ -250,20 +353,46 @@ fn generate(a: &Args, port: u16, broker_pid: u32, gen_args: &[String]) -> anyhow
     Ok(v)
 }
 
-fn idle_run(a: &Args, broker: Broker) -> anyhow::Result<Value> {
+/// An idle-connection run: clients that connect and only keep alive.
+struct Idle {
+    name: &'static str,
+    version: &'static str,
+    tls: bool,
+}
+
+const IDLE: [Idle; 3] = [
+    Idle {
+        name: "idle_connections",
+        version: "3",
+        tls: false,
+    },
+    Idle {
+        name: "idle_connections_v5",
+        version: "5",
+        tls: false,
+    },
+    Idle {
+        name: "idle_connections_tls",
+        version: "3",
+        tls: true,
+    },
+];
+
+fn idle_run(a: &Args, certs: &Certs, broker: Broker, idle: &Idle) -> anyhow::Result<Value> {
     let limit = rlimit_nofile();
     // Each connection costs the broker one descriptor and the generator one; keep a margin.
     let n = a.idle.min(limit.saturating_sub(200) as usize);
-    let run = start(a, broker)?;
+    let run = start(a, certs, broker)?;
     let pid = run.child.id();
     std::thread::sleep(Duration::from_millis(500));
     let (rss0, cpu0) = (rss_kib(pid), cpu_ticks(pid));
     let hold = 8 + n as u64 / 2000;
-    let child = Command::new("taskset")
-        .args(["-c", &a.generator_cpu])
-        .arg(&a.bench)
+    let ca = idle.tls.then_some(certs.ca.as_path());
+    let child = generator(a, run.port(idle.tls), ca)
         .args([
             "conn",
+            "--version",
+            idle.version,
             "-c",
             &n.to_string(),
             "--rate",
@@ -274,8 +403,6 @@ fn idle_run(a: &Args, broker: Broker) -> anyhow::Result<Value> {
             "127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5",
             "--duration",
             &hold.to_string(),
-            "--port",
-            &run.port.to_string(),
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -283,6 +410,7 @@ fn idle_run(a: &Args, broker: Broker) -> anyhow::Result<Value> {
     // Measure once the connections are open and settled, before the generator lets go.
     std::thread::sleep(Duration::from_secs(hold.saturating_sub(3)));
     let (rss1, cpu1) = (rss_kib(pid), cpu_ticks(pid));
+    let scrape_ms = run.api_port.map(scrape_ms);
     let out = child.wait_with_output()?;
     let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(json!({}));
     let connected = v["connected"].as_f64().unwrap_or(0.0).max(1.0);
@@ -293,7 +421,27 @@ fn idle_run(a: &Args, broker: Broker) -> anyhow::Result<Value> {
         "bytes_per_connection": (rss1.saturating_sub(rss0) * 1024) as f64 / connected,
         "cpu_us_per_connect": (cpu1 - cpu0) as f64 / TICKS_PER_S * 1e6 / connected,
         "connect_ms": v["connect_ms"],
+        "metrics_scrape_ms": scrape_ms,
     }))
+}
+
+/// The median time of five `GET /metrics` on RealMQ's API port, in milliseconds.
+fn scrape_ms(api_port: u16) -> f64 {
+    use std::io::{Read, Write};
+    let mut times: Vec<f64> = (0..5)
+        .filter_map(|_| {
+            let t = Instant::now();
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()?;
+            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+                .ok()?;
+            let mut body = Vec::new();
+            s.read_to_end(&mut body).ok()?;
+            body.starts_with(b"HTTP/1.1 200")
+                .then(|| t.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times.get(times.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn rlimit_nofile() -> u64 {
@@ -327,6 +475,7 @@ fn num(x: f64) -> String {
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    let certs = Certs::new()?;
     let mut results: BTreeMap<&str, BTreeMap<&str, Vec<Value>>> = BTreeMap::new();
     for rep in 0..a.reps {
         // Interleave: alternate which broker goes first in each repetition.
@@ -337,9 +486,10 @@ fn main() -> anyhow::Result<()> {
         };
         for s in scenarios(&a) {
             for b in order {
-                let run = start(&a, b)?;
+                let run = start(&a, &certs, b)?;
                 eprintln!("rep {} {} {} ...", rep + 1, s.name, b.name());
-                let v = generate(&a, run.port, run.child.id(), &s.args)?;
+                let ca = s.tls.then_some(certs.ca.as_path());
+                let v = generate(&a, &run, ca, &s.args)?;
                 for (metric, _) in s.metrics {
                     eprintln!("  {metric} = {:.3}", lookup(&v, metric));
                 }
@@ -355,16 +505,18 @@ fn main() -> anyhow::Result<()> {
                     .push(v);
             }
         }
-        for b in order {
-            eprintln!("rep {} idle_connections {} ...", rep + 1, b.name());
-            let v = idle_run(&a, b)?;
-            eprintln!("  {v}");
-            results
-                .entry("idle_connections")
-                .or_default()
-                .entry(b.name())
-                .or_default()
-                .push(v);
+        for idle in &IDLE {
+            for b in order {
+                eprintln!("rep {} {} {} ...", rep + 1, idle.name, b.name());
+                let v = idle_run(&a, &certs, b, idle)?;
+                eprintln!("  {v}");
+                results
+                    .entry(idle.name)
+                    .or_default()
+                    .entry(b.name())
+                    .or_default()
+                    .push(v);
+            }
         }
     }
 
@@ -429,27 +581,52 @@ fn main() -> anyhow::Result<()> {
             "raw": per,
         });
     }
-    let idle = &results["idle_connections"];
-    for key in ["bytes_per_connection", "cpu_us_per_connect"] {
-        let m = |b: &str| {
-            stats(
-                &idle[b]
-                    .iter()
-                    .map(|v| v[key].as_f64().unwrap_or(f64::NAN))
-                    .collect::<Vec<_>>(),
-            )
-        };
-        let (mq, rq) = (m("mosquitto"), m("realmq"));
-        table.push(format!(
-            "| idle_connections | {key} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.2}x | {} | |",
-            mq["min"].as_f64().unwrap_or(0.0), mq["median"].as_f64().unwrap_or(0.0), mq["max"].as_f64().unwrap_or(0.0),
-            rq["min"].as_f64().unwrap_or(0.0), rq["median"].as_f64().unwrap_or(0.0), rq["max"].as_f64().unwrap_or(0.0),
-            mq["median"].as_f64().unwrap_or(f64::NAN) / rq["median"].as_f64().unwrap_or(f64::NAN),
-            if key == "bytes_per_connection" { "<= 4096 B" } else { "reported" },
-        ));
-        report["scenarios"][format!("idle_{key}")] = json!({"mosquitto": mq, "realmq": rq});
+    for Idle { name, .. } in IDLE {
+        let idle = &results[name];
+        for key in ["bytes_per_connection", "cpu_us_per_connect"] {
+            let m = |b: &str| {
+                stats(
+                    &idle[b]
+                        .iter()
+                        .map(|v| v[key].as_f64().unwrap_or(f64::NAN))
+                        .collect::<Vec<_>>(),
+                )
+            };
+            let (mq, rq) = (m("mosquitto"), m("realmq"));
+            let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+            table.push(format!(
+                "| {name} | {key} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.2}x | {} | |",
+                f(&mq, "min"),
+                f(&mq, "median"),
+                f(&mq, "max"),
+                f(&rq, "min"),
+                f(&rq, "median"),
+                f(&rq, "max"),
+                f(&mq, "median") / f(&rq, "median"),
+                if key == "bytes_per_connection" {
+                    "<= 4096 B"
+                } else {
+                    "reported"
+                },
+            ));
+            report["scenarios"][format!("{name}_{key}")] = json!({"mosquitto": mq, "realmq": rq});
+        }
+        report["scenarios"][format!("{name}_raw")] = json!(idle);
     }
-    report["scenarios"]["idle_connections_raw"] = json!(idle);
+    // `/metrics` while the 3.1.1 idle run held its connections open (RealMQ only).
+    let scrapes: Vec<f64> = results["idle_connections"]["realmq"]
+        .iter()
+        .filter_map(|v| v["metrics_scrape_ms"].as_f64())
+        .collect();
+    let sc = stats(&scrapes);
+    table.push(format!(
+        "| idle_connections | metrics_scrape_ms ({} connections) | | {} / {} / {} | | reported | |",
+        a.idle,
+        num(sc["min"].as_f64().unwrap_or(f64::NAN)),
+        num(sc["median"].as_f64().unwrap_or(f64::NAN)),
+        num(sc["max"].as_f64().unwrap_or(f64::NAN)),
+    ));
+    report["scenarios"]["metrics_scrape_ms"] = sc;
     println!(
         "| scenario | metric | mosquitto min / median / max | realmq min / median / max | ratio | target | generator CPU (mosquitto / realmq runs) |"
     );

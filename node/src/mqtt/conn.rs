@@ -1,236 +1,35 @@
-//! `Conn`: one accepted connection on its ntex worker, and its writer task.
+//! `Conn`: one accepted connection on its ntex worker, the state `driver::run` and both
+//! versions' packet handling share.
 //!
-//! For v5, ntex-mqtt decodes packets and runs the CONNECT handshake and keep-alive (for 3.1.1,
-//! `v3::serve` does all of that itself, in the same connection future as the writer). The QoS
-//! flows in both directions are RealMQ's own: a broker must choose outbound packet ids and DUP flags itself to
-//! resume sessions, must keep inbound QoS 2 state across reconnects, and must route a PUBLISH even
-//! when the client already closed the socket behind it (ntex-mqtt 9.0's dispatcher drops those).
-//! So the v5 session middleware (`SessionLayer` here, its packet handling in `v5.rs`) and the v3
-//! driver answer PUBLISH, the acks and SUBSCRIBE itself through the methods here, and outbound
-//! PUBLISH / PUBREL packets are encoded straight into the connection's write buffer from two
-//! places on the worker thread: the writer (woken by `ConnLink` when deliveries are queued) and the
-//! packet handling (when an ack frees window).
+//! The QoS flows in both directions are RealMQ's own: a broker must choose outbound packet ids
+//! and DUP flags itself to resume sessions, must keep inbound QoS 2 state across reconnects, and
+//! must route a PUBLISH even when the client already closed the socket behind it. Outbound
+//! PUBLISH / PUBREL packets are encoded straight into the connection's write buffer from the
+//! connection's loop, when `ConnLink` wakes it (deliveries are queued) and when an ack frees
+//! window.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::num::{NonZeroU16, NonZeroU32};
+use std::num::NonZeroU16;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ntex::codec::Encoder;
 use ntex::io::IoRef;
-use ntex::service::Middleware;
-use ntex_bytes::{BytePages, Bytes, BytesMut};
+use ntex_bytes::{Bytes, BytesMut};
 use ntex_mqtt::{v3, v5};
 
 use crate::auth::ClientInfo;
 use crate::broker::{Broker, Closed, Confirm, PublishError, Published};
-use crate::message::{ByteString, CloseReason, Delivery, Message, QoS, Will};
+use crate::message::{ByteString, Message, QoS, Will};
 use crate::metrics::inc;
 use crate::session::{ConnLink, Outgoing, SessionCell};
 
 use super::linger::Socket;
-
-/// ntex-bytes copies appended data up to this size into the current page; larger `Bytes`
-/// (payloads, Correlation Data) become pages of their own.
-const APPEND_COPY_LIMIT: usize = 4096;
-
-/// Encodes `item` into the write buffer. With `copy`, the packet is encoded aside and copied in:
-/// ntex-net 4.0's tokio writer sends from a moved-from copy of any page short enough to be
-/// stored inline, and appending a large `Bytes` right behind a lone PUBLISH header leaves the
-/// header in such a page (the subscriber would receive garbage in its place).
-fn encode<C: Encoder>(io: &IoRef, codec: &C, item: C::Item, copy: bool) -> bool {
-    if !copy {
-        return io.encode(item, codec).is_ok();
-    }
-    let mut scratch = BytePages::default();
-    codec.encodev(item, &mut scratch).is_ok()
-        && std::iter::from_fn(|| scratch.take()).all(|page| io.encode_slice(page.as_ref()).is_ok())
-}
+use super::wire::Wire;
 
 /// Most packets one flush encodes before yielding to other connections on the worker.
 const FLUSH_BATCH: usize = 256;
-
-/// The version-specific encoder of outbound packets.
-pub(super) enum Wire {
-    /// 3.1.1 connections are driven by `v3::serve`, which owns the connection outright.
-    V3 { codec: super::guard::V3Codec },
-    /// Boxed: the variant is several times the size of `V3`, and every 3.1.1 connection would
-    /// pay for it.
-    V5(Box<V5Wire>),
-}
-
-pub(super) struct V5Wire {
-    pub(super) codec: v5::codec::Codec,
-    pub(super) sink: v5::MqttSink,
-    pub(super) aliases: RefCell<OutAliases>,
-}
-
-/// Server-to-client topic aliases (v5): the first `max` distinct topics get an alias; later
-/// messages to them carry the alias and an empty topic. `max` is the smaller of the client's
-/// Topic Alias Maximum and the server's `max_outbound_topic_aliases`, so a client cannot make the
-/// broker keep an alias table of 65,535 topics per connection.
-#[derive(Default)]
-pub(super) struct OutAliases {
-    map: HashMap<ByteString, NonZeroU16>,
-    max: u16,
-}
-
-impl OutAliases {
-    pub(super) fn new(client_max: u16, server_max: u16) -> Self {
-        OutAliases {
-            map: HashMap::new(),
-            max: client_max.min(server_max),
-        }
-    }
-
-    /// Returns (alias, whether the topic must still be sent).
-    pub(super) fn resolve(&mut self, topic: &ByteString) -> (Option<NonZeroU16>, bool) {
-        if let Some(a) = self.map.get(topic) {
-            return (Some(*a), false);
-        }
-        // Aliases are 1..=max and never reused: once all are taken, new topics go by name.
-        let next = u16::try_from(self.map.len() + 1)
-            .ok()
-            .filter(|n| *n <= self.max)
-            .and_then(NonZeroU16::new);
-        if let Some(alias) = next {
-            self.map.insert(topic.clone(), alias);
-        }
-        (next, true)
-    }
-}
-
-fn qos3(q: QoS) -> v3::QoS {
-    match q {
-        QoS::AtMostOnce => v3::QoS::AtMostOnce,
-        QoS::AtLeastOnce => v3::QoS::AtLeastOnce,
-        QoS::ExactlyOnce => v3::QoS::ExactlyOnce,
-    }
-}
-
-impl Wire {
-    /// Encodes one PUBLISH; returns its approximate size, or `None` if it exceeds the client's
-    /// Maximum Packet Size and was discarded [MQTT-3.1.2-25].
-    fn publish(
-        &self,
-        io: &IoRef,
-        packet_id: Option<u16>,
-        dup: bool,
-        d: &Delivery,
-        expiry: Option<u32>,
-    ) -> Option<usize> {
-        let packet_id = packet_id.and_then(NonZeroU16::new);
-        let payload = d.msg.payload.clone();
-        let size = 5 + d.msg.topic.len() + payload.len();
-        let ok = match self {
-            Wire::V3 { codec, .. } => {
-                let pkt = v3::codec::Publish {
-                    dup,
-                    retain: d.retain,
-                    qos: qos3(d.qos),
-                    topic: d.msg.topic.clone(),
-                    packet_id,
-                    payload_size: payload.len() as u32,
-                };
-                let copy = payload.len() > APPEND_COPY_LIMIT;
-                encode(
-                    io,
-                    codec,
-                    v3::codec::Encoded::Publish(pkt, Some(payload)),
-                    copy,
-                )
-            }
-            Wire::V5(w) => {
-                let (codec, aliases) = (&w.codec, &w.aliases);
-                let props = &d.msg.properties;
-                let correlation = props.correlation_data.as_ref().map_or(0, Bytes::len);
-                let (alias, with_topic) = aliases.borrow_mut().resolve(&d.msg.topic);
-                let pkt = v5::codec::Publish {
-                    dup,
-                    retain: d.retain,
-                    qos: qos3(d.qos),
-                    packet_id,
-                    topic: if with_topic {
-                        d.msg.topic.clone()
-                    } else {
-                        ByteString::new()
-                    },
-                    payload_size: payload.len() as u32,
-                    properties: v5::codec::PublishProperties {
-                        topic_alias: alias,
-                        correlation_data: props.correlation_data.clone(),
-                        message_expiry_interval: expiry.and_then(NonZeroU32::new),
-                        content_type: props.content_type.clone(),
-                        user_properties: props.user_properties.clone(),
-                        is_utf8_payload: props.payload_is_utf8,
-                        response_topic: props.response_topic.clone(),
-                        subscription_ids: d
-                            .subscription_ids
-                            .iter()
-                            .filter_map(|i| NonZeroU32::new(*i))
-                            .collect(),
-                    },
-                };
-                let copy = payload.len().max(correlation) > APPEND_COPY_LIMIT;
-                encode(
-                    io,
-                    codec,
-                    v5::codec::Encoded::Publish(pkt, Some(payload)),
-                    copy,
-                )
-            }
-        };
-        ok.then_some(size)
-    }
-
-    fn pubrel(&self, io: &IoRef, packet_id: u16) {
-        let Some(packet_id) = NonZeroU16::new(packet_id) else {
-            return;
-        };
-        let _ = match self {
-            Wire::V3 { codec, .. } => io.encode(
-                v3::codec::Encoded::Packet(v3::codec::Packet::PublishRelease { packet_id }),
-                codec,
-            ),
-            Wire::V5(w) => io.encode(
-                v5::codec::Encoded::Packet(v5::codec::Packet::PublishRelease(
-                    v5::codec::PublishAck2 {
-                        packet_id,
-                        reason_code: v5::codec::PublishAck2Reason::Success,
-                        properties: Vec::new(),
-                        reason_string: None,
-                    },
-                )),
-                &w.codec,
-            ),
-        };
-    }
-
-    /// Closes the connection for a server-side reason (v5 sends DISCONNECT with the reason code).
-    fn close(&self, io: &IoRef, reason: CloseReason) {
-        use v5::codec::DisconnectReasonCode as Dr;
-        self.close_with(
-            io,
-            match reason {
-                CloseReason::SessionTakenOver => Dr::SessionTakenOver,
-                CloseReason::ServerShuttingDown => Dr::ServerShuttingDown,
-                CloseReason::NotAuthorized => Dr::NotAuthorized,
-                CloseReason::Kicked => Dr::AdministrativeAction,
-            },
-        );
-    }
-
-    /// Closes the connection; v5 clients get DISCONNECT with `code`, v3.1.1 has no such packet.
-    fn close_with(&self, io: &IoRef, code: v5::codec::DisconnectReasonCode) {
-        match self {
-            // Graceful: what is already encoded (acks, deliveries) is written first.
-            Wire::V3 { .. } => io.close(),
-            Wire::V5(w) => w.sink.close_with_reason(v5::codec::Disconnect::new(code)),
-        }
-    }
-}
 
 /// What became of an inbound PUBLISH; the adapter turns it into PUBACK / PUBREC.
 pub(super) enum Inbound {
@@ -249,8 +48,7 @@ pub(super) enum Inbound {
 
 /// A PUBACK / PUBREC and what it waits for first: the peers' confirmation of a message
 /// forwarded to their subscribers. Acknowledgements leave in the order the PUBLISHes came
-/// [MQTT-4.6.0-2], so one that waits holds back those behind it (v5: ntex's dispatcher keeps
-/// replies in order; 3.1.1: `v3::run` queues them).
+/// [MQTT-4.6.0-2], so one that waits holds back those behind it (`driver::run` queues them).
 pub(super) struct Ack<E> {
     pub(super) packet: E,
     pub(super) after: Option<Confirm>,
@@ -268,12 +66,13 @@ pub(crate) struct Conn {
     /// Inbound topic aliases (v5) and their limit.
     aliases_in: RefCell<HashMap<u16, ByteString>>,
     alias_max: u16,
-    /// Inbound QoS 2 flows the client may have open at once (v5 Receive Maximum; 0 = unlimited).
-    receive_max: u16,
+    /// Inbound QoS 1 and 2 flows the client may have open at once (v5 Receive Maximum;
+    /// 0 = unlimited).
+    pub(super) receive_max: u16,
     out: RefCell<Vec<Outgoing>>,
     finished: Cell<bool>,
     /// For a graceful close that the client can read its DISCONNECT from (`linger.rs`).
-    socket: Option<Socket>,
+    socket: Socket,
 }
 
 /// How to answer a PUBREC.
@@ -291,7 +90,7 @@ impl Conn {
         broker: Arc<Broker>,
         accepted: crate::broker::Accepted,
         io: IoRef,
-        socket: Option<Socket>,
+        socket: Socket,
         wire: Wire,
         will: Option<Will>,
     ) -> Rc<Conn> {
@@ -511,9 +310,7 @@ impl Conn {
 
     /// Prepares a server-initiated close, so the client reads the last packet before the end.
     pub(super) fn linger(&self) {
-        if let Some(socket) = self.socket {
-            socket.linger(&self.io);
-        }
+        self.socket.linger(&self.io);
     }
 
     /// Re-sends what a resumed session had in flight; the first write after CONNACK.
@@ -549,15 +346,11 @@ impl Conn {
 }
 
 impl Drop for Conn {
-    /// Safety net for a worker torn down before the writer saw the disconnect.
+    /// Safety net for a worker torn down before the connection's loop ended.
     fn drop(&mut self) {
         self.finish();
     }
 }
-
-/// Middleware in front of ntex-mqtt's v5 dispatcher: it starts the writer and wraps the
-/// dispatcher in `SessionService`, whose `Service` impl lives in `v5.rs`.
-pub(super) struct SessionLayer;
 
 pub(super) trait PayloadSize {
     fn payload_size(&self) -> u32;
@@ -573,27 +366,6 @@ impl PayloadSize for v5::codec::Publish {
     fn payload_size(&self) -> u32 {
         self.payload_size
     }
-}
-
-impl<S> Middleware<S, ntex_mqtt::Session<v5::MqttSink, Rc<Conn>>> for SessionLayer {
-    type Service = SessionService<S, v5::codec::Publish>;
-
-    fn create(&self, st: &ntex_mqtt::Session<v5::MqttSink, Rc<Conn>>, service: S) -> Self::Service {
-        // The handshake is complete and CONNACK encoded: from here on the writer may send.
-        let conn: Rc<Conn> = (**st).clone();
-        ntex::rt::spawn(writer(conn.clone()));
-        SessionService {
-            inner: service,
-            conn,
-            partial: Partial::default(),
-        }
-    }
-}
-
-pub(super) struct SessionService<S, P> {
-    pub(super) inner: S,
-    pub(super) conn: Rc<Conn>,
-    pub(super) partial: Partial<P>,
 }
 
 /// A PUBLISH whose payload is still arriving: the codec hands out the header with the bytes read
@@ -646,57 +418,5 @@ impl<P: PayloadSize> Partial<P> {
         let mut buf = buf;
         buf.extend_from_slice(&chunk);
         Some((pkt, buf.freeze()))
-    }
-}
-
-/// The writer task: re-sends what a resumed session had in flight, then writes whatever the
-/// session queues until the connection closes, and finally reports the disconnect.
-pub(super) async fn writer(conn: Rc<Conn>) {
-    let closed = conn.io.on_disconnect();
-    tokio::pin!(closed);
-    conn.resume();
-    loop {
-        conn.flush();
-        tokio::select! {
-            () = conn.link.woken() => conn.on_woken(),
-            () = &mut closed => break,
-        }
-    }
-    conn.finish();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn outbound_aliases_stop_at_the_smaller_maximum_and_never_repeat() {
-        // The client's maximum and the server's cap, both at the protocol limit: 65,535 aliases,
-        // then topics by name. Before the cap this overflowed the u16 counter.
-        let mut a = OutAliases::new(u16::MAX, u16::MAX);
-        let mut seen = std::collections::HashSet::new();
-        for i in 0..=u32::from(u16::MAX) + 10 {
-            let topic = ByteString::from(format!("t/{i}"));
-            let (alias, with_topic) = a.resolve(&topic);
-            assert!(with_topic, "a new topic is always sent by name");
-            match alias {
-                Some(n) => assert!(seen.insert(n), "alias {n} handed out twice"),
-                None => assert!(i >= u32::from(u16::MAX), "alias missing at {i}"),
-            }
-        }
-        assert_eq!(seen.len(), usize::from(u16::MAX));
-
-        for (client, server, want) in [(10, 3, 3), (2, 64, 2), (0, 64, 0), (64, 0, 0)] {
-            let mut a = OutAliases::new(client, server);
-            let got = (0..100)
-                .filter(|i| a.resolve(&ByteString::from(format!("x/{i}"))).0.is_some())
-                .count();
-            assert_eq!(got, want, "client {client} server {server}");
-        }
-        // A known topic goes by alias alone.
-        let mut a = OutAliases::new(4, 4);
-        let t = ByteString::from("a/b");
-        let (first, _) = a.resolve(&t);
-        assert_eq!(a.resolve(&t), (first, false));
     }
 }

@@ -12,8 +12,6 @@
 //! client still sends is read and discarded until it closes or `LINGER` passes, and only then is
 //! the socket closed.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::Shutdown;
 use std::os::fd::{BorrowedFd, RawFd};
 use std::time::Duration;
@@ -63,25 +61,4 @@ impl Socket {
             let _ = tokio::time::timeout(LINGER, drain).await;
         });
     }
-}
-
-thread_local! {
-    /// Sockets of this worker's 5.0 connections between accept and their CONNECT handler:
-    /// ntex-mqtt's v5 server takes only the `Io`, so the handler finds the socket here.
-    static HANDSHAKING: RefCell<HashMap<IoRef, Socket>> = RefCell::new(HashMap::new());
-}
-
-/// Remembers `io`'s socket until `take` or `forget`.
-pub(super) fn park(io: &IoRef, socket: Socket) {
-    HANDSHAKING.with(|m| m.borrow_mut().insert(io.clone(), socket));
-}
-
-/// The socket `park` recorded for `io`, once.
-pub(super) fn take(io: &IoRef) -> Option<Socket> {
-    HANDSHAKING.with(|m| m.borrow_mut().remove(io))
-}
-
-/// Drops the record for a connection that ended without reaching its CONNECT handler.
-pub(super) fn forget(io: &IoRef) {
-    HANDSHAKING.with(|m| m.borrow_mut().remove(io));
 }

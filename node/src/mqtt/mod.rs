@@ -3,18 +3,20 @@
 //! `start` binds the TCP listener and starts the worker threads, each a single-threaded ntex
 //! runtime that accepts from the shared socket and runs what it accepted (`linger.rs` says why
 //! RealMQ accepts itself). Every connection first meets `preface.rs`, which reads
-//! the CONNECT header and sends 3.1.1 connections to RealMQ's own driver (`v3.rs`, on ntex-io with
-//! ntex-mqtt's codec) and 5.0 ones to ntex-mqtt's v5 server (`v5.rs`), both behind
-//! `guard.rs`, which refuses the PUBLISH headers ntex-mqtt's decoders cannot take; `conn.rs`
-//! holds the per-connection state both share, including the outbound writer.
+//! the CONNECT header and starts RealMQ's connection loop (`driver.rs`, on ntex-io with
+//! ntex-mqtt's codecs behind `guard.rs`, which refuses the PUBLISH headers those decoders cannot
+//! take) with the version's packet handling (`v3.rs`, `v5.rs`); `conn.rs` holds the
+//! per-connection state both share, `wire.rs` how its outbound packets are encoded.
 
 mod conn;
+mod driver;
 mod guard;
 mod linger;
 mod preface;
 mod v3;
 mod v5;
 mod websocket;
+mod wire;
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -25,31 +27,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ntex::SharedCfg;
-use ntex::time::Seconds;
-use ntex_mqtt::{MqttServer, MqttServiceConfig, v5 as mqtt5};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
-use crate::config::{Config, MqttConfig, Transport};
+use crate::config::{Config, Transport};
 use crate::message::QoS;
 use crate::tls::Tls;
-
-/// Errors of the MQTT services; each ends the connection. The middleware answers protocol
-/// violations itself (with the right DISCONNECT reason), so this only signals broken invariants.
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-pub(crate) enum MqttFail {
-    #[error("a PUBLISH reached ntex's dispatcher instead of the session middleware")]
-    Unrouted,
-}
-
-/// A publish-service error is never turned into a PUBACK: it closes the connection.
-impl TryFrom<MqttFail> for mqtt5::PublishAck {
-    type Error = MqttFail;
-
-    fn try_from(err: MqttFail) -> Result<Self, MqttFail> {
-        Err(err)
-    }
-}
 
 pub(crate) fn qos_in(q: ntex_mqtt::QoS) -> QoS {
     match q {
@@ -74,9 +57,8 @@ fn certified(io: &ntex::io::IoRef) -> Option<String> {
     crate::tls::client_identity(&cert.as_ref()?.0)
 }
 
-/// v5 keep-alive: the dispatcher's idle timeout (1.5x the effective keep-alive) and the Server
-/// Keep Alive to announce when `max` (0 = no cap) overrides what the client asked for.
-/// A keep-alive of 0 disables the check; ntex needs a non-zero timeout, so that is 18 hours.
+/// v5 keep-alive: the idle timeout in seconds (1.5x the effective keep-alive, 0 = none) and the
+/// Server Keep Alive to announce when `max` (0 = no cap) overrides what the client asked for.
 fn keep_alive(client: u16, max: u16) -> (u16, Option<u16>) {
     let effective = if max > 0 && (client == 0 || client > max) {
         max
@@ -84,33 +66,15 @@ fn keep_alive(client: u16, max: u16) -> (u16, Option<u16>) {
         client
     };
     let announce = (effective != client).then_some(effective);
-    let timeout = match effective {
-        0 => u16::MAX,
-        k => k.saturating_add(k / 2),
-    };
+    let timeout = effective.saturating_add(effective / 2);
     (timeout, announce)
 }
 
-fn service_config(l: &MqttConfig) -> SharedCfg {
-    let connect = Seconds(l.connect_timeout);
+fn service_config() -> SharedCfg {
     SharedCfg::new("mqtt")
         .add(ntex::io::IoConfig::new())
         // Parses the WebSocket upgrade request (`websocket.rs`).
         .add(ntex::http::HttpServiceConfig::new())
-        .add(
-            MqttServiceConfig::new()
-                // ntex-mqtt 9.0 defaults to QoS 1.
-                .set_max_qos(ntex_mqtt::QoS::ExactlyOnce)
-                .set_max_size(l.max_packet_size)
-                // A PUBLISH split across reads arrives as its header plus the whole payload in
-                // one chunk (never several), which `SessionService` joins before routing.
-                .set_min_chunk_size(l.max_packet_size)
-                .set_max_receive(l.receive_maximum)
-                .set_max_topic_alias(l.topic_alias_maximum)
-                .protocol_version_timeout(connect)
-                .set_connect_timeout(connect)
-                .set_handshake_timeout(connect),
-        )
         .into()
 }
 
@@ -203,7 +167,7 @@ pub fn start(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let cfg = service_config(&broker.limits);
+    let cfg = service_config();
     let (accepting, stop) = (CancellationToken::new(), CancellationToken::new());
     let mut threads = Vec::with_capacity(workers);
     for i in 0..workers {
@@ -283,22 +247,10 @@ async fn accept_loop(
     }
 }
 
-/// The per-worker front: v3.1.1 and v5 on one port, chosen by the CONNECT's protocol level,
-/// behind the `preface` check for the refusals ntex-mqtt does not send.
+/// The per-worker front: v3.1.1 and v5 on one port, chosen by the CONNECT's protocol level.
 fn build(broker: Arc<Broker>, tls: Option<Arc<Tls>>) -> preface::Preface {
-    let b5 = broker.clone();
     let wait = ntex::time::Millis(u32::from(broker.limits.connect_timeout) * 1000);
-    let mqtt = MqttServer::new().v5(mqtt5::MqttServer::new(v5::publish)
-        .protocol(v5::protocol)
-        .control(v5::control)
-        .replace_middlewares(conn::SessionLayer)
-        .build(async move |hs: mqtt5::Connect| v5::connect(&b5, hs).await));
-    preface::Preface {
-        v5: ntex::service::Pipeline::new((), mqtt),
-        broker,
-        wait,
-        tls,
-    }
+    preface::Preface { broker, wait, tls }
 }
 
 #[cfg(test)]
@@ -316,7 +268,7 @@ mod tests {
             (60, 30, (45, Some(30))),
             (20, 30, (30, None)),
             (0, 30, (45, Some(30))),
-            (0, 0, (u16::MAX, None)),
+            (0, 0, (0, None)),
             (u16::MAX, 0, (u16::MAX, None)),
         ] {
             assert_eq!(keep_alive(client, cap), want, "client {client} cap {cap}");

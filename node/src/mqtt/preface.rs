@@ -1,14 +1,14 @@
-//! Looks at a new connection's CONNECT before ntex-mqtt parses it, to answer the refusals the
-//! specification asks for but ntex-mqtt 9.0 only handles by dropping the socket:
+//! Looks at a new connection's CONNECT before the codec parses it, to answer the refusals the
+//! specification asks for but ntex-mqtt 9.0's codecs only report as decode errors:
 //!
 //! - an unsupported protocol level (MQTT 3.1's `MQIsdp`, or any level but 4 and 5) gets
 //!   CONNACK 0x01 "unacceptable protocol version" [MQTT-3.1.2-2];
 //! - a 3.1.1 CONNECT with an empty client id and clean session 0 gets CONNACK 0x02 "identifier
 //!   rejected" [MQTT-3.1.3-9].
 //!
-//! It also routes: 3.1.1 connections to RealMQ's own driver (`v3::serve`), everything else to
-//! ntex-mqtt's v5 server (which also rejects what is not MQTT at all). Nothing is consumed:
-//! connections reach either with their bytes untouched. The inspection is a short task; the
+//! It also routes: 3.1.1 and 5.0 connections to `driver::serve` with their version's packet
+//! handling, and closes what is not MQTT at all. Nothing is consumed: connections reach the
+//! driver with their bytes untouched. The inspection is a short task; the
 //! driver then runs as the connection's task of its own, so nothing of the inspection is held for
 //! the connection's life (when ntex-server's per-connection call did this, its future stayed
 //! allocated: 0.56 KB per connection, measured with heaptrack).
@@ -16,15 +16,14 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use ntex::io::{Filter, Io, Sealed};
-use ntex::service::Pipeline;
+use ntex::io::{Filter, Io};
 use ntex::time::{Millis, timeout};
-use ntex_mqtt::MqttError;
 use ntex_tls::rustls::TlsServerFilter;
 
-use super::MqttFail;
-use super::guard::MqttGuard;
-use super::linger::{self, Socket};
+use super::driver::serve;
+use super::linger::Socket;
+use super::v3::V3;
+use super::v5::V5;
 use crate::broker::Broker;
 use crate::config::Transport;
 use crate::tls::Tls;
@@ -34,8 +33,10 @@ use crate::tls::Tls;
 pub(super) enum Verdict {
     /// An acceptable MQTT 3.1.1 CONNECT.
     V311,
-    /// Hand the connection to ntex-mqtt's v5 server (which also rejects what is not MQTT at all).
-    Pass,
+    /// An MQTT 5.0 CONNECT (its driver checks the rest).
+    V5,
+    /// Not MQTT: close.
+    NotMqtt,
     /// Answer with a 3.1.1-format CONNACK carrying this return code, then close.
     Refuse(u8),
     NeedMore,
@@ -48,11 +49,11 @@ pub(super) fn inspect(buf: &[u8]) -> Verdict {
         return Verdict::NeedMore;
     };
     if first != 0x10 {
-        return Verdict::Pass;
+        return Verdict::NotMqtt;
     }
     match r.varint() {
         Some(Ok(_)) => {}
-        Some(Err(())) => return Verdict::Pass,
+        Some(Err(())) => return Verdict::NotMqtt,
         None => return Verdict::NeedMore,
     }
     let Some(name) = r.string() else {
@@ -65,10 +66,10 @@ pub(super) fn inspect(buf: &[u8]) -> Verdict {
         (b"MQIsdp", _) => return Verdict::Refuse(0x01),
         (b"MQTT", 4 | 5) => {}
         (b"MQTT", _) => return Verdict::Refuse(0x01),
-        _ => return Verdict::Pass,
+        _ => return Verdict::NotMqtt,
     }
     if level == 5 {
-        return Verdict::Pass;
+        return Verdict::V5;
     }
     let (Some(flags), Some(_keep_alive)) = (r.u8(), r.u16()) else {
         return Verdict::NeedMore;
@@ -123,9 +124,6 @@ impl<'a> Reader<'a> {
 
 /// The check above in front of both drivers, after the transport's own handshakes.
 pub(super) struct Preface {
-    /// ntex-mqtt's v5 server, on connections behind `guard::MqttGuard` (sealed: the transports
-    /// stack different layers below it).
-    pub(super) v5: Pipeline<Io<Sealed>, (), MqttError<MqttFail>>,
     pub(super) broker: Arc<Broker>,
     /// How long each step before the CONNECT (TLS, the WebSocket upgrade) and the CONNECT
     /// itself may take.
@@ -190,18 +188,15 @@ impl Preface {
                 let _ = io.shutdown().await;
             }
             Ok(Some(Verdict::V311)) => {
-                ntex::rt::spawn(super::v3::serve(self.broker.clone(), io, socket, self.wait));
+                ntex::rt::spawn(serve::<V3, F>(self.broker.clone(), io, socket, self.wait));
             }
-            // Pass, a closed socket or a timeout: ntex-mqtt applies its own rules.
+            Ok(Some(Verdict::V5)) => {
+                ntex::rt::spawn(serve::<V5, F>(self.broker.clone(), io, socket, self.wait));
+            }
+            // Not MQTT, a closed socket or a timeout.
             _ => {
-                let io = io.add_filter(MqttGuard::new(true)).seal();
-                let handle = io.get_ref();
-                linger::park(&handle, socket);
-                let served = self.v5.call_static(io);
-                ntex::rt::spawn(async move {
-                    let _ = served.await;
-                    linger::forget(&handle);
-                });
+                tracing::debug!("closing a connection that did not start with an mqtt connect");
+                let _ = io.shutdown().await;
             }
         }
     }
@@ -247,13 +242,13 @@ mod tests {
             (connect(b"MQTT", 4, 0x00, b"id"), Verdict::V311),
             (connect(b"MQTT", 4, 0x02, b""), Verdict::V311),
             (connect(b"MQTT", 4, 0x00, b""), Verdict::Refuse(0x02)),
-            (connect(b"MQTT", 5, 0x00, b""), Verdict::Pass),
+            (connect(b"MQTT", 5, 0x00, b""), Verdict::V5),
             (connect(b"MQIsdp", 3, 0x02, b"id"), Verdict::Refuse(0x01)),
             (connect(b"MQTT", 3, 0x02, b"id"), Verdict::Refuse(0x01)),
             (connect(b"MQTT", 6, 0x02, b"id"), Verdict::Refuse(0x01)),
-            (connect(b"HTTP", 4, 0x02, b"id"), Verdict::Pass),
-            (b"GET / HTTP/1.1".to_vec(), Verdict::Pass),
-            (vec![0x10, 0xff, 0xff, 0xff, 0xff, 0x7f], Verdict::Pass),
+            (connect(b"HTTP", 4, 0x02, b"id"), Verdict::NotMqtt),
+            (b"GET / HTTP/1.1".to_vec(), Verdict::NotMqtt),
+            (vec![0x10, 0xff, 0xff, 0xff, 0xff, 0x7f], Verdict::NotMqtt),
             (vec![], Verdict::NeedMore),
         ];
         for (bytes, want) in cases {

@@ -1,51 +1,85 @@
-//! MQTT 3.1.1: RealMQ drives these connections itself, on ntex-io with ntex-mqtt's v3 codec.
-//!
-//! Why not ntex-mqtt's v3 server: it holds about 6 KB of per-connection state (service
-//! pipelines, boxed call futures, its own dispatcher and sink) for a protocol whose whole
-//! dispatch is the `match` in `handle`; an idle connection here is one future. Flow of one
-//! connection: `serve` reads the CONNECT (the preface already saw its header) → `connect`
-//! (`Broker::connect` → CONNACK) → `run`: one loop that decodes packets (`handle` → `Conn`'s QoS
-//! flows and `Broker`), writes what the session has queued when `ConnLink` wakes it, and enforces
-//! the keep-alive → `Conn::finish` reports the disconnect.
+//! MQTT 3.1.1: the packets of `driver::run` for 3.1.1 connections, with ntex-mqtt's v3 codec.
+//! `connect` is CONNECT → `Broker::connect` → CONNACK; `handle` answers each later packet
+//! (PUBLISH → `Conn::publish` → `Broker::publish`, the QoS acks, SUBSCRIBE, PINGREQ).
 
-use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::Poll;
 
 use ntex::io::types::PeerAddr;
 use ntex::io::{Filter, Io, RecvError};
-use ntex::time::{Millis, Seconds, timeout};
+use ntex::time::Seconds;
 use ntex_mqtt::v3::codec::{
     self, ConnectAck, ConnectAckReason, Decoded, Encoded, Packet, SubscribeReturnCode,
 };
 use ntex_mqtt::v5::codec::DisconnectReasonCode as Dr;
 
-use super::conn::{Ack, Conn, Inbound, Partial, PubRecReply, Wire};
+use super::conn::{Ack, Conn, Inbound, Partial, PubRecReply};
+use super::driver::{Action, Dialect, First};
 use super::guard::V3Codec;
 use super::linger::Socket;
+use super::wire::Wire;
 use super::{qos_in, qos_out};
 use crate::broker::{Broker, ConnectRefused, ConnectRequest, SubRequest, SubResult};
 use crate::message::{Message, MessageProperties, Protocol, QoS, SubOptions, Will};
 use crate::routing::topic::valid_topic_name;
 
-/// Serves one 3.1.1 connection from its first byte to its end.
-pub(super) async fn serve<F: Filter>(broker: Arc<Broker>, io: Io<F>, socket: Socket, wait: Millis) {
-    // A PUBLISH split across reads arrives as its header plus the whole payload in one chunk,
-    // which `Partial` joins before routing.
-    let codec = V3Codec::new(broker.limits.max_packet_size);
-    // Anything but a well-formed CONNECT first, in time, ends the connection [MQTT-3.1.0-1].
-    if let Ok(Ok(Some(Decoded::Packet(Packet::Connect(pkt), size)))) =
-        timeout(wait, io.recv(&codec)).await
-        // Boxed so the handshake's state is freed once it is done, not held for the connection.
-        && let Some((conn, keep_alive)) = Box::pin(connect(&broker, &io, socket, codec, pkt)).await
-    {
-        conn.received(size);
-        run(&io, &conn, keep_alive).await;
-        conn.finish();
+pub(super) struct V3;
+
+impl Dialect for V3 {
+    type Codec = V3Codec;
+    type Partial = Partial<codec::Publish>;
+
+    fn codec(max_packet_size: u32) -> V3Codec {
+        V3Codec::new(max_packet_size)
     }
-    let _ = io.shutdown().await;
+
+    async fn connect<F: Filter>(
+        broker: &Arc<Broker>,
+        io: &Io<F>,
+        socket: Socket,
+        codec: V3Codec,
+        first: First<V3Codec>,
+    ) -> Option<(Rc<Conn>, Seconds)> {
+        let Some(Ok(Some(Decoded::Packet(Packet::Connect(pkt), size)))) = first else {
+            return None;
+        };
+        let (conn, keep_alive) = connect(broker, io, socket, codec, pkt).await?;
+        conn.received(size);
+        Some((conn, keep_alive))
+    }
+
+    fn wire(conn: &Conn) -> Option<&V3Codec> {
+        match &conn.wire {
+            Wire::V3 { codec } => Some(codec),
+            Wire::V5(_) => None,
+        }
+    }
+
+    fn handle(conn: &Conn, partial: &Self::Partial, packet: Decoded) -> Action<Encoded> {
+        match packet {
+            Decoded::Packet(Packet::Disconnect, size) => {
+                conn.received(size);
+                conn.clear_will();
+                Action::Disconnect
+            }
+            packet @ (Decoded::Publish(..) | Decoded::PayloadChunk(..)) => {
+                publish(conn, partial, packet).map_or(Action::Nothing, Action::Ack)
+            }
+            packet => {
+                let subscribed = matches!(packet, Decoded::Packet(Packet::Subscribe { .. }, _));
+                match handle(conn, packet) {
+                    Some(reply) if subscribed => Action::Subscribed(reply),
+                    Some(reply) => Action::Reply(reply),
+                    None => Action::Nothing,
+                }
+            }
+        }
+    }
+
+    fn ended(_: &Conn, why: RecvError<V3Codec>) {
+        // 3.1.1 has no DISCONNECT from the server: whatever the cause, the socket just closes.
+        tracing::debug!(error = ?why, "mqtt 3.1.1 connection ends");
+    }
 }
 
 /// CONNECT → CONNACK. `None` when refused (the CONNACK with the reason is already encoded).
@@ -116,7 +150,7 @@ async fn connect<F: Filter>(
         broker.clone(),
         accepted,
         io.get_ref(),
-        Some(socket),
+        socket,
         Wire::V3 { codec },
         will,
     );
@@ -127,114 +161,6 @@ async fn connect<F: Filter>(
         k => k.saturating_add(k / 2),
     };
     Some((conn, Seconds(keep_alive)))
-}
-
-/// What the socket produced next.
-enum Event {
-    Packet(Decoded),
-    /// The write buffer is over its high-water mark: stop reading until it drains.
-    Backpressure,
-    /// The peer went away, sent something undecodable, or let the keep-alive expire.
-    End,
-}
-
-fn next<F: Filter>(io: &Io<F>, codec: &V3Codec) -> impl Future<Output = Event> {
-    poll_fn(move |cx| match io.poll_recv(codec, cx) {
-        Poll::Ready(Ok(item)) => Poll::Ready(Event::Packet(item)),
-        Poll::Ready(Err(RecvError::WriteBackpressure)) => Poll::Ready(Event::Backpressure),
-        Poll::Ready(Err(e)) => {
-            tracing::debug!(error = ?e, "mqtt 3.1.1 connection ends");
-            Poll::Ready(Event::End)
-        }
-        Poll::Pending => Poll::Pending,
-    })
-}
-
-/// The connection's one loop: inbound packets, outbound deliveries, keep-alive.
-async fn run<F: Filter>(io: &Io<F>, conn: &Conn, keep_alive: Seconds) {
-    let Wire::V3 { codec } = &conn.wire else {
-        return;
-    };
-    let partial = Partial::default();
-    // PUBACK / PUBREC waiting for peers to confirm a forwarded message, in arrival order.
-    let mut held: VecDeque<Ack<Encoded>> = VecDeque::new();
-    io.start_timer(keep_alive);
-    conn.resume();
-    while !io.is_closed() {
-        conn.flush();
-        let event = tokio::select! {
-            event = next(io, codec) => event,
-            () = conn.link.woken() => {
-                conn.on_woken();
-                continue;
-            }
-            () = confirmed(&mut held), if !held.is_empty() => {
-                release(io, codec, &mut held);
-                continue;
-            }
-        };
-        match event {
-            Event::Packet(Decoded::Packet(Packet::Disconnect, size)) => {
-                conn.received(size);
-                conn.clear_will();
-                break;
-            }
-            Event::Packet(packet @ (Decoded::Publish(..) | Decoded::PayloadChunk(..))) => {
-                io.start_timer(keep_alive);
-                if let Some(ack) = publish(conn, &partial, packet) {
-                    held.push_back(ack);
-                    release(io, codec, &mut held);
-                }
-            }
-            Event::Packet(packet) => {
-                io.start_timer(keep_alive);
-                let subscribed = matches!(packet, Decoded::Packet(Packet::Subscribe { .. }, _));
-                if let Some(reply) = handle(conn, packet) {
-                    // A SUBACK goes out once the other nodes know the new routes.
-                    if subscribed && let Some(settled) = conn.broker.routes_settled() {
-                        settled.await;
-                    }
-                    let _ = io.encode(reply, codec);
-                }
-            }
-            Event::Backpressure => tokio::select! {
-                flushed = io.flush(false) => if flushed.is_err() {
-                    break;
-                },
-                () = conn.link.woken() => conn.on_woken(),
-            },
-            Event::End => break,
-        }
-    }
-}
-
-/// Resolves once the first held acknowledgement may go.
-async fn confirmed(held: &mut VecDeque<Ack<Encoded>>) {
-    if let Some(Ack {
-        after: after @ Some(_),
-        ..
-    }) = held.front_mut()
-    {
-        if let Some(confirm) = after.as_mut() {
-            confirm.await;
-        }
-        *after = None;
-    }
-}
-
-/// Writes the held acknowledgements from the front whose confirmations are in.
-fn release<F: Filter>(io: &Io<F>, codec: &V3Codec, held: &mut VecDeque<Ack<Encoded>>) {
-    while let Some(front) = held.front_mut() {
-        if let Some(confirm) = front.after.as_mut() {
-            if futures::FutureExt::now_or_never(confirm).is_none() {
-                return;
-            }
-            front.after = None;
-        }
-        if let Some(ack) = held.pop_front() {
-            let _ = io.encode(ack.packet, codec);
-        }
-    }
 }
 
 /// A PUBLISH (or the rest of its payload): its effect, and its acknowledgement, if any.

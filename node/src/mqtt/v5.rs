@@ -1,124 +1,292 @@
-//! MQTT 5.0 adapter: ntex-mqtt v5 packets <-> broker calls.
-//!
-//! Flow of one connection: `connect` (CONNECT → `Broker::connect` → CONNACK) → `SessionLayer`,
-//! which sees every decoded packet first and answers PUBLISH (→ `Conn::publish` →
-//! `Broker::publish`), the QoS acks in both directions and SUBSCRIBE / UNSUBSCRIBE itself → ntex's
-//! dispatcher for the rest → `protocol` (PINGREQ, DISCONNECT, AUTH) → `control` (how the
-//! connection ends).
+//! MQTT 5.0: the packets of `driver::run` for 5.0 connections, with ntex-mqtt's v5 codec.
+//! `connect` is CONNECT → `Broker::connect` → CONNACK with the server's limits; `handle`
+//! answers each later packet (PUBLISH → `Conn::publish` → `Broker::publish`, the QoS acks in both
+//! directions, SUBSCRIBE / UNSUBSCRIBE, PINGREQ, DISCONNECT, AUTH), and `ended` tells the
+//! client why the server closes (keep-alive, a malformed or oversized packet).
 
+use std::cell::RefCell;
 use std::num::NonZeroU16;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ntex::io::types::PeerAddr;
-use ntex::service::{Ctx, Service};
-use ntex_mqtt::error::{DecodeError, DispatcherError, MqttProtocolError};
+use ntex::io::{Filter, Io, RecvError};
+use ntex::time::Seconds;
+use ntex::util::{ByteString, Either};
+use ntex_mqtt::error::DecodeError;
 use ntex_mqtt::v5::codec::{self, Decoded, DisconnectReasonCode as Dr, Encoded, Packet};
-use ntex_mqtt::{Control, Reason, v5};
 
-use super::conn::{Ack, Conn, Inbound, OutAliases, PubRecReply, SessionService, V5Wire, Wire};
-use super::linger;
-use super::{MqttFail, qos_in};
+use super::conn::{Ack, Conn, Inbound, Partial, PubRecReply};
+use super::driver::{Action, Dialect, First};
+use super::guard::V5Codec;
+use super::linger::Socket;
+use super::qos_in;
+use super::wire::{OutAliases, V5Wire, Wire};
 use crate::broker::{Broker, ConnectRefused, ConnectRequest, SubRequest, SubResult};
 use crate::message::{Message, MessageProperties, Protocol, QoS, RetainHandling, SubOptions, Will};
 use crate::routing::topic::valid_topic_name;
 
-pub(super) type Session = v5::Session<Rc<Conn>>;
+pub(super) struct V5;
 
-pub(super) async fn connect(
-    broker: &Arc<Broker>,
-    hs: v5::Connect,
-) -> Result<v5::ConnectAck<Rc<Conn>>, MqttFail> {
-    let socket = linger::take(&hs.io().get_ref());
-    // Every refusal below is a CONNACK with a reason the client must be able to read.
-    let refuse = |hs: v5::Connect, reason| {
-        if let Some(socket) = socket {
-            socket.linger(&hs.io().get_ref());
+impl Dialect for V5 {
+    type Codec = V5Codec;
+    type Partial = Partial<codec::Publish>;
+
+    fn codec(max_packet_size: u32) -> V5Codec {
+        V5Codec::new(max_packet_size)
+    }
+
+    async fn connect<F: Filter>(
+        broker: &Arc<Broker>,
+        io: &Io<F>,
+        socket: Socket,
+        codec: V5Codec,
+        first: First<V5Codec>,
+    ) -> Option<(Rc<Conn>, Seconds)> {
+        match first? {
+            Ok(Some(Decoded::Packet(Packet::Connect(pkt), size))) => {
+                let (conn, keep_alive) = connect(broker, io, socket, codec, pkt).await?;
+                conn.received(size);
+                Some((conn, keep_alive))
+            }
+            // The CONNECT itself is too large or malformed: say so before closing.
+            Err(Either::Left(DecodeError::MaxSizeExceeded { .. })) => {
+                refuse(io, &codec, socket, codec::ConnectAckReason::PacketTooLarge)
+            }
+            Err(Either::Left(_)) => {
+                refuse(io, &codec, socket, codec::ConnectAckReason::MalformedPacket)
+            }
+            _ => None,
         }
-        Ok(hs.failed(reason))
-    };
-    let pkt = hs.packet();
+    }
+
+    fn wire(conn: &Conn) -> Option<&V5Codec> {
+        match &conn.wire {
+            Wire::V5(w) => Some(&w.codec),
+            Wire::V3 { .. } => None,
+        }
+    }
+
+    fn handle(conn: &Conn, partial: &Self::Partial, req: Decoded) -> Action<Encoded> {
+        match req {
+            Decoded::Publish(pkt, payload, size) => {
+                conn.received(size);
+                let ack = partial
+                    .start(pkt, payload)
+                    .and_then(|(pkt, payload)| publish_in(conn, pkt, payload));
+                ack.map_or(Action::Nothing, Action::Ack)
+            }
+            Decoded::PayloadChunk(chunk, eof) => {
+                let ack = partial
+                    .chunk(conn, chunk, eof)
+                    .and_then(|(pkt, payload)| publish_in(conn, pkt, payload));
+                ack.map_or(Action::Nothing, Action::Ack)
+            }
+            Decoded::Packet(packet, size) => {
+                conn.received(size);
+                handle(conn, packet)
+            }
+        }
+    }
+
+    fn ended(conn: &Conn, why: RecvError<V5Codec>) {
+        let code = match why {
+            RecvError::KeepAlive => Dr::KeepAliveTimeout,
+            RecvError::Decoder(DecodeError::MaxSizeExceeded { .. }) => Dr::PacketTooLarge,
+            RecvError::Decoder(_) => Dr::MalformedPacket,
+            RecvError::PeerGone(_) | RecvError::WriteBackpressure => return,
+        };
+        conn.violation(code);
+    }
+}
+
+/// CONNECT → CONNACK. `None` when refused (the CONNACK with the reason is already encoded).
+async fn connect<F: Filter>(
+    broker: &Arc<Broker>,
+    io: &Io<F>,
+    socket: Socket,
+    codec: V5Codec,
+    // Taken boxed and unboxed here, so the decoder's allocation is freed with the handshake
+    // rather than held for the connection's life.
+    pkt: Box<codec::Connect>,
+) -> Option<(Rc<Conn>, Seconds)> {
+    let pkt = *pkt;
+    let refuse = |reason| refuse(io, &codec, socket, reason);
     if pkt.auth_method.is_some() {
         // Enhanced authentication (AUTH exchanges) is not offered.
-        return refuse(hs, codec::ConnectAckReason::BadAuthenticationMethod);
+        return refuse(codec::ConnectAckReason::BadAuthenticationMethod);
     }
     let will = pkt.last_will.as_ref().map(will_from);
     if will.as_ref().is_some_and(|w| !valid_topic_name(&w.topic)) {
-        return refuse(hs, codec::ConnectAckReason::TopicNameInvalid);
+        return refuse(codec::ConnectAckReason::TopicNameInvalid);
     }
+    let asked_expiry = pkt.session_expiry_interval_secs;
     let req = ConnectRequest {
         protocol: Protocol::V5,
-        client_id: pkt.client_id.clone(),
+        client_id: pkt.client_id,
         clean_start: pkt.clean_start,
-        session_expiry: pkt.session_expiry_interval_secs,
+        session_expiry: asked_expiry,
         receive_max: pkt.receive_max.map_or(u16::MAX, NonZeroU16::get),
         keep_alive: pkt.keep_alive,
-        username: pkt.username.clone(),
-        password: pkt.password.clone(),
-        peer: hs.io().query::<PeerAddr>().get().map(|a| a.0),
-        certified: super::certified(&hs.io().get_ref()),
+        username: pkt.username,
+        password: pkt.password,
+        peer: io.query::<PeerAddr>().get().map(|a| a.0),
+        certified: super::certified(&io.get_ref()),
     };
-    let (keep_alive, alias_max, max_packet) =
-        (pkt.keep_alive, pkt.topic_alias_max, pkt.max_packet_size);
-    let asked_expiry = pkt.session_expiry_interval_secs;
-
     let accepted = match broker.connect(req).await {
         Ok(a) => a,
         Err(why) => {
-            return refuse(
-                hs,
-                match why {
-                    ConnectRefused::IdentifierRejected => {
-                        codec::ConnectAckReason::ClientIdentifierNotValid
-                    }
-                    ConnectRefused::BadCredentials => {
-                        codec::ConnectAckReason::BadUserNameOrPassword
-                    }
-                    ConnectRefused::NotAuthorized => codec::ConnectAckReason::NotAuthorized,
-                    ConnectRefused::Unavailable => codec::ConnectAckReason::ServerUnavailable,
-                    ConnectRefused::QuotaExceeded => codec::ConnectAckReason::QuotaExceeded,
-                },
-            );
+            return refuse(match why {
+                ConnectRefused::IdentifierRejected => {
+                    codec::ConnectAckReason::ClientIdentifierNotValid
+                }
+                ConnectRefused::BadCredentials => codec::ConnectAckReason::BadUserNameOrPassword,
+                ConnectRefused::NotAuthorized => codec::ConnectAckReason::NotAuthorized,
+                ConnectRefused::Unavailable => codec::ConnectAckReason::ServerUnavailable,
+                ConnectRefused::QuotaExceeded => codec::ConnectAckReason::QuotaExceeded,
+            });
         }
     };
-    let present = accepted.present;
-    let assigned = accepted
-        .assigned_client_id
-        .then(|| accepted.client.client_id.to_string());
-    let expiry = accepted.session_expiry;
-
-    let out_codec = codec::Codec::new();
-    if let Some(max) = max_packet {
-        out_codec.set_max_outbound_size(max.get());
+    let limits = &broker.limits;
+    let (keep_alive, server_keep_alive) = super::keep_alive(pkt.keep_alive, limits.max_keepalive);
+    let ack = codec::ConnectAck {
+        session_present: accepted.present,
+        assigned_client_id: accepted
+            .assigned_client_id
+            .then(|| ByteString::from(accepted.client.client_id.to_string())),
+        server_keepalive_sec: server_keep_alive,
+        session_expiry_interval_secs: (accepted.session_expiry != asked_expiry)
+            .then_some(accepted.session_expiry),
+        receive_max: NonZeroU16::new(limits.receive_maximum).unwrap_or(NonZeroU16::MAX),
+        max_packet_size: Some(limits.max_packet_size),
+        topic_alias_max: limits.topic_alias_maximum,
+        retain_available: limits.retain_available,
+        ..codec::ConnectAck::default()
+    };
+    let _ = io.encode(Packet::ConnectAck(Box::new(ack)).into(), &codec);
+    // What this server sends is bounded by the client's Maximum Packet Size [MQTT-3.1.2-24].
+    if let Some(max) = pkt.max_packet_size {
+        codec.inner().set_max_outbound_size(max.get());
     }
     let wire = Wire::V5(Box::new(V5Wire {
-        codec: out_codec,
-        sink: hs.sink(),
-        aliases: std::cell::RefCell::new(OutAliases::new(
-            alias_max,
-            broker.limits.max_outbound_topic_aliases,
+        codec,
+        aliases: RefCell::new(OutAliases::new(
+            pkt.topic_alias_max,
+            limits.max_outbound_topic_aliases,
         )),
+        zero_expiry: asked_expiry == 0,
     }));
-    let conn = Conn::new(
-        broker.clone(),
-        accepted,
-        hs.io().get_ref(),
-        socket,
-        wire,
-        will,
-    );
-    let (timeout, server_keep_alive) = super::keep_alive(keep_alive, broker.limits.max_keepalive);
-    let retain = broker.limits.retain_available;
-    Ok(hs.ack(conn).keep_alive(timeout).with(|ack| {
-        ack.session_present = present;
-        ack.assigned_client_id = assigned.map(Into::into);
-        ack.server_keepalive_sec = server_keep_alive;
-        ack.retain_available = retain;
-        if expiry != asked_expiry {
-            ack.session_expiry_interval_secs = Some(expiry);
+    let conn = Conn::new(broker.clone(), accepted, io.get_ref(), socket, wire, will);
+    Some((conn, Seconds(keep_alive)))
+}
+
+/// Refuses the connection with a CONNACK whose reason the client must be able to read.
+fn refuse<F: Filter, T>(
+    io: &Io<F>,
+    codec: &V5Codec,
+    socket: Socket,
+    reason_code: codec::ConnectAckReason,
+) -> Option<T> {
+    let ack = codec::ConnectAck {
+        reason_code,
+        ..codec::ConnectAck::default()
+    };
+    let _ = io.encode(Packet::ConnectAck(Box::new(ack)).into(), codec);
+    socket.linger(&io.get_ref());
+    None
+}
+
+/// Any packet but PUBLISH after the CONNECT.
+fn handle(conn: &Conn, packet: Packet) -> Action<Encoded> {
+    match packet {
+        Packet::PublishAck(ack) => {
+            conn.on_puback(ack.packet_id.get());
+            Action::Nothing
         }
-    }))
+        Packet::PublishReceived(ack) => {
+            let ok = u8::from(ack.reason_code) < 0x80;
+            match conn.on_pubrec(ack.packet_id.get(), ok) {
+                PubRecReply::Release => {
+                    Action::Reply(pubrel(ack.packet_id, codec::PublishAck2Reason::Success))
+                }
+                PubRecReply::NotFound => Action::Reply(pubrel(
+                    ack.packet_id,
+                    codec::PublishAck2Reason::PacketIdNotFound,
+                )),
+                PubRecReply::Done => Action::Nothing,
+            }
+        }
+        Packet::PublishComplete(ack) => {
+            conn.on_pubcomp(ack.packet_id.get());
+            Action::Nothing
+        }
+        Packet::PublishRelease(rel) => {
+            // Inbound QoS 2 state lives in the session, so this also completes flows an
+            // earlier connection of the session began.
+            let reason_code = if conn.release_inbound(rel.packet_id.get()) {
+                codec::PublishAck2Reason::Success
+            } else {
+                codec::PublishAck2Reason::PacketIdNotFound
+            };
+            Action::Reply(
+                Packet::PublishComplete(codec::PublishAck2 {
+                    packet_id: rel.packet_id,
+                    reason_code,
+                    properties: Vec::new(),
+                    reason_string: None,
+                })
+                .into(),
+            )
+        }
+        Packet::Subscribe(sub) if !sub.topic_filters.is_empty() => match subscribe(conn, sub) {
+            Some(ack) => Action::Subscribed(Packet::SubscribeAck(ack).into()),
+            None => Action::Nothing,
+        },
+        Packet::Unsubscribe(unsub) if !unsub.topic_filters.is_empty() => {
+            Action::Reply(Packet::UnsubscribeAck(unsubscribe(conn, unsub)).into())
+        }
+        Packet::PingRequest => Action::Reply(Packet::PingResponse.into()),
+        Packet::Disconnect(d) => disconnected(conn, &d),
+        // Enhanced authentication is not offered, so there is no AUTH exchange to continue.
+        Packet::Auth(_) => {
+            conn.violation(Dr::BadAuthenticationMethod);
+            Action::Nothing
+        }
+        // A second CONNECT [MQTT-3.1.0-2], packets only a server sends, and SUBSCRIBE /
+        // UNSUBSCRIBE without filters [MQTT-3.8.3-2, MQTT-3.10.3-2] are protocol errors.
+        Packet::Connect(_)
+        | Packet::ConnectAck(_)
+        | Packet::SubscribeAck(_)
+        | Packet::UnsubscribeAck(_)
+        | Packet::PingResponse
+        | Packet::Subscribe(_)
+        | Packet::Unsubscribe(_) => {
+            conn.violation(Dr::ProtocolError);
+            Action::Nothing
+        }
+    }
+}
+
+/// The client's DISCONNECT: the will goes unless it asked for it, the session expiry may change.
+fn disconnected(conn: &Conn, d: &codec::Disconnect) -> Action<Encoded> {
+    if let Some(expiry) = d.session_expiry_interval_secs {
+        let Wire::V5(w) = &conn.wire else {
+            return Action::Disconnect;
+        };
+        // A session that was to end with the connection cannot be made to outlive it here
+        // [MQTT-3.14.2-22].
+        if expiry > 0 && w.zero_expiry {
+            conn.violation(Dr::ProtocolError);
+            return Action::Nothing;
+        }
+        conn.broker.set_session_expiry(&conn.session, expiry);
+    }
+    // Only a normal disconnect discards the will [MQTT-3.14.4-3]; 0x04 and errors keep it.
+    if d.reason_code == Dr::NormalDisconnection {
+        conn.clear_will();
+    }
+    Action::Disconnect
 }
 
 fn will_from(w: &codec::LastWill) -> Will {
@@ -136,200 +304,6 @@ fn will_from(w: &codec::LastWill) -> Will {
         },
         message_expiry: w.message_expiry_interval.map(|v| v.get()),
         delay: w.will_delay_interval_sec.unwrap_or(0),
-    }
-}
-
-/// ntex's publish service. `SessionLayer` answers every PUBLISH before ntex's dispatcher sees
-/// it, so this only runs if that invariant breaks, and then it ends the connection rather than
-/// acknowledge a message nobody routed.
-pub(super) async fn publish(_: &Session, _: v5::Publish) -> Result<v5::PublishAck, MqttFail> {
-    Err(MqttFail::Unrouted)
-}
-
-/// PINGREQ, DISCONNECT and AUTH (everything `SessionLayer` passes on).
-pub(super) async fn protocol(
-    s: &Session,
-    msg: v5::ProtocolMessage,
-) -> Result<v5::ProtocolMessageAck, MqttFail> {
-    let conn: &Conn = s;
-    Ok(match msg {
-        v5::ProtocolMessage::Ping(p) => p.ack(),
-        v5::ProtocolMessage::Disconnect(d) => {
-            let pkt = d.packet();
-            // Only a normal disconnect discards the will [MQTT-3.14.4-3]; 0x04 and errors keep it.
-            if pkt.reason_code == Dr::NormalDisconnection {
-                conn.clear_will();
-            }
-            if let Some(expiry) = pkt.session_expiry_interval_secs {
-                conn.broker.set_session_expiry(&conn.session, expiry);
-            }
-            d.ack()
-        }
-        v5::ProtocolMessage::Auth(_) => {
-            msg.disconnect_with(codec::Disconnect::new(Dr::BadAuthenticationMethod))
-        }
-        // SessionLayer answers these itself; should one slip through, nothing is confirmed, so
-        // the client sees failures rather than a false success.
-        v5::ProtocolMessage::PublishRelease(_)
-        | v5::ProtocolMessage::Subscribe(_)
-        | v5::ProtocolMessage::Unsubscribe(_) => {
-            msg.disconnect_with(codec::Disconnect::new(Dr::ImplementationSpecificError))
-        }
-    })
-}
-
-/// How the connection ends: the DISCONNECT reason the client gets.
-pub(super) async fn control(
-    s: &Session,
-    ctl: Control<MqttFail>,
-) -> Result<Option<Encoded>, MqttFail> {
-    Ok(match ctl {
-        Control::WrBackpressure(b) => {
-            if !b.enabled() {
-                s.link.wake();
-            }
-            None
-        }
-        Control::Stop(Reason::Protocol(e)) => {
-            s.linger();
-            Some(disconnect(protocol_reason(e.get_ref())))
-        }
-        Control::Stop(Reason::Error(_)) => {
-            s.linger();
-            Some(disconnect(Dr::ImplementationSpecificError))
-        }
-        Control::Stop(Reason::PeerGone(_)) => None,
-    })
-}
-
-fn disconnect(code: Dr) -> Encoded {
-    Packet::Disconnect(codec::Disconnect::new(code)).into()
-}
-
-fn protocol_reason(e: &MqttProtocolError) -> Dr {
-    match e {
-        MqttProtocolError::Decode(DecodeError::MaxSizeExceeded { .. }) => Dr::PacketTooLarge,
-        MqttProtocolError::Decode(_) => Dr::MalformedPacket,
-        MqttProtocolError::ProtocolViolation(v) => v.reason(),
-        MqttProtocolError::KeepAliveTimeout | MqttProtocolError::ReadTimeout => {
-            Dr::KeepAliveTimeout
-        }
-        _ => Dr::ImplementationSpecificError,
-    }
-}
-
-type DispErr = DispatcherError<MqttFail>;
-
-/// The v5 packets `SessionLayer` answers itself; see the module docs.
-impl<S, St> Service<St, Decoded> for SessionService<S, codec::Publish>
-where
-    S: Service<St, Decoded, Res = Option<Encoded>, Error = DispErr>,
-{
-    type Res = Option<Encoded>;
-    type Error = DispErr;
-
-    ntex::forward_ready!(St, inner);
-    ntex::forward_shutdown!(St, inner);
-
-    async fn call(&self, req: Decoded, ctx: Ctx<'_, Self, St>) -> Result<Self::Res, Self::Error> {
-        let conn = &self.conn;
-        match req {
-            Decoded::Packet(Packet::PublishAck(ack), size) => {
-                conn.received(size);
-                conn.on_puback(ack.packet_id.get());
-                Ok(None)
-            }
-            Decoded::Packet(Packet::PublishReceived(ack), size) => {
-                conn.received(size);
-                let ok = u8::from(ack.reason_code) < 0x80;
-                Ok(match conn.on_pubrec(ack.packet_id.get(), ok) {
-                    PubRecReply::Release => {
-                        Some(pubrel(ack.packet_id, codec::PublishAck2Reason::Success))
-                    }
-                    PubRecReply::NotFound => Some(pubrel(
-                        ack.packet_id,
-                        codec::PublishAck2Reason::PacketIdNotFound,
-                    )),
-                    PubRecReply::Done => None,
-                })
-            }
-            Decoded::Packet(Packet::PublishComplete(ack), size) => {
-                conn.received(size);
-                conn.on_pubcomp(ack.packet_id.get());
-                Ok(None)
-            }
-            Decoded::Publish(pkt, payload, size) => {
-                conn.received(size);
-                let ack = self
-                    .partial
-                    .start(pkt, payload)
-                    .and_then(|(pkt, payload)| publish_in(conn, pkt, payload));
-                Ok(acknowledge(ack).await)
-            }
-            Decoded::PayloadChunk(chunk, eof) => {
-                let ack = self
-                    .partial
-                    .chunk(conn, chunk, eof)
-                    .and_then(|(pkt, payload)| publish_in(conn, pkt, payload));
-                Ok(acknowledge(ack).await)
-            }
-            Decoded::Packet(Packet::PublishRelease(rel), size) => {
-                // Inbound QoS 2 state lives in the session, so this also completes flows an
-                // earlier connection of the session began.
-                conn.received(size);
-                let reason = if conn.release_inbound(rel.packet_id.get()) {
-                    codec::PublishAck2Reason::Success
-                } else {
-                    codec::PublishAck2Reason::PacketIdNotFound
-                };
-                Ok(Some(
-                    Packet::PublishComplete(codec::PublishAck2 {
-                        packet_id: rel.packet_id,
-                        reason_code: reason,
-                        properties: Vec::new(),
-                        reason_string: None,
-                    })
-                    .into(),
-                ))
-            }
-            Decoded::Packet(Packet::Subscribe(sub), size) if !sub.topic_filters.is_empty() => {
-                conn.received(size);
-                let ack = subscribe(conn, sub)?;
-                // A SUBACK goes out once the other nodes know the new routes.
-                if let Some(settled) = conn.broker.routes_settled() {
-                    settled.await;
-                }
-                Ok(Some(Packet::SubscribeAck(ack).into()))
-            }
-            Decoded::Packet(Packet::Unsubscribe(unsub), size)
-                if !unsub.topic_filters.is_empty() =>
-            {
-                conn.received(size);
-                Ok(Some(
-                    Packet::UnsubscribeAck(unsubscribe(conn, unsub)).into(),
-                ))
-            }
-            // A second CONNECT [MQTT-3.1.0-2], packets only a server sends, and SUBSCRIBE /
-            // UNSUBSCRIBE without filters [MQTT-3.8.3-2, MQTT-3.10.3-2] are protocol errors.
-            Decoded::Packet(
-                Packet::Connect(_)
-                | Packet::ConnectAck(_)
-                | Packet::SubscribeAck(_)
-                | Packet::UnsubscribeAck(_)
-                | Packet::PingResponse
-                | Packet::Subscribe(_)
-                | Packet::Unsubscribe(_),
-                size,
-            ) => {
-                conn.received(size);
-                conn.violation(Dr::ProtocolError);
-                Ok(None)
-            }
-            Decoded::Packet(_, size) => {
-                conn.received(size);
-                ctx.call(&self.inner, req).await
-            }
-        }
     }
 }
 
@@ -394,16 +368,6 @@ fn publish_in(
     Some(Ack { packet, after })
 }
 
-/// The reply to a PUBLISH, once the peers it was forwarded to confirmed it; ntex's dispatcher
-/// answers calls in order, so later replies wait behind it.
-async fn acknowledge(ack: Option<Ack<Encoded>>) -> Option<Encoded> {
-    let ack = ack?;
-    if let Some(confirm) = ack.after {
-        confirm.await;
-    }
-    Some(ack.packet)
-}
-
 fn pubrel(packet_id: NonZeroU16, reason_code: codec::PublishAck2Reason) -> Encoded {
     Packet::PublishRelease(codec::PublishAck2 {
         packet_id,
@@ -414,16 +378,15 @@ fn pubrel(packet_id: NonZeroU16, reason_code: codec::PublishAck2Reason) -> Encod
     .into()
 }
 
-fn subscribe(conn: &Conn, sub: codec::Subscribe) -> Result<codec::SubscribeAck, DispErr> {
+/// `None` when the request breaks the protocol (the connection is closing).
+fn subscribe(conn: &Conn, sub: codec::Subscribe) -> Option<codec::SubscribeAck> {
     let sub_id = sub.id.map(|i| i.get());
     let mut requests = Vec::with_capacity(sub.topic_filters.len());
     for (filter, o) in sub.topic_filters {
+        // No Local on a shared subscription is a protocol error [MQTT-3.8.3-4].
         if o.no_local && filter.starts_with("$share/") {
-            return Err(DispatcherError::Protocol(
-                MqttProtocolError::generic_violation(
-                    "No Local set on a shared subscription [MQTT-3.8.3-4]",
-                ),
-            ));
+            conn.violation(Dr::ProtocolError);
+            return None;
         }
         requests.push(SubRequest {
             filter,
@@ -454,7 +417,7 @@ fn subscribe(conn: &Conn, sub: codec::Subscribe) -> Result<codec::SubscribeAck, 
             SubResult::QuotaExceeded => codec::SubscribeAckReason::QuotaExceeded,
         })
         .collect();
-    Ok(codec::SubscribeAck {
+    Some(codec::SubscribeAck {
         packet_id: sub.packet_id,
         properties: Vec::new(),
         reason_string: None,

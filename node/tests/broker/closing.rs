@@ -246,3 +246,87 @@ async fn takeover_0x8e_reaches_a_busy_client() {
     );
     assert_eq!(end, None, "the stream ends cleanly");
 }
+
+/// What the 5.0 connection loop answers itself, each with the reason code the specification
+/// names: an expired keep-alive (0x8D), a DISCONNECT that tries to keep a session the CONNECT
+/// asked to end with the connection (0x82, [MQTT-3.14.2-22]), an AUTH exchange the broker does
+/// not offer (0x8C), and a CONNECT that is too large (CONNACK 0x95) or malformed (CONNACK 0x81).
+#[tokio::test]
+async fn v5_connection_ends_carry_their_reason_codes() {
+    let node = Node::start("max_packet_size = 1024");
+
+    let mut pkt = connect5("ka");
+    pkt.keep_alive = 1;
+    let (mut c, ack) = Raw5::connect(node.mqtt, pkt).await;
+    assert_eq!(ack.server_keepalive_sec, None, "no cap configured");
+    let started = std::time::Instant::now();
+    assert_eq!(
+        c.expect_disconnect().await,
+        Some(c5::DisconnectReasonCode::KeepAliveTimeout)
+    );
+    // Enforced (1.5 times the keep-alive), not left to a check that never fires.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let mut pkt = connect5("expiry");
+    pkt.session_expiry_interval_secs = 0;
+    let (mut c, _) = Raw5::connect(node.mqtt, pkt).await;
+    let mut d = c5::Disconnect::new(c5::DisconnectReasonCode::NormalDisconnection);
+    d.session_expiry_interval_secs = Some(300);
+    c.send(c5::Packet::Disconnect(d)).await;
+    assert_eq!(
+        c.expect_disconnect().await,
+        Some(c5::DisconnectReasonCode::ProtocolError)
+    );
+
+    let (mut c, _) = Raw5::connect(node.mqtt, connect5("auth")).await;
+    c.send(c5::Packet::Auth(c5::Auth::default())).await;
+    assert_eq!(
+        c.expect_disconnect().await,
+        Some(c5::DisconnectReasonCode::BadAuthenticationMethod)
+    );
+
+    // A CONNECT carrying a 2 KB password against a 1 KB packet limit.
+    let mut big = connect5("big");
+    big.username = Some("u".into());
+    big.password = Some(Bytes::from(vec![b'p'; 2048]));
+    let codec = c5::Codec::new();
+    let mut out = ntex_bytes::BytePages::default();
+    codec
+        .encodev(
+            c5::Encoded::Packet(c5::Packet::Connect(Box::new(big))),
+            &mut out,
+        )
+        .unwrap();
+    let stream = TcpStream::connect(node.mqtt).await.unwrap();
+    let (got, _) = send_then_read(stream, &Bytes::from(out)).await;
+    match v5_packets(got).first() {
+        Some(c5::Decoded::Packet(c5::Packet::ConnectAck(ack), _)) => {
+            assert_eq!(ack.reason_code, c5::ConnectAckReason::PacketTooLarge)
+        }
+        other => panic!("expected CONNACK 0x95, got {other:?}"),
+    }
+
+    // A 5.0 CONNECT whose properties hold an identifier no CONNECT may carry (0x01, Payload
+    // Format Indicator, belongs to PUBLISH and wills).
+    let malformed: &[u8] = &[
+        0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02, 0x00, 0x3c, 0x02, 0x01, 0x01,
+        0x00, 0x01, b'm',
+    ];
+    let stream = TcpStream::connect(node.mqtt).await.unwrap();
+    let (got, _) = send_then_read(stream, malformed).await;
+    match v5_packets(got).first() {
+        Some(c5::Decoded::Packet(c5::Packet::ConnectAck(ack), _)) => {
+            assert_eq!(ack.reason_code, c5::ConnectAckReason::MalformedPacket)
+        }
+        other => panic!("expected CONNACK 0x81, got {other:?}"),
+    }
+
+    // The broker still serves 5.0 clients after all of that.
+    let (_c, ack) = Raw5::connect(node.mqtt, connect5("after")).await;
+    assert_eq!(ack.reason_code, c5::ConnectAckReason::Success);
+    assert_eq!(ack.max_packet_size, Some(1024));
+}

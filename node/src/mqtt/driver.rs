@@ -1,0 +1,207 @@
+//! The connection loop both protocol versions run, on ntex-io with ntex-mqtt's codecs.
+//!
+//! Why not ntex-mqtt's servers: they hold 6-9 KB of per-connection state (service pipelines,
+//! boxed call futures, their own dispatcher, sink and writer task) for a protocol whose whole
+//! dispatch is one `match`; here an idle connection is one future. Flow of one connection:
+//! `serve` reads the CONNECT (the preface already saw its header) → the version's `connect`
+//! (`Broker::connect` → CONNACK) → `run`: one loop that decodes packets (the version's `handle`
+//! → `Conn`'s QoS flows and `Broker`), writes what the session has queued when `ConnLink` wakes
+//! it, holds acknowledgements that wait for peers, and enforces the keep-alive →
+//! `Conn::finish` reports the disconnect.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+
+use ntex::codec::{Decoder, Encoder};
+use ntex::io::{Filter, Io, RecvError};
+use ntex::time::{Millis, Seconds, timeout};
+use ntex::util::Either;
+use ntex_mqtt::error::DecodeError;
+use ntex_mqtt::v5::codec::DisconnectReasonCode as Dr;
+
+use super::conn::{Ack, Conn};
+use super::linger::Socket;
+use crate::broker::Broker;
+
+/// The first packet of a connection as `Io::recv` gave it: `None` when nothing came in time.
+pub(super) type First<C> =
+    Option<Result<Option<<C as Decoder>::Item>, Either<DecodeError, std::io::Error>>>;
+
+/// One protocol version: its codec, handshake and packet handling.
+pub(super) trait Dialect {
+    type Codec: Decoder<Error = DecodeError> + Encoder;
+
+    fn codec(max_packet_size: u32) -> Self::Codec;
+
+    /// CONNECT → CONNACK; `None` when refused (the refusal is already encoded) or when the first
+    /// packet was not a CONNECT.
+    async fn connect<F: Filter>(
+        broker: &Arc<Broker>,
+        io: &Io<F>,
+        socket: Socket,
+        codec: Self::Codec,
+        first: First<Self::Codec>,
+    ) -> Option<(Rc<Conn>, Seconds)>;
+
+    /// The connection's codec, which `connect` moved into its `Conn`.
+    fn wire(conn: &Conn) -> Option<&Self::Codec>;
+
+    /// The per-connection state of a PUBLISH whose payload is still arriving.
+    type Partial: Default;
+
+    /// One decoded packet after the CONNECT: its effect, and what to answer.
+    fn handle(
+        conn: &Conn,
+        partial: &Self::Partial,
+        packet: <Self::Codec as Decoder>::Item,
+    ) -> Action<<Self::Codec as Encoder>::Item>;
+
+    /// The socket failed, the keep-alive expired or the client sent something undecodable.
+    fn ended(conn: &Conn, why: RecvError<Self::Codec>);
+}
+
+/// What a packet asks of the loop.
+pub(super) enum Action<E> {
+    Nothing,
+    /// Send this now.
+    Reply(E),
+    /// A SUBACK, sent once the other nodes know the new routes.
+    Subscribed(E),
+    /// A PUBACK / PUBREC, sent in arrival order once what it waits for is confirmed.
+    Ack(Ack<E>),
+    /// The client said DISCONNECT: the connection ends.
+    Disconnect,
+}
+
+/// Serves one connection from its first byte to its end.
+pub(super) async fn serve<D: Dialect, F: Filter>(
+    broker: Arc<Broker>,
+    io: Io<F>,
+    socket: Socket,
+    wait: Millis,
+) {
+    let codec = D::codec(broker.limits.max_packet_size);
+    // Anything but a well-formed CONNECT first, in time, ends the connection [MQTT-3.1.0-1].
+    let first = timeout(wait, io.recv(&codec)).await.ok();
+    // Boxed so the handshake's state is freed once it is done, not held for the connection.
+    if let Some((conn, keep_alive)) = Box::pin(D::connect(&broker, &io, socket, codec, first)).await
+    {
+        run::<D, F>(&io, &conn, keep_alive).await;
+        conn.finish();
+    }
+    let _ = io.shutdown().await;
+}
+
+/// What the socket produced next.
+enum Event<C: Decoder> {
+    Packet(C::Item),
+    /// The write buffer is over its high-water mark: stop reading until it drains.
+    Backpressure,
+    End(RecvError<C>),
+}
+
+fn next<'a, F: Filter, C: Decoder>(io: &'a Io<F>, codec: &'a C) -> impl Future<Output = Event<C>> {
+    poll_fn(move |cx| match io.poll_recv(codec, cx) {
+        Poll::Ready(Ok(item)) => Poll::Ready(Event::Packet(item)),
+        Poll::Ready(Err(RecvError::WriteBackpressure)) => Poll::Ready(Event::Backpressure),
+        Poll::Ready(Err(e)) => Poll::Ready(Event::End(e)),
+        Poll::Pending => Poll::Pending,
+    })
+}
+
+/// The connection's one loop: inbound packets, outbound deliveries, keep-alive.
+async fn run<D: Dialect, F: Filter>(io: &Io<F>, conn: &Conn, keep_alive: Seconds) {
+    let Some(codec) = D::wire(conn) else {
+        return;
+    };
+    let partial = D::Partial::default();
+    // PUBACK / PUBREC waiting for peers to confirm a forwarded message, in arrival order.
+    let mut held: VecDeque<Ack<<D::Codec as Encoder>::Item>> = VecDeque::new();
+    io.start_timer(keep_alive);
+    conn.resume();
+    while !io.is_closed() {
+        conn.flush();
+        let event = tokio::select! {
+            event = next(io, codec) => event,
+            () = conn.link.woken() => {
+                conn.on_woken();
+                continue;
+            }
+            () = confirmed(&mut held), if !held.is_empty() => {
+                release(io, codec, &mut held);
+                continue;
+            }
+        };
+        let packet = match event {
+            Event::Packet(packet) => packet,
+            Event::Backpressure => {
+                tokio::select! {
+                    flushed = io.flush(false) => if flushed.is_err() {
+                        break;
+                    },
+                    () = conn.link.woken() => conn.on_woken(),
+                }
+                continue;
+            }
+            Event::End(why) => {
+                D::ended(conn, why);
+                break;
+            }
+        };
+        io.start_timer(keep_alive);
+        match D::handle(conn, &partial, packet) {
+            Action::Nothing => {}
+            Action::Reply(reply) => {
+                let _ = io.encode(reply, codec);
+            }
+            Action::Subscribed(reply) => {
+                if let Some(settled) = conn.broker.routes_settled() {
+                    settled.await;
+                }
+                let _ = io.encode(reply, codec);
+            }
+            Action::Ack(ack) => {
+                held.push_back(ack);
+                release(io, codec, &mut held);
+                // Only acknowledgements waiting for peers stay held; more of them than the
+                // Receive Maximum means the client sent more than it may [MQTT-3.3.4-9].
+                if conn.receive_max > 0 && held.len() > usize::from(conn.receive_max) {
+                    conn.violation(Dr::ReceiveMaximumExceeded);
+                }
+            }
+            Action::Disconnect => break,
+        }
+    }
+}
+
+/// Resolves once the first held acknowledgement may go.
+async fn confirmed<E>(held: &mut VecDeque<Ack<E>>) {
+    if let Some(Ack {
+        after: after @ Some(_),
+        ..
+    }) = held.front_mut()
+    {
+        if let Some(confirm) = after.as_mut() {
+            confirm.await;
+        }
+        *after = None;
+    }
+}
+
+/// Writes the held acknowledgements from the front whose confirmations are in.
+fn release<F: Filter, C: Encoder>(io: &Io<F>, codec: &C, held: &mut VecDeque<Ack<C::Item>>) {
+    while let Some(front) = held.front_mut() {
+        if let Some(confirm) = front.after.as_mut() {
+            if futures::FutureExt::now_or_never(confirm).is_none() {
+                return;
+            }
+            front.after = None;
+        }
+        if let Some(ack) = held.pop_front() {
+            let _ = io.encode(ack.packet, codec);
+        }
+    }
+}
