@@ -7,12 +7,15 @@
 //!   delay in an HDR histogram. Subscribers may connect to another port (another node of a
 //!   cluster) than publishers;
 //! - `takeover`: one persistent client id connecting alternately to two ports (two nodes), each
-//!   connection taking the session over from the previous one; CONNECT-to-CONNACK percentiles.
+//!   connection taking the session over from the previous one; CONNECT-to-CONNACK percentiles;
+//! - `null`: not a generator but the "null broker" (`null.rs`) that measures the generator's
+//!   own ceiling.
 //!
 //! Every run is bounded in time. A progress line goes to stderr each second; the summary is one
 //! JSON object on stdout.
 
 mod client;
+mod null;
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -43,6 +46,11 @@ enum Mode {
     Pubsub(PubSubArgs),
     /// One persistent session taken over back and forth between two ports.
     Takeover(TakeoverArgs),
+    /// Serve as the null broker (until killed).
+    Null {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -473,9 +481,26 @@ async fn pubsub(args: PubSubArgs) -> anyhow::Result<serde_json::Value> {
         latency: std::sync::Mutex::new(Histogram::new(3)?),
         stop: stop.clone(),
     });
+    // Subscribers run on a thread of their own (pinned with the rest of the generator to its
+    // core): as tasks among 100 publishers flat out on one thread, a subscriber got one turn in
+    // 101 and read far slower than a broker could deliver, so brokers that drop what a slow
+    // subscriber cannot take were measured at the generator's reading speed. On two threads the
+    // kernel splits the core between sending and receiving.
+    let sub_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let sub_spawner = sub_rt.handle().clone();
+    let (subs_done, subs_done_rx) = tokio::sync::oneshot::channel::<()>();
+    let sub_thread = std::thread::Builder::new()
+        .name("subscribers".into())
+        .spawn(move || {
+            sub_rt.block_on(async {
+                let _ = subs_done_rx.await;
+            })
+        })?;
     for i in 0..args.subscribers {
         let (run, args, ready, errors) = (run.clone(), args.clone(), ready.clone(), errors.clone());
-        subs.push(tokio::spawn(async move {
+        subs.push(sub_spawner.spawn(async move {
             if let Err(e) = subscriber(run, args, i, ready).await {
                 errors.fetch_add(1, Ordering::Relaxed);
                 eprintln!("subscriber {i}: {e:#}");
@@ -531,6 +556,8 @@ async fn pubsub(args: PubSubArgs) -> anyhow::Result<serde_json::Value> {
     for s in subs {
         s.await.ok();
     }
+    let _ = subs_done.send(());
+    let _ = sub_thread.join();
     let window = run
         .measure_to
         .duration_since(run.measure_from)
@@ -568,16 +595,17 @@ fn own_cpu_seconds() -> f64 {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let common = match &cli.mode {
-        Mode::Conn(a) => &a.common,
-        Mode::Pubsub(a) => &a.common,
-        Mode::Takeover(a) => &a.common,
+        Mode::Conn(a) => Some(&a.common),
+        Mode::Pubsub(a) => Some(&a.common),
+        Mode::Takeover(a) => Some(&a.common),
+        Mode::Null { .. } => None,
     };
-    if let Some(ca) = &common.cafile {
+    if let Some(ca) = common.and_then(|c| c.cafile.as_ref()) {
         let _ = TLS.set(client::tls_config(ca)?);
     }
     let (cpu0, wall0) = (own_cpu_seconds(), Instant::now());
-    // One thread: the generator's share of the machine is one core (pin it with taskset), and
-    // a second thread on that core would only add context switches to the latencies measured.
+    // The generator's share of the machine is one core (pin it with taskset): one thread, and
+    // for `pubsub` a second one for the subscribers (see `pubsub`).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -586,6 +614,7 @@ fn main() -> anyhow::Result<()> {
             Mode::Conn(a) => conn(a).await,
             Mode::Pubsub(a) => pubsub(a).await,
             Mode::Takeover(a) => takeover(a).await,
+            Mode::Null { listen } => null::serve(listen).await.map(|()| json!({})),
         }
     })?;
     let mut summary = summary;

@@ -43,7 +43,12 @@ struct Args {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Broker {
     Mosquitto,
+    /// RealMQ as users get it: the default configuration (listeners aside).
     RealMq,
+    /// RealMQ tuned for these runs: `TUNED`.
+    RealMqTuned,
+    /// `realmq-bench null`: reads and discards, floods subscribers; the generator's ceiling.
+    Null,
 }
 
 impl Broker {
@@ -51,6 +56,8 @@ impl Broker {
         match self {
             Broker::Mosquitto => "mosquitto",
             Broker::RealMq => "realmq",
+            Broker::RealMqTuned => "realmq_tuned",
+            Broker::Null => "null",
         }
     }
 }
@@ -78,14 +85,14 @@ fn scenarios(a: &Args) -> Vec<Scenario> {
     vec![
         Scenario {
             name: "qos0_fanin_100_to_1",
-            metrics: &[("received_per_s", ">= 2.0x")],
+            metrics: &[("received_per_s", ">= 2.0x"), ("sent_per_s", "reported")],
             higher_is_better: true,
             tls: false,
             args: pubsub(&["--publishers", "100", "--subscribers", "1", "--qos", "0"]),
         },
         Scenario {
             name: "tls_qos0_fanin_100_to_1",
-            metrics: &[("received_per_s", ">= 2.0x")],
+            metrics: &[("received_per_s", ">= 2.0x"), ("sent_per_s", "reported")],
             higher_is_better: true,
             tls: true,
             args: pubsub(&["--publishers", "100", "--subscribers", "1", "--qos", "0"]),
@@ -93,21 +100,21 @@ fn scenarios(a: &Args) -> Vec<Scenario> {
         Scenario {
             name: "qos1_fanin_100_to_1",
             tls: false,
-            metrics: &[("received_per_s", ">= 1.5x")],
+            metrics: &[("received_per_s", ">= 1.5x"), ("sent_per_s", "reported")],
             higher_is_better: true,
             args: pubsub(&["--publishers", "100", "--subscribers", "1", "--qos", "1"]),
         },
         Scenario {
             name: "fanout_1_to_100",
             tls: false,
-            metrics: &[("received_per_s", ">= 1.5x")],
+            metrics: &[("received_per_s", ">= 1.5x"), ("sent_per_s", "reported")],
             higher_is_better: true,
             args: pubsub(&["--publishers", "1", "--subscribers", "100", "--qos", "0"]),
         },
         Scenario {
             name: "v5_qos0_fanin_100_to_1",
             tls: false,
-            metrics: &[("received_per_s", ">= 2.0x")],
+            metrics: &[("received_per_s", ">= 2.0x"), ("sent_per_s", "reported")],
             higher_is_better: true,
             args: pubsub(&[
                 "--publishers",
@@ -211,6 +218,11 @@ fn pinned(cpu: &str, program: &Path) -> Command {
     c
 }
 
+/// The tuned RealMQ: one MQTT worker (the broker has one core; a second worker thread would
+/// only share it), logs at warn (no INFO line per connection), no $SYS publishing, windows and queues as deep as
+/// Mosquitto's settings here (unlimited in-flight, 100,000 queued messages per session).
+const TUNED: &str = "workers = 1\n[log]\nlevel = \"warn\"\n[mqtt]\nsys_interval = 0\nmax_inflight = 65535\nreceive_maximum = 65535\nmax_queued_messages = 100000\n";
+
 fn start(a: &Args, certs: &Certs, broker: Broker) -> anyhow::Result<Running> {
     let dir = tempfile::tempdir()?;
     let (port, tls_port) = (free_port()?, free_port()?);
@@ -235,11 +247,19 @@ fn start(a: &Args, certs: &Certs, broker: Broker) -> anyhow::Result<Running> {
                 .stderr(Stdio::null())
                 .spawn()?
         }
-        Broker::RealMq => {
+        Broker::Null => pinned(&a.broker_cpu, &a.bench)
+            .args(["null", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .spawn()?,
+        Broker::RealMq | Broker::RealMqTuned => {
             let conf = dir.path().join("realmq.toml");
             std::fs::write(
                 &conf,
-                "workers = 1\n[log]\nlevel = \"warn\"\n[mqtt]\nsys_interval = 0\nmax_inflight = 65535\nreceive_maximum = 65535\nmax_queued_messages = 100000\n",
+                if broker == Broker::RealMqTuned {
+                    TUNED
+                } else {
+                    ""
+                },
             )?;
             pinned(&a.broker_cpu, &a.realmq)
                 .arg("--config")
@@ -270,7 +290,12 @@ fn start(a: &Args, certs: &Certs, broker: Broker) -> anyhow::Result<Running> {
         }
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    for p in [port, tls_port] {
+    let ports = if broker == Broker::Null {
+        vec![port]
+    } else {
+        vec![port, tls_port]
+    };
+    for p in ports {
         while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
             if Instant::now() > deadline {
                 bail!("{} did not listen on {p}", broker.name());
@@ -480,12 +505,14 @@ fn main() -> anyhow::Result<()> {
     for rep in 0..a.reps {
         // Interleave: alternate which broker goes first in each repetition.
         let order = if rep % 2 == 0 {
-            [Broker::Mosquitto, Broker::RealMq]
+            [Broker::Mosquitto, Broker::RealMq, Broker::RealMqTuned]
         } else {
-            [Broker::RealMq, Broker::Mosquitto]
+            [Broker::RealMqTuned, Broker::RealMq, Broker::Mosquitto]
         };
         for s in scenarios(&a) {
-            for b in order {
+            // The null broker speaks no TLS, and has no latency worth comparing.
+            let null = (!s.tls && s.higher_is_better).then_some(Broker::Null);
+            for b in order.into_iter().chain(null) {
                 let run = start(&a, &certs, b)?;
                 eprintln!("rep {} {} {} ...", rep + 1, s.name, b.name());
                 let ca = s.tls.then_some(certs.ca.as_path());
@@ -506,7 +533,8 @@ fn main() -> anyhow::Result<()> {
             }
         }
         for idle in &IDLE {
-            for b in order {
+            // Idle connections cost what the defaults cost; tuning changes no per-connection state.
+            for b in order.into_iter().filter(|b| *b != Broker::RealMqTuned) {
                 eprintln!("rep {} {} {} ...", rep + 1, idle.name, b.name());
                 let v = idle_run(&a, &certs, b, idle)?;
                 eprintln!("  {v}");
@@ -540,44 +568,50 @@ fn main() -> anyhow::Result<()> {
         let mut metrics = serde_json::Map::new();
         for &(metric, target) in s.metrics {
             let m = |b: &str| stats(&per[b].iter().map(|v| lookup(v, metric)).collect::<Vec<_>>());
-            let (mq, rq) = (m("mosquitto"), m("realmq"));
-            let (mmed, rmed) = (
-                mq["median"].as_f64().unwrap_or(f64::NAN),
-                rq["median"].as_f64().unwrap_or(f64::NAN),
-            );
-            let ratio = if s.higher_is_better {
-                rmed / mmed
-            } else {
-                mmed / rmed
+            let med = |v: &Value| v["median"].as_f64().unwrap_or(f64::NAN);
+            let (mq, rq, tq) = (m("mosquitto"), m("realmq"), m("realmq_tuned"));
+            // Always RealMQ against Mosquitto, so above 1 means RealMQ did better.
+            let ratio = |r: &Value| {
+                if s.higher_is_better {
+                    med(r) / med(&mq)
+                } else {
+                    med(&mq) / med(r)
+                }
             };
-            let span = |v: &Value, med: f64| {
+            let span = |v: &Value| {
                 format!(
                     "{} / {} / {}",
                     num(v["min"].as_f64().unwrap_or(0.0)),
-                    num(med),
+                    num(med(v)),
                     num(v["max"].as_f64().unwrap_or(0.0))
                 )
             };
+            let ceiling = per.contains_key("null").then(|| m("null"));
             table.push(format!(
-                "| {} | {} | {} | {} | {:.2}x | {} | {:.2} / {:.2} |",
+                "| {} | {} | {} | {} | {:.2}x | {} | {:.2}x | {} | {} | {:.2} / {:.2} / {:.2} |",
                 s.name,
                 metric,
-                span(&mq, mmed),
-                span(&rq, rmed),
-                ratio,
+                span(&mq),
+                span(&rq),
+                ratio(&rq),
+                span(&tq),
+                ratio(&tq),
                 target,
+                ceiling.as_ref().map_or(String::new(), |c| num(med(c))),
                 generator("mosquitto"),
                 generator("realmq"),
+                generator("realmq_tuned"),
             ));
             metrics.insert(
                 metric.to_string(),
-                json!({"target": target, "ratio_of_medians": ratio, "mosquitto": mq, "realmq": rq}),
+                json!({"target": target, "ratio_of_medians": ratio(&rq), "ratio_of_medians_tuned": ratio(&tq), "mosquitto": mq, "realmq": rq, "realmq_tuned": tq, "generator_ceiling": ceiling}),
             );
         }
+        let cpu = |key: &str| json!({"mosquitto": share("mosquitto", key), "realmq": share("realmq", key), "realmq_tuned": share("realmq_tuned", key)});
         report["scenarios"][s.name] = json!({
             "metrics": metrics,
-            "broker_cpu_share": {"mosquitto": share("mosquitto", "broker_cpu_share"), "realmq": share("realmq", "broker_cpu_share")},
-            "generator_cpu_share": {"mosquitto": share("mosquitto", "generator_cpu_share"), "realmq": share("realmq", "generator_cpu_share")},
+            "broker_cpu_share": cpu("broker_cpu_share"),
+            "generator_cpu_share": cpu("generator_cpu_share"),
             "raw": per,
         });
     }
@@ -595,7 +629,7 @@ fn main() -> anyhow::Result<()> {
             let (mq, rq) = (m("mosquitto"), m("realmq"));
             let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
             table.push(format!(
-                "| {name} | {key} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.2}x | {} | |",
+                "| {name} | {key} | {:.0} / {:.0} / {:.0} | {:.0} / {:.0} / {:.0} | {:.2}x | | | {} | | |",
                 f(&mq, "min"),
                 f(&mq, "median"),
                 f(&mq, "max"),
@@ -620,7 +654,7 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let sc = stats(&scrapes);
     table.push(format!(
-        "| idle_connections | metrics_scrape_ms ({} connections) | | {} / {} / {} | | reported | |",
+        "| idle_connections | metrics_scrape_ms ({} connections) | | {} / {} / {} | | | | reported | | |",
         a.idle,
         num(sc["min"].as_f64().unwrap_or(f64::NAN)),
         num(sc["median"].as_f64().unwrap_or(f64::NAN)),
@@ -628,9 +662,9 @@ fn main() -> anyhow::Result<()> {
     ));
     report["scenarios"]["metrics_scrape_ms"] = sc;
     println!(
-        "| scenario | metric | mosquitto min / median / max | realmq min / median / max | ratio | target | generator CPU (mosquitto / realmq runs) |"
+        "| scenario | metric | mosquitto min / median / max | realmq (defaults) min / median / max | ratio | realmq (tuned) min / median / max | ratio | target | generator ceiling (null broker, median) | generator CPU (mosquitto / realmq / tuned runs) |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for row in &table {
         println!("{row}");
     }
