@@ -19,6 +19,8 @@ pub struct Metrics {
     pub bytes_sent: AtomicU64,
     /// Dropped because a session queue was full.
     pub dropped_queue_full: AtomicU64,
+    /// Times a publisher's reading paused for a congested subscriber (backpressure).
+    pub publisher_pauses: AtomicU64,
     /// Dropped because the Message Expiry Interval passed while queued.
     pub dropped_expired: AtomicU64,
     /// Dropped because they exceeded the receiver's Maximum Packet Size.
@@ -51,6 +53,7 @@ pub struct Snapshot {
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub dropped_queue_full: u64,
+    pub publisher_pauses: u64,
     pub dropped_expired: u64,
     pub dropped_too_large: u64,
     pub denied: u64,
@@ -78,6 +81,7 @@ impl Metrics {
             bytes_received: g(&self.bytes_received),
             bytes_sent: g(&self.bytes_sent),
             dropped_queue_full: g(&self.dropped_queue_full),
+            publisher_pauses: g(&self.publisher_pauses),
             dropped_expired: g(&self.dropped_expired),
             dropped_too_large: g(&self.dropped_too_large),
             denied: g(&self.denied),

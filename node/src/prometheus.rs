@@ -237,6 +237,12 @@ impl Collector for NodeCollector {
         )?;
         counter(
             e,
+            "realmq_publisher_pauses",
+            "Times a publisher's reading paused until a subscriber it fills drained its queue",
+            m.publisher_pauses,
+        )?;
+        counter(
+            e,
             "realmq_authorization_denied",
             "PUBLISH and SUBSCRIBE refused by the ACL or device isolation",
             m.denied,

@@ -42,7 +42,7 @@ use crate::message::{Message, Will};
 use crate::metrics::{Metrics, inc};
 use crate::retain::RetainStore;
 use crate::routing::{Groups, Router, Target};
-use crate::session::{Pushed, Sessions};
+use crate::session::{ConnLink, Pushed, Sessions};
 use realmq_raft_store::client::Writer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -172,7 +172,7 @@ impl Broker {
             }
             replicated = self.persist_retained(&msg, want != Want::Nothing);
         }
-        let local = self.route(&msg, Groups::All);
+        let (local, congested) = self.route(&msg, Groups::All);
         let (peers, mut confirm) = self.forward(&msg, want);
         if let Some(replicated) = replicated {
             let forwarded = confirm.take();
@@ -192,20 +192,25 @@ impl Broker {
             local,
             peers,
             confirm,
+            congested,
         })
     }
 
-    fn route(&self, msg: &Arc<Message>, groups: Groups<'_>) -> usize {
+    /// Queues `msg` for the local sessions it matches; returns how many, and a subscriber
+    /// connection whose queue it congested, if any.
+    fn route(&self, msg: &Arc<Message>, groups: Groups<'_>) -> (usize, Option<Arc<ConnLink>>) {
         let mut targets: Vec<Target> = Vec::new();
         self.router.route(msg, groups, &mut targets);
         let n = targets.len();
+        let mut congested = None;
         for t in targets {
             // An offline session's copy also goes to disk (QoS 0 is not kept offline); an
             // online one's costs nothing more.
             let offline = (t.delivery.qos != crate::message::QoS::AtMostOnce
                 && !t.session.is_online())
             .then(|| spool::entry(&t.delivery));
-            let pushed = t.session.deliver(t.delivery);
+            let (pushed, full) = t.session.deliver(t.delivery);
+            congested = congested.or(full);
             if pushed == Pushed::DroppedFull {
                 inc(&self.metrics.dropped_queue_full, 1);
             }
@@ -216,7 +221,7 @@ impl Broker {
                 self.spool_queued(&t.session, entry);
             }
         }
-        n
+        (n, congested)
     }
 
     fn publish_will(&self, client: &ClientInfo, will: Will) {

@@ -72,6 +72,9 @@ pub struct Published {
     pub local: usize,
     pub peers: usize,
     pub confirm: Option<Confirm>,
+    /// A local subscriber's connection whose queue this message congested: the publisher
+    /// pauses reading until it drains (`ConnLink::until_drained`).
+    pub congested: Option<Arc<crate::session::ConnLink>>,
 }
 
 impl Broker {
@@ -182,7 +185,8 @@ impl Broker {
     /// Delivers a message a peer forwarded to this node's subscribers (and only them), serving
     /// only the shared `groups` the peer chose this node for; returns the sessions reached.
     pub fn deliver_forwarded(&self, msg: Message, groups: &[String]) -> usize {
-        self.route(&Arc::new(msg), Groups::Only(groups))
+        // Messages from peers are not paused: the cluster link carries many publishers' traffic.
+        self.route(&Arc::new(msg), Groups::Only(groups)).0
     }
 }
 

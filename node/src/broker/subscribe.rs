@@ -101,7 +101,7 @@ impl Broker {
                         subscription_ids: req.opts.subscription_id.into_iter().collect(),
                         msg,
                     };
-                    session.deliver(delivery);
+                    let _ = session.deliver(delivery);
                 }
             }
         }

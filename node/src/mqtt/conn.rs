@@ -70,6 +70,9 @@ pub(crate) struct Conn {
     /// 0 = unlimited).
     pub(super) receive_max: u16,
     out: RefCell<Vec<Outgoing>>,
+    /// A subscriber connection this connection's last PUBLISH congested: the loop reads
+    /// nothing more until it drains (`driver::run`).
+    pause: RefCell<Option<Arc<ConnLink>>>,
     finished: Cell<bool>,
     /// For a graceful close that the client can read its DISCONNECT from (`linger.rs`).
     socket: Socket,
@@ -113,6 +116,7 @@ impl Conn {
             alias_max,
             receive_max,
             out: RefCell::new(Vec::new()),
+            pause: RefCell::new(None),
             finished: Cell::new(false),
             socket,
         })
@@ -134,11 +138,14 @@ impl Conn {
             return;
         }
         let mut out = self.out.borrow_mut();
-        let dropped = self
-            .session
-            .lock()
-            .state
-            .transmit(Instant::now(), &mut out, FLUSH_BATCH);
+        let dropped = {
+            let mut inner = self.session.lock();
+            let dropped = inner.state.transmit(Instant::now(), &mut out, FLUSH_BATCH);
+            if self.link.is_congested() && inner.state.drained() {
+                self.link.release();
+            }
+            dropped
+        };
         if dropped.expired > 0 {
             inc(&self.broker.metrics.dropped_expired, dropped.expired);
         }
@@ -287,7 +294,11 @@ impl Conn {
                 local,
                 peers,
                 confirm,
+                congested,
             }) => {
+                if congested.is_some() {
+                    *self.pause.borrow_mut() = congested;
+                }
                 if let Some(id) = qos2 {
                     self.session.lock().state.begin_inbound_qos2(id);
                 }
@@ -331,10 +342,18 @@ impl Conn {
     }
 
     /// Reports the end of the connection to the broker, once.
+    /// The subscriber connection to wait for before reading more, if the last PUBLISH
+    /// congested one.
+    pub(super) fn take_pause(&self) -> Option<Arc<ConnLink>> {
+        self.pause.borrow_mut().take()
+    }
+
     pub(super) fn finish(&self) {
         if self.finished.replace(true) {
             return;
         }
+        // Publishers waiting for this connection to drain its queue go on.
+        self.link.release();
         self.broker.disconnected(Closed {
             client: self.client.clone(),
             session: self.session.clone(),

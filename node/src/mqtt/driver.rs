@@ -174,6 +174,28 @@ async fn run<D: Dialect, F: Filter>(io: &Io<F>, conn: &Conn, keep_alive: Seconds
             }
             Action::Disconnect => break,
         }
+        if let Some(congested) = conn.take_pause() {
+            crate::metrics::inc(&conn.broker.metrics.publisher_pauses, 1);
+            pause(conn, &congested).await;
+        }
+    }
+}
+
+/// Backpressure: a PUBLISH filled a subscriber's queue, so this connection reads nothing more
+/// until that queue drains (at most `MAX_PAUSE`; see `ConnLink::until_drained`). Its own
+/// deliveries go on meanwhile. Reading stops, ntex stops reading the socket once its buffer is
+/// full, and TCP makes the publisher wait: a saturated broker takes in what it can deliver
+/// instead of reading messages only to drop them. Publishers that feed no congested subscriber
+/// never wait.
+async fn pause(conn: &Conn, congested: &crate::session::ConnLink) {
+    let drained = congested.until_drained();
+    tokio::pin!(drained);
+    loop {
+        conn.flush();
+        tokio::select! {
+            () = &mut drained => return,
+            () = conn.link.woken() => conn.on_woken(),
+        }
     }
 }
 

@@ -5,8 +5,11 @@
 //! task instead was measured: it lowers nothing at low load and raises p50 and p99 when many
 //! publishers' packets arrive together, because the subscriber's writes stop being batched.)
 
-use parking_lot::Mutex;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::message::CloseReason;
@@ -20,6 +23,25 @@ pub struct ConnLink {
     /// Wakes the connection's writer task: queued messages, a freed window, or a close request.
     notify: Notify,
     close: Mutex<Option<CloseReason>>,
+    /// Backpressure: set while the session's queue is congested (`SessionState::congested`);
+    /// publishers that fed it wait on `drained` before reading more (`mqtt/driver.rs`).
+    congested: AtomicBool,
+    drained: Notify,
+    /// Milliseconds since `EPOCH` until which congestion here pauses nobody: the connection
+    /// once failed to drain within a pause, so it is slow rather than busy, and its queue drops
+    /// as it would without backpressure instead of holding its publishers back.
+    slow_until: AtomicU64,
+}
+
+/// How long a publisher waits for a congested subscriber to drain before going on.
+pub const MAX_PAUSE: Duration = Duration::from_millis(100);
+/// How long a subscriber that did not drain within `MAX_PAUSE` pauses no publisher.
+const SLOW_FOR: Duration = Duration::from_secs(1);
+
+static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+
+fn now_ms() -> u64 {
+    EPOCH.elapsed().as_millis() as u64
 }
 
 /// A connection as operators look it up.
@@ -44,7 +66,47 @@ impl ConnLink {
             info,
             notify: Notify::new(),
             close: Mutex::new(None),
+            congested: AtomicBool::new(false),
+            drained: Notify::new(),
+            slow_until: AtomicU64::new(0),
         })
+    }
+
+    /// Marks the queue congested; false if this connection is known slow and pauses nobody.
+    pub fn congest(&self) -> bool {
+        if now_ms() < self.slow_until.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.congested.store(true, Ordering::Relaxed);
+        true
+    }
+
+    pub fn is_congested(&self) -> bool {
+        self.congested.load(Ordering::Relaxed)
+    }
+
+    /// The queue drained (or the connection ended): paused publishers go on.
+    pub fn release(&self) {
+        if self.congested.swap(false, Ordering::Relaxed) {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Waits until the queue drains, at most `MAX_PAUSE`; past that the connection counts as
+    /// slow for `SLOW_FOR`.
+    pub async fn until_drained(&self) {
+        let drained = self.drained.notified();
+        tokio::pin!(drained);
+        // Registered before the check, so a release in between is not missed.
+        drained.as_mut().enable();
+        if !self.is_congested() {
+            return;
+        }
+        if tokio::time::timeout(MAX_PAUSE, drained).await.is_err() {
+            let until = now_ms() + SLOW_FOR.as_millis() as u64;
+            self.slow_until.store(until, Ordering::Relaxed);
+            self.release();
+        }
     }
 
     /// Wakes the writer. Wake-ups coalesce: many deliveries before the writer runs cost one wake.

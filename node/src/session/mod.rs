@@ -64,20 +64,25 @@ impl SessionCell {
         self.online.load(Ordering::Relaxed)
     }
 
-    /// Queues one delivery and wakes the owning connection, if any.
-    pub fn deliver(&self, delivery: Delivery) -> Pushed {
+    /// Queues one delivery and wakes the owning connection, if any. Also returns that
+    /// connection when its queue is congested, for the publisher to wait on.
+    pub fn deliver(&self, delivery: Delivery) -> (Pushed, Option<Arc<ConnLink>>) {
         let mut inner = self.inner.lock();
         if inner.ended {
-            return Pushed::DroppedOffline;
+            return (Pushed::DroppedOffline, None);
         }
         let online = inner.conn.is_some();
         let pushed = inner.state.push(delivery, online);
+        let mut congested = None;
         if pushed != Pushed::DroppedOffline
             && let Some(conn) = &inner.conn
         {
             conn.wake();
+            if inner.state.congested() && conn.congest() {
+                congested = Some(conn.clone());
+            }
         }
-        pushed
+        (pushed, congested)
     }
 }
 

@@ -185,6 +185,18 @@ impl SessionState {
         self
     }
 
+    /// The queue fills faster than its connection drains it: three quarters full, by count or
+    /// bytes. Publishers feeding it pause (`ConnLink`) rather than have it drop.
+    pub fn congested(&self) -> bool {
+        self.queue.len() >= self.max_queued / 4 * 3
+            || self.queue.bytes >= self.max_queued_bytes / 4 * 3
+    }
+
+    /// Drained enough for paused publishers to go on: a quarter full or less.
+    pub fn drained(&self) -> bool {
+        self.queue.len() <= self.max_queued / 4 && self.queue.bytes <= self.max_queued_bytes / 4
+    }
+
     pub fn queued(&self) -> usize {
         self.queue.len()
     }

@@ -5,6 +5,7 @@
 mod common;
 
 mod abuse;
+mod backpressure;
 mod cli;
 mod clients;
 mod closing;
