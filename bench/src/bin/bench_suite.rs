@@ -146,6 +146,27 @@ fn scenarios(a: &Args) -> Vec<Scenario> {
                 "10000",
             ]),
         },
+        Scenario {
+            name: "v5_latency_at_10k",
+            tls: false,
+            metrics: &[
+                ("latency_ms.p50", "<= mosquitto"),
+                ("latency_ms.p99", "<= mosquitto and <= 1 ms"),
+            ],
+            higher_is_better: false,
+            args: pubsub(&[
+                "--publishers",
+                "1",
+                "--subscribers",
+                "1",
+                "--qos",
+                "0",
+                "--rate",
+                "10000",
+                "--version",
+                "5",
+            ]),
+        },
     ]
 }
 
