@@ -85,14 +85,22 @@ fn scenarios(a: &Args) -> Vec<Scenario> {
     vec![
         Scenario {
             name: "qos0_fanin_100_to_1",
-            metrics: &[("received_per_s", ">= 2.0x"), ("sent_per_s", "reported")],
+            metrics: &[
+                ("received_per_s", ">= 2.0x"),
+                ("ingested_per_s", "reported"),
+                ("delivered_share", ">= 0.90"),
+            ],
             higher_is_better: true,
             tls: false,
             args: pubsub(&["--publishers", "100", "--subscribers", "1", "--qos", "0"]),
         },
         Scenario {
             name: "tls_qos0_fanin_100_to_1",
-            metrics: &[("received_per_s", ">= 2.0x"), ("sent_per_s", "reported")],
+            metrics: &[
+                ("received_per_s", ">= 2.0x"),
+                ("ingested_per_s", "reported"),
+                ("delivered_share", "reported"),
+            ],
             higher_is_better: true,
             tls: true,
             args: pubsub(&["--publishers", "100", "--subscribers", "1", "--qos", "0"]),
@@ -100,21 +108,33 @@ fn scenarios(a: &Args) -> Vec<Scenario> {
         Scenario {
             name: "qos1_fanin_100_to_1",
             tls: false,
-            metrics: &[("received_per_s", ">= 1.5x"), ("sent_per_s", "reported")],
+            metrics: &[
+                ("received_per_s", ">= 1.5x"),
+                ("ingested_per_s", "reported"),
+                ("delivered_share", "reported"),
+            ],
             higher_is_better: true,
             args: pubsub(&["--publishers", "100", "--subscribers", "1", "--qos", "1"]),
         },
         Scenario {
             name: "fanout_1_to_100",
             tls: false,
-            metrics: &[("received_per_s", ">= 1.5x"), ("sent_per_s", "reported")],
+            metrics: &[
+                ("received_per_s", ">= 1.5x"),
+                ("ingested_per_s", "reported"),
+                ("delivered_share", "reported"),
+            ],
             higher_is_better: true,
             args: pubsub(&["--publishers", "1", "--subscribers", "100", "--qos", "0"]),
         },
         Scenario {
             name: "v5_qos0_fanin_100_to_1",
             tls: false,
-            metrics: &[("received_per_s", ">= 2.0x"), ("sent_per_s", "reported")],
+            metrics: &[
+                ("received_per_s", ">= 2.0x"),
+                ("ingested_per_s", "reported"),
+                ("delivered_share", "reported"),
+            ],
             higher_is_better: true,
             args: pubsub(&[
                 "--publishers",
@@ -184,6 +204,7 @@ struct Running {
     tls_port: u16,
     /// RealMQ's REST API (for `/metrics`).
     api_port: Option<u16>,
+    broker: Broker,
     _dir: tempfile::TempDir,
 }
 
@@ -247,7 +268,9 @@ const TUNED: &str = "workers = 1\n[log]\nlevel = \"warn\"\n[mqtt]\nsys_interval 
 fn start(a: &Args, certs: &Certs, broker: Broker) -> anyhow::Result<Running> {
     let dir = tempfile::tempdir()?;
     let (port, tls_port) = (free_port()?, free_port()?);
-    let api_port = (broker == Broker::RealMq).then(free_port).transpose()?;
+    let api_port = matches!(broker, Broker::RealMq | Broker::RealMqTuned)
+        .then(free_port)
+        .transpose()?;
     let (cert, key) = (certs.cert.display(), certs.key.display());
     let child = match broker {
         Broker::Mosquitto => {
@@ -255,10 +278,11 @@ fn start(a: &Args, certs: &Certs, broker: Broker) -> anyhow::Result<Running> {
             // Equivalent settings: no persistence, unlimited in-flight, a deep queue, no Nagle.
             // `user root`: started as root, Mosquitto would otherwise drop to its own user,
             // which cannot read the key in this run's private temporary directory.
+            // `sys_interval 1`: its received-message count is read from $SYS (`ingested`).
             std::fs::write(
                 &conf,
                 format!(
-                    "listener {port} 127.0.0.1\nlistener {tls_port} 127.0.0.1\ncertfile {cert}\nkeyfile {key}\nallow_anonymous true\nuser root\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 100000\nset_tcp_nodelay true\nlog_dest none\n"
+                    "listener {port} 127.0.0.1\nlistener {tls_port} 127.0.0.1\ncertfile {cert}\nkeyfile {key}\nallow_anonymous true\nuser root\nsys_interval 1\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 100000\nset_tcp_nodelay true\nlog_dest none\n"
                 ),
             )?;
             pinned(&a.broker_cpu, &a.mosquitto)
@@ -329,6 +353,7 @@ fn start(a: &Args, certs: &Certs, broker: Broker) -> anyhow::Result<Running> {
         port,
         tls_port,
         api_port,
+        broker,
         _dir: dir,
     })
 }
@@ -390,13 +415,61 @@ fn generate(
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
+    // The broker's count of PUBLISH packets read, sampled over the generator's measuring
+    // window (it starts publishing 2 s after it starts, and measures after a 1 s warm-up):
+    // after the window, what publishers' socket buffers still hold is read by a broker whose
+    // subscriber has gone, and counts for nothing.
+    let sample_at = |t: Duration| {
+        std::thread::sleep(t.saturating_sub(started.elapsed()));
+        (ingested(run), Instant::now())
+    };
+    let (in0, t0) = sample_at(Duration::from_secs(3));
+    let (in1, t1) = sample_at(Duration::from_secs(2 + a.duration));
     let out = child.wait_with_output()?;
     let wall = started.elapsed().as_secs_f64();
     let broker_cpu = (cpu_ticks(broker_pid) - b0) as f64 / TICKS_PER_S / wall;
     let mut v: Value = serde_json::from_slice(&out.stdout)
         .with_context(|| format!("generator output: {}", String::from_utf8_lossy(&out.stdout)))?;
     v["broker_cpu_share"] = json!(broker_cpu);
+    // What the broker read against what the subscribers received, over the same window.
+    if let (Some(in0), Some(in1)) = (in0, in1) {
+        let per_s = in1.saturating_sub(in0) as f64 / t1.duration_since(t0).as_secs_f64();
+        v["ingested_per_s"] = json!(per_s);
+        // Each message is due once per subscriber (fan-out: 100 deliveries per message).
+        let due = per_s * v["subscribers"].as_f64().unwrap_or(1.0);
+        v["delivered_share"] = json!(v["received_per_s"].as_f64().unwrap_or(0.0) / due);
+    }
     Ok(v)
+}
+
+/// How many PUBLISH packets the broker has received from clients so far: RealMQ's counter
+/// from `/metrics`, Mosquitto's from `$SYS/broker/messages/received` (retained, republished
+/// every second, so up to a second old; both ends of a window are, so the rate holds); none
+/// for the null broker.
+fn ingested(run: &Running) -> Option<u64> {
+    use std::io::{Read, Write};
+    if let Some(api) = run.api_port {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", api)).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        s.read_to_string(&mut body).ok()?;
+        let total = body
+            .lines()
+            .filter(|l| l.starts_with("realmq_messages_received_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        return Some(total as u64);
+    }
+    if run.broker != Broker::Mosquitto {
+        return None;
+    }
+    let out = Command::new("mosquitto_sub")
+        .args(["-p", &run.port.to_string(), "-C", "1", "-W", "5"])
+        .args(["-t", "$SYS/broker/messages/received"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
 /// An idle-connection run: clients that connect and only keep alive.
@@ -428,6 +501,15 @@ fn idle_run(a: &Args, certs: &Certs, broker: Broker, idle: &Idle) -> anyhow::Res
     let limit = rlimit_nofile();
     // Each connection costs the broker one descriptor and the generator one; keep a margin.
     let n = a.idle.min(limit.saturating_sub(200) as usize);
+    // Connecting from an address bound first reserves a port on it until TIME_WAIT ends (a
+    // minute after the run), whatever the destination; each run therefore connects from four
+    // addresses no earlier run of the last minutes used (127.0.R.2-5, R the run's number).
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let r = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 250 + 1;
+    let sources = (2..=5)
+        .map(|h| format!("127.0.{r}.{h}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let run = start(a, certs, broker)?;
     let pid = run.child.id();
     std::thread::sleep(Duration::from_millis(500));
@@ -443,10 +525,8 @@ fn idle_run(a: &Args, certs: &Certs, broker: Broker, idle: &Idle) -> anyhow::Res
             &n.to_string(),
             "--rate",
             "2000",
-            // Spread over four source addresses: from one, the previous run's ~20k ports still
-            // in TIME_WAIT leave too few free ones, and connects stall or fail.
             "--source",
-            "127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5",
+            &sources,
             "--duration",
             &hold.to_string(),
         ])
@@ -478,12 +558,13 @@ fn scrape_ms(api_port: u16) -> f64 {
         .filter_map(|_| {
             let t = Instant::now();
             let mut s = std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()?;
-            s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
                 .ok()?;
             let mut body = Vec::new();
             s.read_to_end(&mut body).ok()?;
-            body.starts_with(b"HTTP/1.1 200")
-                .then(|| t.elapsed().as_secs_f64() * 1e3)
+            // The whole exposition, which ends with `# EOF` (chunked or not).
+            let complete = body.windows(5).any(|w| w == b"# EOF");
+            (body.starts_with(b"HTTP/1.1 200") && complete).then(|| t.elapsed().as_secs_f64() * 1e3)
         })
         .collect();
     times.sort_by(f64::total_cmp);
@@ -553,7 +634,8 @@ fn main() -> anyhow::Result<()> {
                     .push(v);
             }
         }
-        for idle in &IDLE {
+        // `--idle 0` skips the idle-connection runs.
+        for idle in IDLE.iter().filter(|_| a.idle > 0) {
             // Idle connections cost what the defaults cost; tuning changes no per-connection state.
             for b in order.into_iter().filter(|b| *b != Broker::RealMqTuned) {
                 eprintln!("rep {} {} {} ...", rep + 1, idle.name, b.name());
@@ -607,7 +689,20 @@ fn main() -> anyhow::Result<()> {
                     num(v["max"].as_f64().unwrap_or(0.0))
                 )
             };
-            let ceiling = per.contains_key("null").then(|| m("null"));
+            // The null broker reads everything at once: what it ingests is what was sent.
+            let ceiling = per.contains_key("null").then(|| {
+                let key = if metric == "ingested_per_s" {
+                    "sent_per_s"
+                } else {
+                    metric
+                };
+                stats(
+                    &per["null"]
+                        .iter()
+                        .map(|v| lookup(v, key))
+                        .collect::<Vec<_>>(),
+                )
+            });
             table.push(format!(
                 "| {} | {} | {} | {} | {:.2}x | {} | {:.2}x | {} | {} | {:.2} / {:.2} / {:.2} |",
                 s.name,
@@ -618,7 +713,11 @@ fn main() -> anyhow::Result<()> {
                 span(&tq),
                 ratio(&tq),
                 target,
-                ceiling.as_ref().map_or(String::new(), |c| num(med(c))),
+                ceiling
+                    .as_ref()
+                    .map(med)
+                    .filter(|c| !c.is_nan())
+                    .map_or(String::new(), num),
                 generator("mosquitto"),
                 generator("realmq"),
                 generator("realmq_tuned"),
@@ -636,7 +735,7 @@ fn main() -> anyhow::Result<()> {
             "raw": per,
         });
     }
-    for Idle { name, .. } in IDLE {
+    for Idle { name, .. } in IDLE.iter().filter(|_| a.idle > 0) {
         let idle = &results[name];
         for key in ["bytes_per_connection", "cpu_us_per_connect"] {
             let m = |b: &str| {
@@ -669,19 +768,24 @@ fn main() -> anyhow::Result<()> {
         report["scenarios"][format!("{name}_raw")] = json!(idle);
     }
     // `/metrics` while the 3.1.1 idle run held its connections open (RealMQ only).
-    let scrapes: Vec<f64> = results["idle_connections"]["realmq"]
-        .iter()
-        .filter_map(|v| v["metrics_scrape_ms"].as_f64())
-        .collect();
-    let sc = stats(&scrapes);
-    table.push(format!(
-        "| idle_connections | metrics_scrape_ms ({} connections) | | {} / {} / {} | | | | reported | | |",
-        a.idle,
-        num(sc["min"].as_f64().unwrap_or(f64::NAN)),
-        num(sc["median"].as_f64().unwrap_or(f64::NAN)),
-        num(sc["max"].as_f64().unwrap_or(f64::NAN)),
-    ));
-    report["scenarios"]["metrics_scrape_ms"] = sc;
+    if a.idle > 0 {
+        let scrapes: Vec<f64> = results
+            .get("idle_connections")
+            .and_then(|r| r.get("realmq"))
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v["metrics_scrape_ms"].as_f64())
+            .collect();
+        let sc = stats(&scrapes);
+        table.push(format!(
+            "| idle_connections | metrics_scrape_ms ({} connections) | | {} / {} / {} | | | | reported | | |",
+            a.idle,
+            num(sc["min"].as_f64().unwrap_or(f64::NAN)),
+            num(sc["median"].as_f64().unwrap_or(f64::NAN)),
+            num(sc["max"].as_f64().unwrap_or(f64::NAN)),
+        ));
+        report["scenarios"]["metrics_scrape_ms"] = sc;
+    }
     println!(
         "| scenario | metric | mosquitto min / median / max | realmq (defaults) min / median / max | ratio | realmq (tuned) min / median / max | ratio | target | generator ceiling (null broker, median) | generator CPU (mosquitto / realmq / tuned runs) |"
     );

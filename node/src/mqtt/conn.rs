@@ -152,6 +152,9 @@ impl Conn {
         if out.len() == FLUSH_BATCH {
             self.link.wake();
         }
+        if !out.is_empty() {
+            self.link.progressed();
+        }
         for o in out.drain(..) {
             self.send(o);
         }

@@ -28,13 +28,17 @@ pub struct ConnLink {
     congested: AtomicBool,
     drained: Notify,
     /// Milliseconds since `EPOCH` until which congestion here pauses nobody: the connection
-    /// once failed to drain within a pause, so it is slow rather than busy, and its queue drops
-    /// as it would without backpressure instead of holding its publishers back.
+    /// once made no progress for `STUCK_AFTER`, so it is slow rather than busy, and its queue
+    /// drops as it would without backpressure instead of holding its publishers back.
     slow_until: AtomicU64,
+    /// Bumped whenever the connection writes deliveries: a pause goes on while this moves.
+    progress: AtomicU64,
 }
 
-/// How long a publisher waits for a congested subscriber to drain before going on.
-pub const MAX_PAUSE: Duration = Duration::from_millis(100);
+/// A subscriber that writes nothing for this long is stuck: its publishers go on.
+const STUCK_AFTER: Duration = Duration::from_millis(100);
+/// The longest a publisher waits for a congested subscriber that is draining, but slowly.
+pub const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// How long a subscriber that did not drain within `MAX_PAUSE` pauses no publisher.
 const SLOW_FOR: Duration = Duration::from_secs(1);
 
@@ -69,6 +73,7 @@ impl ConnLink {
             congested: AtomicBool::new(false),
             drained: Notify::new(),
             slow_until: AtomicU64::new(0),
+            progress: AtomicU64::new(0),
         })
     }
 
@@ -92,8 +97,14 @@ impl ConnLink {
         }
     }
 
-    /// Waits until the queue drains, at most `MAX_PAUSE`; past that the connection counts as
-    /// slow for `SLOW_FOR`.
+    /// The connection wrote deliveries (called once per flush that wrote any).
+    pub fn progressed(&self) {
+        self.progress.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Waits until the queue drains. A connection that writes nothing for `STUCK_AFTER`, or
+    /// has not drained after `MAX_PAUSE`, counts as slow for `SLOW_FOR`: its queue drops
+    /// instead of holding publishers back.
     pub async fn until_drained(&self) {
         let drained = self.drained.notified();
         tokio::pin!(drained);
@@ -102,11 +113,23 @@ impl ConnLink {
         if !self.is_congested() {
             return;
         }
-        if tokio::time::timeout(MAX_PAUSE, drained).await.is_err() {
-            let until = now_ms() + SLOW_FOR.as_millis() as u64;
-            self.slow_until.store(until, Ordering::Relaxed);
-            self.release();
+        let started = Instant::now();
+        loop {
+            let seen = self.progress.load(Ordering::Relaxed);
+            if tokio::time::timeout(STUCK_AFTER, &mut drained)
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            let moving = self.progress.load(Ordering::Relaxed) != seen;
+            if !moving || started.elapsed() >= MAX_PAUSE {
+                break;
+            }
         }
+        let until = now_ms() + SLOW_FOR.as_millis() as u64;
+        self.slow_until.store(until, Ordering::Relaxed);
+        self.release();
     }
 
     /// Wakes the writer. Wake-ups coalesce: many deliveries before the writer runs cost one wake.
