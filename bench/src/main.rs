@@ -50,6 +50,13 @@ enum Mode {
     Null {
         #[arg(long)]
         listen: SocketAddr,
+        /// Also serve MQTT over TLS here, with `--cert` and `--key`.
+        #[arg(long, requires_all = ["cert", "key"])]
+        tls_listen: Option<SocketAddr>,
+        #[arg(long)]
+        cert: Option<std::path::PathBuf>,
+        #[arg(long)]
+        key: Option<std::path::PathBuf>,
     },
 }
 
@@ -614,7 +621,20 @@ fn main() -> anyhow::Result<()> {
             Mode::Conn(a) => conn(a).await,
             Mode::Pubsub(a) => pubsub(a).await,
             Mode::Takeover(a) => takeover(a).await,
-            Mode::Null { listen } => null::serve(listen).await.map(|()| json!({})),
+            Mode::Null {
+                listen,
+                tls_listen,
+                cert,
+                key,
+            } => {
+                let tls = match (tls_listen, &cert, &key) {
+                    (Some(addr), Some(cert), Some(key)) => {
+                        Some((addr, cert.as_path(), key.as_path()))
+                    }
+                    _ => None,
+                };
+                null::serve(listen, tls).await.map(|()| json!({}))
+            }
         }
     })?;
     let mut summary = summary;

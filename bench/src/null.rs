@@ -5,23 +5,62 @@
 //! PUBLISH, and floods each subscriber with copies of one 64-byte QoS 0 PUBLISH as fast as the
 //! subscriber reads. Run in place of a broker, the generator's `sent_per_s` is how fast its
 //! publishers can send and `received_per_s` how fast its subscribers can receive on this machine;
-//! a broker's figure far below both was not limited by the generator.
+//! a broker's figure far below both was not limited by the generator. With a certificate it
+//! serves MQTT over TLS on a second port, for the TLS scenarios' ceiling.
 
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
-/// Serves until killed.
-pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
+/// Serves until killed: plain MQTT on `listen`, and MQTT over TLS on `tls` with the PEM
+/// certificate chain and key given.
+pub async fn serve(
+    listen: SocketAddr,
+    tls: Option<(SocketAddr, &Path, &Path)>,
+) -> anyhow::Result<()> {
+    if let Some((addr, cert, key)) = tls {
+        let acceptor = tokio_rustls::TlsAcceptor::from(server_config(cert, key)?);
+        let listener = TcpListener::bind(addr).await?;
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let _ = stream.set_nodelay(true);
+                    if let Ok(tls) = acceptor.accept(stream).await {
+                        let (rd, wr) = tokio::io::split(tls);
+                        let _ = connection(rd, wr).await;
+                    }
+                });
+            }
+        });
+    }
     let listener = TcpListener::bind(listen).await?;
     loop {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(async move {
-            let _ = connection(stream).await;
+            let _ = stream.set_nodelay(true);
+            let (rd, wr) = stream.into_split();
+            let _ = connection(rd, wr).await;
         });
     }
+}
+
+fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)?;
+    // The broker's provider (see node/src/tls.rs).
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(Arc::new(config))
 }
 
 /// One packet's fixed header: its type byte and where its body lies in the buffer.
@@ -38,9 +77,11 @@ fn frame(buf: &[u8]) -> Option<(u8, usize, usize)> {
     None
 }
 
-async fn connection(stream: TcpStream) -> anyhow::Result<()> {
-    stream.set_nodelay(true)?;
-    let (mut rd, mut wr) = stream.into_split();
+async fn connection<R, W>(mut rd: R, mut wr: W) -> anyhow::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     let mut v5 = false;
@@ -109,7 +150,7 @@ async fn connection(stream: TcpStream) -> anyhow::Result<()> {
 }
 
 /// Writes QoS 0 PUBLISH packets on `bench/t` (64-byte payloads) until the subscriber goes away.
-async fn flood_subscriber(mut wr: OwnedWriteHalf, v5: bool) {
+async fn flood_subscriber<W: AsyncWrite + Unpin>(mut wr: W, v5: bool) {
     let topic = b"bench/t";
     let mut packet = vec![0x30, 0];
     packet.extend_from_slice(&(topic.len() as u16).to_be_bytes());

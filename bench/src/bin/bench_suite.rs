@@ -68,7 +68,9 @@ struct Scenario {
     tls: bool,
     /// What is compared, each with its target: fields of the generator's summary.
     metrics: &'static [(&'static str, &'static str)],
-    higher_is_better: bool,
+    /// A throughput scenario (the null broker runs it too, for the generator's ceiling); else
+    /// a latency one.
+    throughput: bool,
     args: Vec<String>,
 }
 
@@ -90,7 +92,7 @@ fn scenarios(a: &Args) -> Vec<Scenario> {
                 ("ingested_per_s", "reported"),
                 ("delivered_share", ">= 0.90"),
             ],
-            higher_is_better: true,
+            throughput: true,
             tls: false,
             args: pubsub(&["--publishers", "100", "--subscribers", "1", "--qos", "0"]),
         },
@@ -101,7 +103,7 @@ fn scenarios(a: &Args) -> Vec<Scenario> {
                 ("ingested_per_s", "reported"),
                 ("delivered_share", "reported"),
             ],
-            higher_is_better: true,
+            throughput: true,
             tls: true,
             args: pubsub(&["--publishers", "100", "--subscribers", "1", "--qos", "0"]),
         },
@@ -113,7 +115,7 @@ fn scenarios(a: &Args) -> Vec<Scenario> {
                 ("ingested_per_s", "reported"),
                 ("delivered_share", "reported"),
             ],
-            higher_is_better: true,
+            throughput: true,
             args: pubsub(&["--publishers", "100", "--subscribers", "1", "--qos", "1"]),
         },
         Scenario {
@@ -124,7 +126,7 @@ fn scenarios(a: &Args) -> Vec<Scenario> {
                 ("ingested_per_s", "reported"),
                 ("delivered_share", "reported"),
             ],
-            higher_is_better: true,
+            throughput: true,
             args: pubsub(&["--publishers", "1", "--subscribers", "100", "--qos", "0"]),
         },
         Scenario {
@@ -135,7 +137,7 @@ fn scenarios(a: &Args) -> Vec<Scenario> {
                 ("ingested_per_s", "reported"),
                 ("delivered_share", "reported"),
             ],
-            higher_is_better: true,
+            throughput: true,
             args: pubsub(&[
                 "--publishers",
                 "100",
@@ -153,8 +155,9 @@ fn scenarios(a: &Args) -> Vec<Scenario> {
             metrics: &[
                 ("latency_ms.p50", "<= mosquitto"),
                 ("latency_ms.p99", "<= mosquitto and <= 1 ms"),
+                ("delivered_share", "reported"),
             ],
-            higher_is_better: false,
+            throughput: false,
             args: pubsub(&[
                 "--publishers",
                 "1",
@@ -172,8 +175,9 @@ fn scenarios(a: &Args) -> Vec<Scenario> {
             metrics: &[
                 ("latency_ms.p50", "<= mosquitto"),
                 ("latency_ms.p99", "<= mosquitto and <= 1 ms"),
+                ("delivered_share", "reported"),
             ],
-            higher_is_better: false,
+            throughput: false,
             args: pubsub(&[
                 "--publishers",
                 "1",
@@ -294,6 +298,11 @@ fn start(a: &Args, certs: &Certs, broker: Broker) -> anyhow::Result<Running> {
         }
         Broker::Null => pinned(&a.broker_cpu, &a.bench)
             .args(["null", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--tls-listen", &format!("127.0.0.1:{tls_port}")])
+            .arg("--cert")
+            .arg(&certs.cert)
+            .arg("--key")
+            .arg(&certs.key)
             .stdout(Stdio::null())
             .spawn()?,
         Broker::RealMq | Broker::RealMqTuned => {
@@ -335,12 +344,7 @@ fn start(a: &Args, certs: &Certs, broker: Broker) -> anyhow::Result<Running> {
         }
     };
     let deadline = Instant::now() + Duration::from_secs(30);
-    let ports = if broker == Broker::Null {
-        vec![port]
-    } else {
-        vec![port, tls_port]
-    };
-    for p in ports {
+    for p in [port, tls_port] {
         while std::net::TcpStream::connect(("127.0.0.1", p)).is_err() {
             if Instant::now() > deadline {
                 bail!("{} did not listen on {p}", broker.name());
@@ -415,16 +419,15 @@ fn generate(
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()?;
-    // The broker's count of PUBLISH packets read, sampled over the generator's measuring
-    // window (it starts publishing 2 s after it starts, and measures after a 1 s warm-up):
-    // after the window, what publishers' socket buffers still hold is read by a broker whose
-    // subscriber has gone, and counts for nothing.
-    let sample_at = |t: Duration| {
-        std::thread::sleep(t.saturating_sub(started.elapsed()));
-        (ingested(run), Instant::now())
-    };
-    let (in0, t0) = sample_at(Duration::from_secs(3));
-    let (in1, t1) = sample_at(Duration::from_secs(2 + a.duration));
+    // The broker's count of PUBLISH packets read over the generator's measuring window (it
+    // starts publishing 2 s after it starts, and measures after a 1 s warm-up): after the
+    // window, what publishers' socket buffers still hold is read by a broker whose subscriber
+    // has gone, and counts for nothing.
+    let (from, to) = (
+        started + Duration::from_secs(3),
+        started + Duration::from_secs(2 + a.duration),
+    );
+    let ingested = ingested_per_s(run, from, to);
     let out = child.wait_with_output()?;
     let wall = started.elapsed().as_secs_f64();
     let broker_cpu = (cpu_ticks(broker_pid) - b0) as f64 / TICKS_PER_S / wall;
@@ -432,8 +435,7 @@ fn generate(
         .with_context(|| format!("generator output: {}", String::from_utf8_lossy(&out.stdout)))?;
     v["broker_cpu_share"] = json!(broker_cpu);
     // What the broker read against what the subscribers received, over the same window.
-    if let (Some(in0), Some(in1)) = (in0, in1) {
-        let per_s = in1.saturating_sub(in0) as f64 / t1.duration_since(t0).as_secs_f64();
+    if let Some(per_s) = ingested {
         v["ingested_per_s"] = json!(per_s);
         // Each message is due once per subscriber (fan-out: 100 deliveries per message).
         let due = per_s * v["subscribers"].as_f64().unwrap_or(1.0);
@@ -442,34 +444,64 @@ fn generate(
     Ok(v)
 }
 
-/// How many PUBLISH packets the broker has received from clients so far: RealMQ's counter
-/// from `/metrics`, Mosquitto's from `$SYS/broker/messages/received` (retained, republished
-/// every second, so up to a second old; both ends of a window are, so the rate holds); none
-/// for the null broker.
-fn ingested(run: &Running) -> Option<u64> {
-    use std::io::{Read, Write};
+/// PUBLISH packets per second the broker read from clients between `from` and `to` (both in
+/// the future when called): RealMQ's `realmq_messages_received_total` from `/metrics` at both
+/// instants; Mosquitto's `$SYS/broker/messages/received`, which it publishes every second,
+/// timed as it arrives (the retained first copy is skipped: its age is unknown); none for the
+/// null broker.
+fn ingested_per_s(run: &Running, from: Instant, to: Instant) -> Option<f64> {
+    let wait_until = |t: Instant| std::thread::sleep(t.saturating_duration_since(Instant::now()));
     if let Some(api) = run.api_port {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", api)).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .ok()?;
-        let mut body = String::new();
-        s.read_to_string(&mut body).ok()?;
-        let total = body
-            .lines()
-            .filter(|l| l.starts_with("realmq_messages_received_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>();
-        return Some(total as u64);
+        wait_until(from);
+        let (c0, t0) = (realmq_received(api)?, Instant::now());
+        wait_until(to);
+        let (c1, t1) = (realmq_received(api)?, Instant::now());
+        return Some((c1 - c0) / t1.duration_since(t0).as_secs_f64());
     }
     if run.broker != Broker::Mosquitto {
         return None;
     }
-    let out = Command::new("mosquitto_sub")
-        .args(["-p", &run.port.to_string(), "-C", "1", "-W", "5"])
+    let mut sub = Command::new("stdbuf")
+        .args(["-oL", "mosquitto_sub", "-p", &run.port.to_string()])
         .args(["-t", "$SYS/broker/messages/received"])
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
         .ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    let stdout = sub.stdout.take()?;
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .skip(1)
+            .filter_map(|l| Some((Instant::now(), l.trim().parse::<f64>().ok()?)))
+            .collect::<Vec<_>>()
+    });
+    wait_until(to + Duration::from_millis(1500));
+    let _ = sub.kill();
+    let _ = sub.wait();
+    let samples = reader.join().ok()?;
+    let first = samples.iter().find(|(t, _)| *t >= from)?;
+    let last = samples.iter().rev().find(|(t, _)| *t <= to)?;
+    let secs = last.0.checked_duration_since(first.0)?.as_secs_f64();
+    (secs > 0.5).then(|| (last.1 - first.1) / secs)
+}
+
+/// RealMQ's count of PUBLISH packets received, all QoS.
+fn realmq_received(api: u16) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", api)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(
+        body.lines()
+            .filter(|l| l.starts_with("realmq_messages_received_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum(),
+    )
 }
 
 /// An idle-connection run: clients that connect and only keep alive.
@@ -612,8 +644,8 @@ fn main() -> anyhow::Result<()> {
             [Broker::RealMqTuned, Broker::RealMq, Broker::Mosquitto]
         };
         for s in scenarios(&a) {
-            // The null broker speaks no TLS, and has no latency worth comparing.
-            let null = (!s.tls && s.higher_is_better).then_some(Broker::Null);
+            // The null broker's latency is not worth comparing.
+            let null = s.throughput.then_some(Broker::Null);
             for b in order.into_iter().chain(null) {
                 let run = start(&a, &certs, b)?;
                 eprintln!("rep {} {} {} ...", rep + 1, s.name, b.name());
@@ -675,7 +707,7 @@ fn main() -> anyhow::Result<()> {
             let (mq, rq, tq) = (m("mosquitto"), m("realmq"), m("realmq_tuned"));
             // Always RealMQ against Mosquitto, so above 1 means RealMQ did better.
             let ratio = |r: &Value| {
-                if s.higher_is_better {
+                if !metric.starts_with("latency") {
                     med(r) / med(&mq)
                 } else {
                     med(&mq) / med(r)
