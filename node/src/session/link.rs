@@ -38,7 +38,7 @@ pub struct ConnLink {
 /// A subscriber that writes nothing for this long is stuck: its publishers go on.
 const STUCK_AFTER: Duration = Duration::from_millis(100);
 /// The longest a publisher waits for a congested subscriber that is draining, but slowly.
-pub const MAX_PAUSE: Duration = Duration::from_secs(1);
+pub const MAX_PAUSE: Duration = Duration::from_secs(5);
 /// How long a subscriber that did not drain within `MAX_PAUSE` pauses no publisher.
 const SLOW_FOR: Duration = Duration::from_secs(1);
 
