@@ -11,9 +11,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "bench_suite/host.rs"]
+mod host;
+
 use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::{Value, json};
+
+use host::{Certs, TICKS_PER_S, cpu_ticks, realmq_received, rlimit_nofile, rss_kib, scrape_ms};
 
 #[derive(Parser)]
 struct Args {
@@ -74,123 +79,72 @@ struct Scenario {
     args: Vec<String>,
 }
 
+/// What the throughput scenarios compare (`delivered` is the target for `delivered_share`).
+const fn throughput(
+    received: &'static str,
+    delivered: &'static str,
+) -> [(&'static str, &'static str); 3] {
+    [
+        ("received_per_s", received),
+        ("ingested_per_s", "reported"),
+        ("delivered_share", delivered),
+    ]
+}
+
+const QOS0_FANIN: [(&str, &str); 3] = throughput(">= 2.0x", ">= 0.90");
+const FANIN: [(&str, &str); 3] = throughput(">= 2.0x", "reported");
+const OTHER: [(&str, &str); 3] = throughput(">= 1.5x", "reported");
+const LATENCY: [(&str, &str); 3] = [
+    ("latency_ms.p50", "<= mosquitto"),
+    ("latency_ms.p99", "<= mosquitto and <= 1 ms"),
+    ("delivered_share", "reported"),
+];
+
 fn scenarios(a: &Args) -> Vec<Scenario> {
     let d = a.duration.to_string();
-    let pubsub = |extra: &[&str]| {
+    // `pubsub` with 64-byte payloads: publishers, subscribers, QoS, then extra arguments.
+    let pubsub = |publishers: &str, subscribers: &str, qos: &str, extra: &[&str]| {
         let mut v: Vec<String> = ["pubsub", "--size", "64", "--duration", &d]
             .iter()
+            .chain(&["--publishers", publishers, "--subscribers", subscribers])
+            .chain(&["--qos", qos])
             .map(|s| s.to_string())
             .collect();
         v.extend(extra.iter().map(|s| s.to_string()));
         v
     };
+    let fanin = |qos: &str, extra: &[&str]| pubsub("100", "1", qos, extra);
+    let latency = |extra: &[&str]| pubsub("1", "1", "0", &[&["--rate", "10000"], extra].concat());
+    let scenario = |name, tls, metrics: &'static [(&'static str, &'static str)], args| Scenario {
+        name,
+        tls,
+        metrics,
+        throughput: metrics.iter().any(|(m, _)| *m == "received_per_s"),
+        args,
+    };
     vec![
-        Scenario {
-            name: "qos0_fanin_100_to_1",
-            metrics: &[
-                ("received_per_s", ">= 2.0x"),
-                ("ingested_per_s", "reported"),
-                ("delivered_share", ">= 0.90"),
-            ],
-            throughput: true,
-            tls: false,
-            args: pubsub(&["--publishers", "100", "--subscribers", "1", "--qos", "0"]),
-        },
-        Scenario {
-            name: "tls_qos0_fanin_100_to_1",
-            metrics: &[
-                ("received_per_s", ">= 2.0x"),
-                ("ingested_per_s", "reported"),
-                ("delivered_share", "reported"),
-            ],
-            throughput: true,
-            tls: true,
-            args: pubsub(&["--publishers", "100", "--subscribers", "1", "--qos", "0"]),
-        },
-        Scenario {
-            name: "qos1_fanin_100_to_1",
-            tls: false,
-            metrics: &[
-                ("received_per_s", ">= 1.5x"),
-                ("ingested_per_s", "reported"),
-                ("delivered_share", "reported"),
-            ],
-            throughput: true,
-            args: pubsub(&["--publishers", "100", "--subscribers", "1", "--qos", "1"]),
-        },
-        Scenario {
-            name: "fanout_1_to_100",
-            tls: false,
-            metrics: &[
-                ("received_per_s", ">= 1.5x"),
-                ("ingested_per_s", "reported"),
-                ("delivered_share", "reported"),
-            ],
-            throughput: true,
-            args: pubsub(&["--publishers", "1", "--subscribers", "100", "--qos", "0"]),
-        },
-        Scenario {
-            name: "v5_qos0_fanin_100_to_1",
-            tls: false,
-            metrics: &[
-                ("received_per_s", ">= 2.0x"),
-                ("ingested_per_s", "reported"),
-                ("delivered_share", "reported"),
-            ],
-            throughput: true,
-            args: pubsub(&[
-                "--publishers",
-                "100",
-                "--subscribers",
-                "1",
-                "--qos",
-                "0",
-                "--version",
-                "5",
-            ]),
-        },
-        Scenario {
-            name: "latency_at_10k",
-            tls: false,
-            metrics: &[
-                ("latency_ms.p50", "<= mosquitto"),
-                ("latency_ms.p99", "<= mosquitto and <= 1 ms"),
-                ("delivered_share", "reported"),
-            ],
-            throughput: false,
-            args: pubsub(&[
-                "--publishers",
-                "1",
-                "--subscribers",
-                "1",
-                "--qos",
-                "0",
-                "--rate",
-                "10000",
-            ]),
-        },
-        Scenario {
-            name: "v5_latency_at_10k",
-            tls: false,
-            metrics: &[
-                ("latency_ms.p50", "<= mosquitto"),
-                ("latency_ms.p99", "<= mosquitto and <= 1 ms"),
-                ("delivered_share", "reported"),
-            ],
-            throughput: false,
-            args: pubsub(&[
-                "--publishers",
-                "1",
-                "--subscribers",
-                "1",
-                "--qos",
-                "0",
-                "--rate",
-                "10000",
-                "--version",
-                "5",
-            ]),
-        },
+        scenario("qos0_fanin_100_to_1", false, &QOS0_FANIN, fanin("0", &[])),
+        scenario("tls_qos0_fanin_100_to_1", true, &FANIN, fanin("0", &[])),
+        scenario("qos1_fanin_100_to_1", false, &OTHER, fanin("1", &[])),
+        scenario(
+            "fanout_1_to_100",
+            false,
+            &OTHER,
+            pubsub("1", "100", "0", &[]),
+        ),
+        scenario(
+            "v5_qos0_fanin_100_to_1",
+            false,
+            &FANIN,
+            fanin("0", &["--version", "5"]),
+        ),
+        scenario("latency_at_10k", false, &LATENCY, latency(&[])),
+        scenario(
+            "v5_latency_at_10k",
+            false,
+            &LATENCY,
+            latency(&["--version", "5"]),
+        ),
     ]
 }
 
@@ -215,40 +169,6 @@ struct Running {
 impl Running {
     fn port(&self, tls: bool) -> u16 {
         if tls { self.tls_port } else { self.port }
-    }
-}
-
-/// The CA and server certificate both brokers' TLS listeners use, made for this run.
-struct Certs {
-    _dir: tempfile::TempDir,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-impl Certs {
-    fn new() -> anyhow::Result<Certs> {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-        let dir = tempfile::tempdir()?;
-        let mut ca = CertificateParams::new(Vec::<String>::new())?;
-        ca.distinguished_name.push(DnType::CommonName, "bench CA");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_key = KeyPair::generate()?;
-        let ca_pem = ca.self_signed(&ca_key)?.pem();
-        let issuer = Issuer::new(ca, ca_key);
-        let leaf = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?;
-        let key = KeyPair::generate()?;
-        let cert = leaf.signed_by(&key, &issuer)?.pem();
-        let paths = Certs {
-            ca: dir.path().join("ca.pem"),
-            cert: dir.path().join("server.pem"),
-            key: dir.path().join("server.key"),
-            _dir: dir,
-        };
-        std::fs::write(&paths.ca, ca_pem)?;
-        std::fs::write(&paths.cert, cert)?;
-        std::fs::write(&paths.key, key.serialize_pem())?;
-        Ok(paths)
     }
 }
 
@@ -362,30 +282,6 @@ fn start(a: &Args, certs: &Certs, broker: Broker) -> anyhow::Result<Running> {
     })
 }
 
-/// The broker's process id (the child may be `nice`, which execs, so the pid is the broker's).
-fn cpu_ticks(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let after = s.rsplit_once(')')?.1.split_whitespace().collect::<Vec<_>>();
-            Some(after.get(11)?.parse::<u64>().ok()? + after.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-const TICKS_PER_S: f64 = 100.0;
-
 fn lookup(v: &Value, path: &str) -> f64 {
     path.split('.')
         .fold(v, |v, k| &v[k])
@@ -488,22 +384,6 @@ fn ingested_per_s(run: &Running, from: Instant, to: Instant) -> Option<f64> {
     (secs > 0.5).then(|| (last.1 - first.1) / secs)
 }
 
-/// RealMQ's count of PUBLISH packets received, all QoS.
-fn realmq_received(api: u16) -> Option<f64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", api)).ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(
-        body.lines()
-            .filter(|l| l.starts_with("realmq_messages_received_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
-    )
-}
-
 /// An idle-connection run: clients that connect and only keep alive.
 struct Idle {
     name: &'static str,
@@ -581,35 +461,6 @@ fn idle_run(a: &Args, certs: &Certs, broker: Broker, idle: &Idle) -> anyhow::Res
         "connect_ms": v["connect_ms"],
         "metrics_scrape_ms": scrape_ms,
     }))
-}
-
-/// The median time of five `GET /metrics` on RealMQ's API port, in milliseconds.
-fn scrape_ms(api_port: u16) -> f64 {
-    use std::io::{Read, Write};
-    let mut times: Vec<f64> = (0..5)
-        .filter_map(|_| {
-            let t = Instant::now();
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", api_port)).ok()?;
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .ok()?;
-            let mut body = Vec::new();
-            s.read_to_end(&mut body).ok()?;
-            // The whole exposition, which ends with `# EOF` (chunked or not).
-            let complete = body.windows(5).any(|w| w == b"# EOF");
-            (body.starts_with(b"HTTP/1.1 200") && complete).then(|| t.elapsed().as_secs_f64() * 1e3)
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times.get(times.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-fn rlimit_nofile() -> u64 {
-    Command::new("sh")
-        .args(["-c", "ulimit -n"])
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
-        .unwrap_or(1024)
 }
 
 fn stats(xs: &[f64]) -> Value {
