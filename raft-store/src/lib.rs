@@ -100,6 +100,12 @@ pub struct Store {
 
 /// Opens (or creates) the store under `dir`: RocksDB in `dir/rocksdb`, snapshots in
 /// `dir/snapshots`. A restart finds the log, the applied state and every index as they were.
+/// Table files RocksDB keeps open.
+const MAX_OPEN_FILES: i32 = 64;
+
+/// Memtable memory of all column families together.
+const MEMTABLES: usize = 8 << 20;
+
 pub fn open(dir: &Path) -> Result<Store, OpenError> {
     let snapshots = dir.join("snapshots");
     std::fs::create_dir_all(&snapshots).map_err(|source| OpenError::Io {
@@ -110,6 +116,15 @@ pub fn open(dir: &Path) -> Result<Store, OpenError> {
     opts.create_if_missing(true);
     opts.create_missing_column_families(true);
     opts.set_max_background_jobs(2);
+    // RocksDB's default lets each of the 17 column families hold 64 MiB of memtables before a
+    // flush: a node's memory would grow with every session registration (a raft entry and a
+    // session record per CONNECT) towards a gigabyte. Metadata writes are small and a flush
+    // costs little, so all memtables together stay within MEMTABLES.
+    opts.set_db_write_buffer_size(MEMTABLES);
+    // The node's descriptors are its clients' sockets: RocksDB keeps at most this many table
+    // files open (closing the least used) rather than one per file for the life of the node,
+    // so a node near its descriptor limit can still flush and compact.
+    opts.set_max_open_files(MAX_OPEN_FILES);
     let path = dir.join("rocksdb");
     let cfs = keys::all().map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
     let db = DB::open_cf_descriptors(&opts, &path, cfs).map_err(|source| OpenError::Rocks {

@@ -83,16 +83,31 @@ pub(super) async fn serve<D: Dialect, F: Filter>(
     socket: Socket,
     wait: Millis,
 ) {
+    // Each phase is boxed, so the task holds only the one it is in: the handshake's state (3.4 KB
+    // for 5.0: its codec, the CONNECT) is freed once it is done, and the loop's (264 B) is all
+    // an open connection keeps. Unboxed, the task measured 1.6 KB for 5.0, 0.8 KB for 3.1.1.
+    let handshake = Box::pin(handshake::<D, F>(&broker, &io, socket, wait));
+    let connected = handshake.await;
+    if let Some((conn, keep_alive)) = connected {
+        let running = Box::pin(run::<D, F>(&io, &conn, keep_alive));
+        running.await;
+        conn.finish();
+    }
+    let shutdown = Box::pin(io.shutdown());
+    let _ = shutdown.await;
+}
+
+/// Reads the CONNECT and answers it: the connection and its keep-alive, or `None`.
+async fn handshake<D: Dialect, F: Filter>(
+    broker: &Arc<Broker>,
+    io: &Io<F>,
+    socket: Socket,
+    wait: Millis,
+) -> Option<(Rc<Conn>, Seconds)> {
     let codec = D::codec(broker.limits.max_packet_size);
     // Anything but a well-formed CONNECT first, in time, ends the connection [MQTT-3.1.0-1].
     let first = timeout(wait, io.recv(&codec)).await.ok();
-    // Boxed so the handshake's state is freed once it is done, not held for the connection.
-    if let Some((conn, keep_alive)) = Box::pin(D::connect(&broker, &io, socket, codec, first)).await
-    {
-        run::<D, F>(&io, &conn, keep_alive).await;
-        conn.finish();
-    }
-    let _ = io.shutdown().await;
+    D::connect(broker, io, socket, codec, first).await
 }
 
 /// What the socket produced next.
@@ -112,7 +127,31 @@ fn next<'a, F: Filter, C: Decoder>(io: &'a Io<F>, codec: &'a C) -> impl Future<O
     })
 }
 
+/// What the loop does after an event.
+enum Next<I> {
+    Packet(I),
+    /// The write buffer is over its high-water mark.
+    Backpressure,
+    Stop,
+}
+
+/// Takes the event whole, so that no packet is held while the loop waits afterwards.
+fn next_step<D: Dialect>(conn: &Conn, event: Event<D::Codec>) -> Next<<D::Codec as Decoder>::Item> {
+    match event {
+        Event::Packet(packet) => Next::Packet(packet),
+        Event::Backpressure => Next::Backpressure,
+        Event::End(why) => {
+            D::ended(conn, why);
+            Next::Stop
+        }
+    }
+}
+
 /// The connection's one loop: inbound packets, outbound deliveries, keep-alive.
+///
+/// Its state is what an idle connection costs, so it holds no packet across a wait: waits that
+/// would (a SUBACK for the routes to settle, a pause for a congested subscriber) are boxed, and
+/// an event is taken apart before anything is awaited.
 async fn run<D: Dialect, F: Filter>(io: &Io<F>, conn: &Conn, keep_alive: Seconds) {
     let Some(codec) = D::wire(conn) else {
         return;
@@ -120,10 +159,25 @@ async fn run<D: Dialect, F: Filter>(io: &Io<F>, conn: &Conn, keep_alive: Seconds
     let partial = D::Partial::default();
     // PUBACK / PUBREC waiting for peers to confirm a forwarded message, in arrival order.
     let mut held: VecDeque<Ack<<D::Codec as Encoder>::Item>> = VecDeque::new();
+    // A SUBACK sent once the other nodes know the new routes; nothing is read meanwhile.
+    let mut suback: Option<std::pin::Pin<Box<dyn Future<Output = ()> + '_>>> = None;
+    let mut backpressure = false;
     io.start_timer(keep_alive);
     conn.resume();
     while !io.is_closed() {
+        if let Some(sent) = suback.take() {
+            sent.await;
+        }
         conn.flush();
+        if std::mem::take(&mut backpressure) {
+            tokio::select! {
+                flushed = io.flush(false) => if flushed.is_err() {
+                    break;
+                },
+                () = conn.link.woken() => conn.on_woken(),
+            }
+            continue;
+        }
         let event = tokio::select! {
             event = next(io, codec) => event,
             () = conn.link.woken() => {
@@ -135,21 +189,13 @@ async fn run<D: Dialect, F: Filter>(io: &Io<F>, conn: &Conn, keep_alive: Seconds
                 continue;
             }
         };
-        let packet = match event {
-            Event::Packet(packet) => packet,
-            Event::Backpressure => {
-                tokio::select! {
-                    flushed = io.flush(false) => if flushed.is_err() {
-                        break;
-                    },
-                    () = conn.link.woken() => conn.on_woken(),
-                }
+        let packet = match next_step::<D>(conn, event) {
+            Next::Packet(packet) => packet,
+            Next::Backpressure => {
+                backpressure = true;
                 continue;
             }
-            Event::End(why) => {
-                D::ended(conn, why);
-                break;
-            }
+            Next::Stop => break,
         };
         io.start_timer(keep_alive);
         match D::handle(conn, &partial, packet) {
@@ -157,12 +203,17 @@ async fn run<D: Dialect, F: Filter>(io: &Io<F>, conn: &Conn, keep_alive: Seconds
             Action::Reply(reply) => {
                 let _ = io.encode(reply, codec);
             }
-            Action::Subscribed(reply) => {
-                if let Some(settled) = conn.broker.routes_settled() {
-                    settled.await;
+            Action::Subscribed(reply) => match conn.broker.routes_settled() {
+                Some(settled) => {
+                    suback = Some(Box::pin(async move {
+                        settled.await;
+                        let _ = io.encode(reply, codec);
+                    }));
                 }
-                let _ = io.encode(reply, codec);
-            }
+                None => {
+                    let _ = io.encode(reply, codec);
+                }
+            },
             Action::Ack(ack) => {
                 held.push_back(ack);
                 release(io, codec, &mut held);
@@ -176,7 +227,9 @@ async fn run<D: Dialect, F: Filter>(io: &Io<F>, conn: &Conn, keep_alive: Seconds
         }
         if let Some(congested) = conn.take_pause() {
             crate::metrics::inc(&conn.broker.metrics.publisher_pauses, 1);
-            pause(conn, &congested).await;
+            // Boxed: its timer and waiters are no part of an idle connection's state.
+            let paused = Box::pin(pause(conn, &congested));
+            paused.await;
         }
     }
 }
