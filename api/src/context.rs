@@ -98,6 +98,23 @@ pub trait NodeOps: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Vec<serde_json::Value>, OpError>>;
     /// Disconnects `client_id` wherever it is connected; `NotFound` if it is not.
     fn kick(&self, client_id: &str) -> BoxFuture<'static, Result<(), OpError>>;
+    /// Whether a rule would compile (its SQL and templates); the message says where it fails.
+    fn check_rule(&self, rule: &realmq_raft_store::model::Rule) -> Result<(), String>;
+    /// Runs `sql` once against `context` (`POST /api/v1/rules/test`); `Err` if it does not
+    /// compile.
+    fn test_rule(
+        &self,
+        sql: &str,
+        context: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<RuleTest, String>;
+}
+
+/// What a rule made of a test context.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuleTest {
+    Output(serde_json::Value),
+    /// Nothing was selected, and why (the WHERE clause was not true, evaluation failed).
+    NoOutput(String),
 }
 
 /// One cluster member, as `GET /api/v1/nodes` lists it.

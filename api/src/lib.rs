@@ -3,7 +3,7 @@
 //! ## Layout
 //!
 //! - `routes/`: one file per resource (`products`, `devices`, `users`, `auth`, `mqtt`,
-//!   `nodes`, `health`), each a set of warp filters ending in plain async handlers
+//!   `nodes`, `health`, `clients`, `rules`), each a set of warp filters ending in plain async handlers
 //! - `context.rs`: `ApiContext` and `NodeOps`, the only way the API reaches the broker
 //! - `auth.rs`: Basic and Bearer authentication, tokens
 //! - `passwords.rs`: argon2 hashing and verification, bounded per core, failed-login limits
@@ -43,7 +43,7 @@ use warp::filters::BoxedFilter;
 use warp::{Filter, Rejection};
 
 pub use context::{
-    ApiConfig, ApiContext, BoxFuture, NodeInfo, NodeOps, OpError, Properties, Publish,
+    ApiConfig, ApiContext, BoxFuture, NodeInfo, NodeOps, OpError, Properties, Publish, RuleTest,
 };
 pub use error::ApiError;
 pub use routes::clients::{ClientView, Inspect, NodeStats, RouteView, SubscriptionView};

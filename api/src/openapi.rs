@@ -83,7 +83,7 @@ fn error_response(why: &str) -> utoipa::openapi::RefOr<utoipa::openapi::response
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "RealMQ REST API", description = "Manage users, products and devices; publish and proxy-subscribe."),
+    info(title = "RealMQ REST API", description = "Manage users, products, devices and rules; publish and proxy-subscribe."),
     paths(
         routes::health::health,
         routes::health::ready,
@@ -118,6 +118,12 @@ fn error_response(why: &str) -> utoipa::openapi::RefOr<utoipa::openapi::response
         routes::clients::route_list,
         routes::clients::stats,
         routes::clients::metrics,
+        routes::rules::create,
+        routes::rules::list,
+        routes::rules::get,
+        routes::rules::update,
+        routes::rules::delete,
+        routes::rules::test,
         openapi_json,
     ),
     components(schemas(crate::response::Envelope, crate::response::PageMeta, crate::error::ErrorBody, crate::context::NodeInfo,

@@ -1241,6 +1241,12 @@ async fn openapi_document_matches_the_routes() {
         ("GET", "/api/v1/routes"),
         ("GET", "/api/v1/stats"),
         ("GET", "/api/v1/metrics"),
+        ("GET", "/api/v1/rules"),
+        ("POST", "/api/v1/rules"),
+        ("GET", "/api/v1/rules/{id}"),
+        ("PUT", "/api/v1/rules/{id}"),
+        ("DELETE", "/api/v1/rules/{id}"),
+        ("POST", "/api/v1/rules/test"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

@@ -173,4 +173,16 @@ impl NodeOps for BrokerOps {
         let done = self.cluster.proxy(client_id, ProxyOp::Kick);
         Box::pin(async move { done.await.map_err(op_error) })
     }
+
+    fn check_rule(&self, rule: &realmq_raft_store::model::Rule) -> Result<(), String> {
+        crate::rules::check(rule)
+    }
+
+    fn test_rule(
+        &self,
+        sql: &str,
+        context: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<realmq_api::RuleTest, String> {
+        self.broker.rules.test(sql, context)
+    }
 }

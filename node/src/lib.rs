@@ -21,6 +21,7 @@
 //!   `prometheus.rs`: the `GET /metrics` exposition
 //! - `tls.rs`: the certificates of the TLS listeners and HTTPS, reloaded when renewed
 //! - `webhook.rs`: `[[webhook]]` entries, events POSTed without holding up the broker
+//! - `rules/`: the rule engine: SQL over messages and events, republish / webhook / log actions
 //!
 //! ## How a message flows
 //!
@@ -52,6 +53,7 @@ pub mod mqtt;
 pub mod prometheus;
 pub mod retain;
 pub mod routing;
+pub mod rules;
 pub mod session;
 pub mod sys;
 pub mod telemetry;
@@ -191,6 +193,7 @@ impl Node {
             spooled,
         );
 
+        rules::Rules::start(&broker, &meta.registry, runtime.handle());
         runtime.spawn(
             broker
                 .clone()

@@ -104,17 +104,7 @@ impl Webhooks {
         let dropped = Arc::new(AtomicU64::new(0));
         let mut hooks = Vec::with_capacity(configs.len());
         for c in configs {
-            let mut headers = reqwest::header::HeaderMap::new();
-            for (k, v) in &c.headers {
-                headers.insert(
-                    reqwest::header::HeaderName::from_bytes(k.as_bytes())?,
-                    reqwest::header::HeaderValue::from_str(v)?,
-                );
-            }
-            let client = reqwest::Client::builder()
-                .timeout(Duration::from_millis(c.timeout_ms))
-                .default_headers(headers)
-                .build()?;
+            let client = http_client(&c.headers, c.timeout_ms)?;
             let (tx, rx) = mpsc::channel(c.queue.max(1));
             runtime.spawn(post_all(client, c.clone(), rx, dropped.clone()));
             hooks.push(Hook {
@@ -236,6 +226,56 @@ impl Webhooks {
     }
 }
 
+/// A client that sends `headers` (JSON's content type unless they name one) with every request
+/// and gives up on one after `timeout_ms`.
+pub fn http_client(
+    headers: &BTreeMap<String, String>,
+    timeout_ms: u64,
+) -> anyhow::Result<reqwest::Client> {
+    let mut map = reqwest::header::HeaderMap::new();
+    for (k, v) in headers {
+        map.insert(
+            reqwest::header::HeaderName::from_bytes(k.as_bytes())?,
+            reqwest::header::HeaderValue::from_str(v)?,
+        );
+    }
+    // JSON unless the entry says otherwise.
+    map.entry(reqwest::header::CONTENT_TYPE)
+        .or_insert(reqwest::header::HeaderValue::from_static(
+            "application/json",
+        ));
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_millis(timeout_ms))
+        .default_headers(map)
+        .build()?)
+}
+
+/// POSTs `body` (JSON) to `url`; a failure (an error, a timeout or a status other than 2xx) is
+/// retried with doubling pauses up to `retries` times. The last failure comes back.
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: bytes::Bytes,
+    retries: u32,
+) -> Result<(), String> {
+    let mut pause = FIRST_RETRY;
+    let mut attempt = 0;
+    loop {
+        let outcome = client.post(url).body(body.clone()).send().await;
+        let failure = match outcome {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => format!("status {}", r.status()),
+            Err(e) => e.to_string(),
+        };
+        if attempt >= retries {
+            return Err(failure);
+        }
+        attempt += 1;
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+    }
+}
+
 /// One hook's task: posts its events in order until the broker goes away.
 async fn post_all(
     client: reqwest::Client,
@@ -244,23 +284,10 @@ async fn post_all(
     dropped: Arc<AtomicU64>,
 ) {
     while let Some(body) = rx.recv().await {
-        let mut pause = FIRST_RETRY;
-        let mut attempt = 0;
-        loop {
-            let outcome = client.post(&config.url).json(&body).send().await;
-            let failure = match outcome {
-                Ok(r) if r.status().is_success() => break,
-                Ok(r) => format!("status {}", r.status()),
-                Err(e) => e.to_string(),
-            };
-            if attempt >= config.retries {
-                dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(url = %config.url, event = %body["event"], error = %failure, "a webhook event was dropped after its retries");
-                break;
-            }
-            attempt += 1;
-            tokio::time::sleep(pause).await;
-            pause *= 2;
+        let bytes = bytes::Bytes::from(body.to_string());
+        if let Err(error) = post(&client, &config.url, bytes, config.retries).await {
+            dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(url = %config.url, event = %body["event"], %error, "a webhook event was dropped after its retries");
         }
     }
 }

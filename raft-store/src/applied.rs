@@ -28,6 +28,8 @@ pub enum Applied {
     },
     /// A session ended (expiry, or a clean start elsewhere).
     SessionRemoved { client_id: String },
+    /// A rule was created, changed or deleted: nodes reload it from the registry.
+    Rule { id: u64 },
     /// The whole state was replaced by a snapshot: rebuild everything derived from it.
     Reset,
 }

@@ -8,8 +8,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Device, DevicePatch, Product, ProductPatch, RetainedRecord, SessionRecord, SubscriptionRecord,
-    User, UserPatch,
+    Device, DevicePatch, Product, ProductPatch, RetainedRecord, Rule, RulePatch, SessionRecord,
+    SubscriptionRecord, User, UserPatch,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +94,19 @@ pub enum Command {
 
     SetRetained {
         record: RetainedRecord,
+    },
+
+    /// `rule.id` is ignored; the new id is in `CommandResult::Created`. The SQL was compiled by
+    /// the proposing node; every node compiles it again when the change reaches it.
+    CreateRule {
+        rule: Rule,
+    },
+    UpdateRule {
+        id: u64,
+        patch: RulePatch,
+    },
+    DeleteRule {
+        id: u64,
     },
 
     /// Several commands applied in order in one log entry (batched MQTT-side writes).

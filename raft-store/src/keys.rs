@@ -25,6 +25,8 @@ pub const DEVICE_BY_PRODUCT: &str = "device_by_product";
 pub const DEVICE_BY_STATUS: &str = "device_by_status";
 pub const SESSIONS: &str = "sessions";
 pub const RETAINED: &str = "retained";
+/// Rule engine rules by id.
+pub const RULES: &str = "rules";
 
 /// Column families that hold state-machine data, in snapshot order. The snapshot writes each
 /// CF's index in this list as its tag, so the order must never change (append only).
@@ -42,6 +44,7 @@ pub const SM_DATA: &[&str] = &[
     DEVICE_BY_STATUS,
     SESSIONS,
     RETAINED,
+    RULES,
 ];
 
 /// Node-local, outside raft and snapshots: messages queued in offline sessions (`queues.rs`).
@@ -66,6 +69,7 @@ pub const LAST_APPLIED: &[u8] = b"last_applied";
 pub const LAST_MEMBERSHIP: &[u8] = b"last_membership";
 pub const NEXT_PRODUCT_ID: &[u8] = b"next_product_id";
 pub const NEXT_DEVICE_ID: &[u8] = b"next_device_id";
+pub const NEXT_RULE_ID: &[u8] = b"next_rule_id";
 pub const TOKEN_SECRET: &[u8] = b"token_secret";
 
 /// Device counters in SM_META: `counter:` ++ product id (0 = all products) ++ status byte

@@ -12,7 +12,7 @@ use rocksdb::{DB, Direction, IteratorMode};
 use serde::de::DeserializeOwned;
 
 use crate::keys;
-use crate::model::{Device, Product, RetainedRecord, SessionRecord, User};
+use crate::model::{Device, Product, RetainedRecord, Rule, SessionRecord, User};
 use crate::typ::LogId;
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +214,15 @@ impl Registry {
             total += 1;
         }
         Ok(Page { items, total })
+    }
+
+    pub fn rule(&self, id: u64) -> Result<Option<Rule>> {
+        self.get_value(keys::RULES, &keys::id(id))
+    }
+
+    /// Every rule, in id order (a node compiles them all at start and after a snapshot).
+    pub fn rules(&self) -> Result<Vec<Rule>> {
+        self.all(keys::RULES)
     }
 
     /// Device counters for one product, or for all with `product_id` 0.

@@ -84,6 +84,10 @@ pub enum Inspect {
     },
     Stats,
     Metrics,
+    /// The rule engine's counters of one rule, or of every rule.
+    Rules {
+        id: Option<u64>,
+    },
 }
 
 pub(crate) fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {

@@ -71,6 +71,7 @@ pub(crate) mod health;
 pub(crate) mod mqtt;
 pub(crate) mod nodes;
 pub(crate) mod products;
+pub(crate) mod rules;
 pub(crate) mod users;
 
 use std::convert::Infallible;
@@ -101,7 +102,9 @@ pub fn api_v1(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
         .unify()
         .or(nodes::routes(ctx.clone()))
         .unify()
-        .or(clients::routes(ctx))
+        .or(clients::routes(ctx.clone()))
+        .unify()
+        .or(rules::routes(ctx))
         .unify()
         .boxed()
 }

@@ -47,6 +47,17 @@ impl NodeOps for Recorder {
         let id = client_id.to_string();
         Box::pin(async move { Err(OpError::NotFound(format!("client {id:?} is not connected"))) })
     }
+    // Rules are compiled by the node; the node's tests cover them (`node/tests/broker/rules.rs`).
+    fn check_rule(&self, _rule: &realmq_raft_store::model::Rule) -> Result<(), String> {
+        Ok(())
+    }
+    fn test_rule(
+        &self,
+        _sql: &str,
+        _context: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<realmq_api::RuleTest, String> {
+        Err("no rule engine here".into())
+    }
     fn prometheus(&self) -> String {
         "# TYPE recorder_scrapes counter\nrecorder_scrapes_total 1\n# EOF\n".into()
     }

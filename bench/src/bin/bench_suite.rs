@@ -18,7 +18,9 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use serde_json::{Value, json};
 
-use host::{Certs, TICKS_PER_S, cpu_ticks, realmq_received, rlimit_nofile, rss_kib, scrape_ms};
+use host::{
+    Certs, TICKS_PER_S, cpu_ticks, create_rules, realmq_received, rlimit_nofile, rss_kib, scrape_ms,
+};
 
 #[derive(Parser)]
 struct Args {
@@ -77,6 +79,25 @@ struct Scenario {
     /// a latency one.
     throughput: bool,
     args: Vec<String>,
+    /// Rules RealMQ runs during the scenario (created over REST after it starts).
+    rules: Vec<Value>,
+}
+
+/// The rule-engine scenarios' rules; the fan-in publishes to `bench/t`. Ten that read other
+/// topics (the cost of rules that match nothing: one trie walk per message), or one that
+/// republishes every message (to a topic nobody subscribes to).
+fn rules(matching: bool) -> Vec<Value> {
+    if matching {
+        return vec![
+            json!({"name": "republish-all", "sql": "SELECT payload FROM \"bench/#\"",
+            "actions": [{"type": "republish", "topic": "rules/out", "payload": "${payload}"}]}),
+        ];
+    }
+    (0..10)
+        .map(|i| json!({"name": format!("site-{i}"),
+            "sql": format!("SELECT payload.v AS v FROM \"site/{i}/+/telemetry\" WHERE payload.v > 10"),
+            "actions": [{"type": "log"}]}))
+        .collect()
 }
 
 /// What the throughput scenarios compare (`delivered` is the target for `delivered_share`).
@@ -121,6 +142,7 @@ fn scenarios(a: &Args) -> Vec<Scenario> {
         metrics,
         throughput: metrics.iter().any(|(m, _)| *m == "received_per_s"),
         args,
+        rules: Vec::new(),
     };
     vec![
         scenario("qos0_fanin_100_to_1", false, &QOS0_FANIN, fanin("0", &[])),
@@ -138,6 +160,24 @@ fn scenarios(a: &Args) -> Vec<Scenario> {
             &FANIN,
             fanin("0", &["--version", "5"]),
         ),
+        Scenario {
+            rules: rules(false),
+            ..scenario(
+                "qos0_fanin_10_rules_no_match",
+                false,
+                &FANIN,
+                fanin("0", &[]),
+            )
+        },
+        Scenario {
+            rules: rules(true),
+            ..scenario(
+                "qos0_fanin_1_republish_rule",
+                false,
+                &FANIN,
+                fanin("0", &[]),
+            )
+        },
         scenario("latency_at_10k", false, &LATENCY, latency(&[])),
         scenario(
             "v5_latency_at_10k",
@@ -499,6 +539,9 @@ fn main() -> anyhow::Result<()> {
             let null = s.throughput.then_some(Broker::Null);
             for b in order.into_iter().chain(null) {
                 let run = start(&a, &certs, b)?;
+                if let Some(api) = run.api_port {
+                    create_rules(api, &s.rules)?;
+                }
                 eprintln!("rep {} {} {} ...", rep + 1, s.name, b.name());
                 let ca = s.tls.then_some(certs.ca.as_path());
                 let v = generate(&a, &run, ca, &s.args)?;
@@ -649,6 +692,28 @@ fn main() -> anyhow::Result<()> {
             report["scenarios"][format!("{name}_{key}")] = json!({"mosquitto": mq, "realmq": rq});
         }
         report["scenarios"][format!("{name}_raw")] = json!(idle);
+    }
+    // What rules cost RealMQ's QoS 0 fan-in: delivered with rules over delivered without, in
+    // the same run.
+    let received = |s: &str, b: &str| {
+        report["scenarios"][s]["metrics"]["received_per_s"][b]["median"]
+            .as_f64()
+            .unwrap_or(f64::NAN)
+    };
+    let mut costs = Vec::new();
+    for (s, target) in [
+        ("qos0_fanin_10_rules_no_match", ">= 0.95"),
+        ("qos0_fanin_1_republish_rule", "reported"),
+    ] {
+        let with = |b: &str| received(s, b) / received("qos0_fanin_100_to_1", b);
+        let (defaults, tuned) = (with("realmq"), with("realmq_tuned"));
+        table.push(format!(
+            "| {s} | received_per_s against no rules | | {defaults:.3} | | {tuned:.3} | | {target} | | |",
+        ));
+        costs.push((s, json!({"realmq": defaults, "realmq_tuned": tuned})));
+    }
+    for (s, cost) in costs {
+        report["rules_cost"][s] = cost;
     }
     // `/metrics` while the 3.1.1 idle run held its connections open (RealMQ only).
     if a.idle > 0 {

@@ -33,3 +33,4 @@ mod t49_load_while_a_follower_restarts;
 mod t50_proxy_subscriptions_on_any_node;
 mod t51_a_restarted_node_knows_the_routes_before_it_serves;
 mod t52_any_node_lists_and_kicks_every_client;
+mod t53_a_rule_made_on_one_node_acts_on_every_node;

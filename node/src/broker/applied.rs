@@ -77,7 +77,11 @@ impl Broker {
             Applied::SessionRemoved { client_id } => {
                 registered.remove(&client_id);
             }
-            Applied::Reset => self.resync(registry, registered),
+            Applied::Rule { id } => self.rules.reload(id, registry, &self.runtime),
+            Applied::Reset => {
+                self.rules.reload_all(registry, &self.runtime);
+                self.resync(registry, registered);
+            }
         }
     }
 

@@ -32,6 +32,7 @@ impl Broker {
                 .collect(),
             Inspect::Stats => serde_json::to_value(self.node_stats()).map(|v| vec![v]),
             Inspect::Metrics => self.metrics_row().map(|v| vec![v]),
+            Inspect::Rules { id } => Ok(self.rules.metric_rows(*id)),
         };
         rows.unwrap_or_default()
     }

@@ -103,7 +103,11 @@ impl Broker {
             req.protocol,
         );
         let ip = peer.map(|p| p.ip().to_string()).unwrap_or_default();
+        let (keep_alive, clean_start) = (req.keep_alive, req.clean_start);
         let decided = self.admit(req).await;
+        if let Ok(a) = &decided {
+            self.client_connected_event(&a.client, peer, protocol, keep_alive, clean_start);
+        }
         if let (Some(hooks), Ok(a)) = (self.webhooks.get(), &decided) {
             hooks.client_connected(&a.client, &ip, protocol);
             self.device_status(hooks, &a.client, true);
@@ -342,6 +346,7 @@ impl Broker {
             hooks.client_disconnected(&client, reason);
             self.device_status(hooks, &client, false);
         }
+        self.client_disconnected_event(&client, reason);
         match self.sessions.detach(&session, conn_id) {
             // A takeover that resumed the session cancels the will; one that started afresh ended
             // the old session, which makes the will due [MQTT-3.1.2-8, v5 §3.1.2.5].

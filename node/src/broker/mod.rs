@@ -14,8 +14,10 @@
 //! - `inspect.rs`: clients, subscriptions, routes and figures as operators look them up
 //! - `handover.rs`: a persistent session moving to another node with what it had not delivered
 //! - `spool.rs`: offline sessions' queued messages on disk, so they survive a restart
+//! - `events.rs`: the client, session and message events rules read (`$events/...`)
 
 mod applied;
+mod events;
 mod handover;
 mod inspect;
 mod lifecycle;
@@ -87,6 +89,8 @@ pub struct Broker {
     spool: std::sync::OnceLock<spool::Spool>,
     /// The `[[webhook]]` entries, when there are any.
     pub webhooks: std::sync::OnceLock<crate::webhook::Webhooks>,
+    /// The rule engine: messages and events that enter the cluster here.
+    pub rules: crate::rules::Rules,
 }
 
 impl Broker {
@@ -120,6 +124,7 @@ impl Broker {
             stash: Default::default(),
             spool: Default::default(),
             webhooks: Default::default(),
+            rules: crate::rules::Rules::new(node_id),
         })
     }
 
@@ -135,13 +140,24 @@ impl Broker {
         msg: Message,
     ) -> Result<Published, PublishError> {
         let want = remote::want_for(msg.qos);
-        self.publish_wanting(from, msg, want)
+        self.publish_wanting(from, msg, want, true)
+    }
+
+    /// `publish` for a rule's republish action: routed like any message, but it triggers no
+    /// rule itself (a rule's loop ends at a depth of one).
+    pub fn publish_from_rule(
+        &self,
+        from: Option<&ClientInfo>,
+        msg: Message,
+    ) -> Result<(), PublishError> {
+        let want = remote::want_for(msg.qos);
+        self.publish_wanting(from, msg, want, false).map(|_| ())
     }
 
     /// `publish` for the REST API: whatever the QoS, the confirmation reports how many sessions
     /// the peers reached, so the answer's `matched` is cluster-wide.
     pub fn publish_counted(&self, msg: Message) -> Result<Published, PublishError> {
-        self.publish_wanting(None, msg, Want::Count)
+        self.publish_wanting(None, msg, Want::Count, true)
     }
 
     fn publish_wanting(
@@ -149,6 +165,7 @@ impl Broker {
         from: Option<&ClientInfo>,
         msg: Message,
         want: Want,
+        rules: bool,
     ) -> Result<Published, PublishError> {
         if let Some(client) = from
             && !self.auth.may_publish(client, &msg.topic)
@@ -160,6 +177,10 @@ impl Broker {
             hooks.message_publish(from, &msg);
         }
         let msg = Arc::new(msg);
+        if rules {
+            self.rules
+                .on_message(|| crate::rules::MessageInput::new(&msg, from), &msg.topic);
+        }
         let mut replicated = None;
         if msg.retain && self.limits.retain_available {
             if !self.retained.set_within(
@@ -174,6 +195,9 @@ impl Broker {
         }
         let (local, congested) = self.route(&msg, Groups::All);
         let (peers, mut confirm) = self.forward(&msg, want);
+        if local == 0 && peers == 0 && rules {
+            self.dropped_event(from, &msg, "no_subscribers");
+        }
         if let Some(replicated) = replicated {
             let forwarded = confirm.take();
             let topic = msg.topic.clone();
@@ -213,6 +237,7 @@ impl Broker {
             congested = congested.or(full);
             if pushed == Pushed::DroppedFull {
                 inc(&self.metrics.dropped_queue_full, 1);
+                self.dropped_event(None, msg, "queue_full");
             }
             let kept = pushed == Pushed::Queued
                 || (pushed == Pushed::DroppedFull

@@ -10,7 +10,9 @@ use super::persist::subscription_record;
 use crate::auth::ClientInfo;
 use crate::message::{ByteString, Delivery, QoS, RetainHandling, SubOptions};
 use crate::routing::topic::parse_filter;
+use crate::rules::{Event, EventData};
 use crate::session::SessionCell;
+use serde_json::json;
 
 /// One filter of a SUBSCRIBE with the options the client asked for.
 #[derive(Debug, Clone)]
@@ -82,6 +84,12 @@ impl Broker {
                 subscription: subscription_record(&req.filter, &req.opts),
             });
             results.push(SubResult::Granted(req.opts.qos));
+            self.rules.on_event(Event::SessionSubscribed, || {
+                EventData::new(
+                    Some(client),
+                    json!({"topic": &*req.filter, "qos": req.opts.qos as u8}),
+                )
+            });
 
             let send_retained = spec.group.is_none()
                 && match req.opts.retain_handling {

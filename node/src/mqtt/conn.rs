@@ -177,6 +177,7 @@ impl Conn {
                         inc(&m.messages_sent, 1);
                         inc(&m.sent_by_qos[delivery.qos as usize], 1);
                         inc(&m.bytes_sent, bytes as u64);
+                        self.broker.delivered(&self.client, &delivery);
                     }
                     None => {
                         inc(&m.dropped_too_large, 1);

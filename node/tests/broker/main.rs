@@ -18,6 +18,7 @@ mod platform;
 mod qos;
 mod retain_will;
 mod routing;
+mod rules;
 mod session;
 mod tls;
 mod webhooks;

@@ -3,10 +3,12 @@
 
 mod device;
 mod product;
+mod rule;
 mod session;
 mod user;
 
 pub use device::{ConnState, Device, DevicePatch};
 pub use product::{Product, ProductPatch};
+pub use rule::{Rule, RuleAction, RulePatch};
 pub use session::{RetainedRecord, SessionRecord, SubscriptionRecord};
 pub use user::{Role, User, UserPatch};

@@ -42,6 +42,9 @@ pub(crate) fn apply_command(tx: &mut Tx<'_>, cmd: Command) -> IoResult<CommandRe
         } => subscribe(tx, &client_id, subscription),
         Command::Unsubscribe { client_id, filter } => unsubscribe(tx, &client_id, &filter),
         Command::SetRetained { record } => set_retained(tx, record),
+        Command::CreateRule { rule } => super::rules::create_rule(tx, rule),
+        Command::UpdateRule { id, patch } => super::rules::update_rule(tx, id, patch),
+        Command::DeleteRule { id } => super::rules::delete_rule(tx, id),
         Command::Batch(cmds) => Ok(CommandResult::Batch(
             cmds.into_iter()
                 .map(|c| apply_command(tx, c))
@@ -82,11 +85,11 @@ fn tagged(
     Ok(result)
 }
 
-fn rejected(r: Rejection) -> IoResult<CommandResult> {
+pub(super) fn rejected(r: Rejection) -> IoResult<CommandResult> {
     Ok(CommandResult::Rejected(r))
 }
 
-fn not_found(what: &str) -> IoResult<CommandResult> {
+pub(super) fn not_found(what: &str) -> IoResult<CommandResult> {
     rejected(Rejection::NotFound { what: what.into() })
 }
 

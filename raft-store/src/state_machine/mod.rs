@@ -8,6 +8,7 @@
 //! `Registry` reads the same column families.
 
 mod apply;
+mod rules;
 mod snapshot;
 mod tx;
 

@@ -108,3 +108,30 @@ pub fn scrape_ms(api_port: u16) -> f64 {
     times.sort_by(f64::total_cmp);
     times.get(times.len() / 2).copied().unwrap_or(f64::NAN)
 }
+
+/// Creates `rules` through RealMQ's REST API on `api` (default credentials).
+pub fn create_rules(api: u16, rules: &[serde_json::Value]) -> anyhow::Result<()> {
+    if rules.is_empty() {
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        for rule in rules {
+            let res = http
+                .post(format!("http://127.0.0.1:{api}/api/v1/rules"))
+                .basic_auth("root", Some("123456"))
+                .json(rule)
+                .send()
+                .await?;
+            anyhow::ensure!(
+                res.status().is_success(),
+                "creating a rule: {}",
+                res.text().await?
+            );
+        }
+        Ok(())
+    })
+}
