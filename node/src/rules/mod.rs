@@ -117,8 +117,8 @@ pub struct Rules {
     compiled: Mutex<HashMap<u64, Arc<Compiled>>>,
     tx: mpsc::Sender<Job>,
     rx: Mutex<Option<mpsc::Receiver<Job>>>,
-    /// Jobs dropped because the queue was full.
-    pub dropped: AtomicU64,
+    /// Jobs dropped because the queue was full (the log says so every thousandth).
+    dropped: AtomicU64,
 }
 
 fn bit(e: Event) -> u64 {
