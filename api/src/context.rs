@@ -155,6 +155,8 @@ pub struct ApiConfig {
     pub metrics_auth: bool,
     /// One INFO line per request (target `realmq::access`).
     pub access_log: bool,
+    /// What the web console needs to know of this node's listeners.
+    pub console: crate::console::ConsoleEnv,
 }
 
 impl Default for ApiConfig {
@@ -167,6 +169,7 @@ impl Default for ApiConfig {
             max_topics: 128,
             metrics_auth: false,
             access_log: false,
+            console: Default::default(),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! - `error.rs`, `response.rs`: the one error → status mapping and the envelopes
 //! - `openapi.rs`: the OpenAPI document
 //! - `metrics.rs`: request metrics, and `GET /metrics` (the node renders the exposition)
+//! - `console.rs`: the control center, the web console's files (`api/console/`) at `/`
 //! - `serve.rs`: the accept loop, HTTP or HTTPS (rustls), each connection run by hyper
 //!
 //! ## How a request flows
@@ -22,6 +23,7 @@
 //! Reads go to `Registry` directly.
 
 pub mod auth;
+pub mod console;
 pub mod context;
 pub mod error;
 mod json;
@@ -57,8 +59,11 @@ use response::Reply;
 pub fn routes(ctx: ApiContext) -> BoxedFilter<(Reply,)> {
     let http = ctx.http.clone();
     let access_log = ctx.config.access_log;
+    let console = ctx.config.console;
     routes::api_v1(ctx.clone())
         .or(metrics::routes(ctx))
+        .unify()
+        .or(console::routes(console))
         .unify()
         .or(openapi::serve())
         .unify()

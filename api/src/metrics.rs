@@ -105,6 +105,8 @@ const KNOWN: &[&str] = &[
     "routes",
     "stats",
     "metrics",
+    "rules",
+    "test",
     "openapi.json",
 ];
 

@@ -229,6 +229,7 @@ impl Node {
                 max_topics: config.api.max_topics,
                 metrics_auth: config.api.metrics_auth,
                 access_log: config.log.access,
+                console: console_env(&mqtt_listeners),
             },
         )
         .with_http_metrics(http);
@@ -377,5 +378,14 @@ impl Node {
         runtime.shutdown_timeout(Duration::from_secs(1));
         tracing::info!("realmq node stopped");
         Ok(())
+    }
+}
+
+/// The WebSocket ports the console's browser MQTT client may use on this node.
+fn console_env(listeners: &mqtt::Listeners) -> realmq_api::console::ConsoleEnv {
+    let port = |t| listeners.addr(t).map(|a| a.port());
+    realmq_api::console::ConsoleEnv {
+        ws_port: port(config::Transport::Ws),
+        wss_port: port(config::Transport::Wss),
     }
 }

@@ -153,5 +153,25 @@ async fn t11_any_node_serves_every_rest_endpoint() {
         "a deleted user cannot log in on node 2: {body}"
     );
 
+    // The control center is served by every node, and each names its own WebSocket port.
+    for n in 1..=3 {
+        let base = format!("http://{}", cluster.api_addr(n));
+        let page = reqwest::get(format!("{base}/")).await.expect("GET /");
+        assert_eq!(page.status(), 200, "node {n} serves the console");
+        let html = page.text().await.unwrap();
+        assert!(html.contains("RealMQ control center"), "node {n}: {html}");
+        let env: serde_json::Value = reqwest::get(format!("{base}/console/env.json"))
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("GET /console/env.json")
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            env["ws_port"].as_u64().is_some_and(|p| p > 0),
+            "node {n}: {env}"
+        );
+    }
+
     cluster.invariant_check().await;
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::Broker;
 use crate::auth::ClientInfo;
 use crate::message::{Delivery, Message, Protocol};
-use crate::rules::context::{message_fields, payload_text};
+use crate::rules::context::message_fields;
 use crate::rules::{Event, EventData};
 
 impl Broker {
@@ -75,7 +75,6 @@ impl Broker {
             );
             fields.insert("from_username".into(), serde_json::Value::Null);
             fields.insert("qos".into(), (d.qos as u8).into());
-            fields.insert("payload".into(), payload_text(&d.msg.payload));
             EventData::new(Some(receiver), serde_json::Value::Object(fields))
         });
     }

@@ -123,13 +123,16 @@ pub struct Listeners(Vec<(Transport, std::net::TcpListener)>);
 impl Listeners {
     /// The bound address of the plain TCP listener.
     pub fn tcp_addr(&self) -> std::io::Result<SocketAddr> {
+        self.addr(Transport::Tcp)
+            .ok_or_else(|| std::io::ErrorKind::NotFound.into())
+    }
+
+    /// The bound address of the `transport` listener, if it is on.
+    pub fn addr(&self, transport: Transport) -> Option<SocketAddr> {
         self.0
             .iter()
-            .find(|(t, _)| *t == Transport::Tcp)
-            .map_or_else(
-                || Err(std::io::ErrorKind::NotFound.into()),
-                |(_, l)| l.local_addr(),
-            )
+            .find(|(t, _)| *t == transport)
+            .and_then(|(_, l)| l.local_addr().ok())
     }
 }
 

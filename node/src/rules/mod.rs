@@ -339,7 +339,8 @@ impl Rules {
     /// Runs `sql` once against `context` (`POST /api/v1/rules/test`): the output, or why none;
     /// `Err` if it does not compile.
     pub fn test(&self, sql: &str, context: Map<String, Value>) -> Result<RuleTest, String> {
-        let query = compile(sql).map_err(|e| e.to_string())?;
+        // Named as in `check`, so a client can show it next to the SQL.
+        let query = compile(sql).map_err(|e| format!("sql: {e}"))?;
         let ctx = context::for_test(&query, self.node, context);
         Ok(match query.select(&ctx) {
             Ok(Some(out)) => RuleTest::Output(Value::Object(out)),

@@ -416,6 +416,11 @@ async fn bad_rules_are_refused_with_their_position_and_rules_can_be_tried() {
         )
         .await;
     assert_eq!(s, 400, "{b}");
+    let msg = b["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("sql: ") && msg.contains("line 1, column 1"),
+        "{msg}"
+    );
 
     // The list pages and filters by name.
     for name in ["alpha", "beta", "alphabet"] {
