@@ -165,6 +165,7 @@ class Console:
     def no_missing_strings(self):
         body = self.d.find_element(By.TAG_NAME, "body").text
         assert "⟦" not in body, f"a string is missing from the language table: {body}"
+        assert "[object " not in body and "undefined" not in body, f"a value drawn as text: {body}"
 
     def api_as_page(self, method, path, body=None):
         """A request made by page script with the signed-in user's token."""
@@ -280,7 +281,27 @@ def main():
         ui.shot("05-device-error")
         ui.d.find_element(By.CSS_SELECTOR, "dialog .close").click()
         ui.text_appears("#device-list", "hall")
+        ui.no_missing_strings()
         ui.shot("06-devices")
+
+        step("the device list's filters: by name, by status, by product")
+        search = ui.find("#device-search")
+        search.send_keys("hal")
+        ui.find("#device-search").send_keys(Keys.ENTER)
+        ui.text_appears("#device-list", "hall")
+        Select(ui.find("#device-status")).select_by_value("3")
+        ui.button("Search", "form.filters")
+        ui.text_appears("#device-list", "No devices match")
+        Select(ui.find("#device-status")).select_by_value("1")
+        ui.button("Search", "form.filters")
+        ui.text_appears("#device-list", "hall")
+        ui.go("#/products")
+        ui.text_appears("#product-list", "thermostats")
+        ui.d.find_element(By.CSS_SELECTOR, "#product-list a[href^='#/devices?product_key=']").click()
+        ui.wait.until(lambda d: Select(d.find_element(By.ID, "device-product"))
+                      .first_selected_option.get_attribute("value") == pk)
+        ui.text_appears("#device-list", "hall")
+        ui.no_missing_strings()
 
         step("the device goes online when an MQTT client connects with its credentials")
         device = node.api_get(f"devices?device_name=hall&product_key={pk}")["data"][0]
@@ -303,6 +324,7 @@ def main():
         ui.go("#/clients")
         ui.text_appears("#client-list", "hall")
         ui.text_appears("#client-list", "panel")
+        ui.no_missing_strings()
         ui.shot("08-clients")
         row = ui.d.find_element(By.XPATH, "//div[@id='client-list']//tr[td[1][normalize-space()='panel']]")
         row.find_element(By.XPATH, ".//button[normalize-space()='Kick']").click()
@@ -345,7 +367,8 @@ def main():
         ui.click("#rule-form button[type=submit]")
         ui.text_appears("#rule-list", "too-hot")
         ui.button("Metrics", "#rule-list")
-        ui.find("#rule-metrics")
+        ui.text_appears("#rule-metrics", "matched")
+        ui.no_missing_strings()
         ui.shot("11-rules")
         ui.d.find_element(By.CSS_SELECTOR, "dialog .close").click()
 
