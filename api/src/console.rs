@@ -68,11 +68,11 @@ fn asset(mime: &str, digest: &[u8], body: Vec<u8>) -> Asset {
     }
 }
 
-/// Every file, by path under `console/`, built at the first request.
-fn catalogue(env: ConsoleEnv) -> &'static HashMap<String, Asset> {
+/// Every embedded file, by path under `console/`, built at the first request.
+fn catalogue() -> &'static HashMap<String, Asset> {
     static FILES: OnceLock<HashMap<String, Asset>> = OnceLock::new();
     FILES.get_or_init(|| {
-        let mut files: HashMap<String, Asset> = Assets::iter()
+        Assets::iter()
             .filter_map(|name| {
                 let file = Assets::get(&name)?;
                 let a = asset(
@@ -82,18 +82,18 @@ fn catalogue(env: ConsoleEnv) -> &'static HashMap<String, Asset> {
                 );
                 Some((name.to_string(), a))
             })
-            .collect();
-        let env = json!({"ws_port": env.ws_port, "wss_port": env.wss_port}).to_string();
-        let digest = {
-            use sha2::Digest;
-            sha2::Sha256::digest(env.as_bytes())
-        };
-        files.insert(
-            "env.json".into(),
-            asset("application/json", &digest, env.into_bytes()),
-        );
-        files
+            .collect()
     })
+}
+
+/// `env.json` for one node: its own ports, so it is not in the process-wide catalogue.
+fn env_asset(env: ConsoleEnv) -> Asset {
+    let env = json!({"ws_port": env.ws_port, "wss_port": env.wss_port}).to_string();
+    let digest = {
+        use sha2::Digest;
+        sha2::Sha256::digest(env.as_bytes())
+    };
+    asset("application/json", &digest, env.into_bytes())
 }
 
 /// `GET /` (the console's page) and `GET /console/{file}`.
@@ -102,16 +102,21 @@ pub(crate) fn routes(env: ConsoleEnv) -> BoxedFilter<(Reply,)> {
     let file = warp::path("console")
         .and(warp::path::tail())
         .map(|tail: warp::path::Tail| tail.as_str().to_string());
-    let env = Arc::new(env);
+    let env = Arc::new(env_asset(env));
     index
         .or(file)
         .unify()
         .and(warp::get().or(warp::head()).unify())
         .and(warp::header::headers_cloned())
         .and_then(move |path: String, headers: HeaderMap| {
-            let env = *env;
+            let env = env.clone();
             async move {
-                match catalogue(env).get(&path) {
+                let found = if path == "env.json" {
+                    Some(&*env)
+                } else {
+                    catalogue().get(&path)
+                };
+                match found {
                     Some(a) => Ok(serve(a, &headers)),
                     None => Err(warp::reject::not_found()),
                 }

@@ -2,7 +2,7 @@
 // next to the field it names, tables, paging, dialogs and notices.
 
 import {t} from './i18n.js';
-import {isAdmin} from './api.js';
+import {isAdmin, del} from './api.js';
 
 /** `h('button', {type: 'button', onclick}, 'Save')`: an element with attributes and children. */
 export function h(tag, attrs = {}, ...children) {
@@ -197,6 +197,15 @@ export function confirmDialog(message, action) {
         }
       }}, t('yes')),
       h('button', {type: 'button', onclick: () => close()}, t('cancel'))));
+}
+
+/** Asks, then DELETEs `path` through the API, says so and runs `then`. */
+export function confirmDelete(message, path, then) {
+  confirmDialog(message, async () => {
+    await del(path);
+    notify(t('deleted'));
+    then();
+  });
 }
 
 let toastTimer;

@@ -2,9 +2,9 @@
 // when none is given, and the console shows it once); enable / disable (disabling kicks the
 // device); delete; and a detail page that follows the device's status live.
 
-import {get, post, put, del, query} from '../api.js';
+import {get, post, put, query} from '../api.js';
 import {t} from '../i18n.js';
-import {h, form, table, listView, failure, dialog, confirmDialog, notify, adminButton, header, badge, navigate} from '../ui.js';
+import {h, form, table, listView, failure, dialog, confirmDelete, notify, adminButton, header, badge, navigate} from '../ui.js';
 
 const STATUS = ['disabled', 'inactive', 'offline', 'online'];
 const statusBadge = (s) => badge(t(`status_${STATUS[s] ?? 'inactive'}`), `status-${STATUS[s]}`);
@@ -131,11 +131,7 @@ function toggle(d, then) {
 }
 
 function remove(d, then) {
-  confirmDialog(t('confirm_delete_device', d.name), async () => {
-    await del(`devices/${d.id}`);
-    notify(t('deleted'));
-    then();
-  });
+  confirmDelete(t('confirm_delete_device', d.name), `devices/${d.id}`, then);
 }
 
 const EVERY_MS = 2000;

@@ -1,9 +1,9 @@
 // Products: the list with search and paging, create, edit, delete, and the secret (shown to
 // administrators only, on request).
 
-import {get, post, put, del, query} from '../api.js';
+import {get, post, put, query} from '../api.js';
 import {t} from '../i18n.js';
-import {h, form, listView, dialog, confirmDialog, notify, adminButton, header} from '../ui.js';
+import {h, form, listView, dialog, confirmDelete, notify, adminButton, header} from '../ui.js';
 
 const typeOptions = () => [['1', t('type_direct')], ['2', t('type_gateway')]];
 const regOptions = () => [['1', t('allowed')], ['0', t('not_allowed')]];
@@ -80,11 +80,7 @@ export default function products(view) {
   }
 
   function remove(p) {
-    confirmDialog(t('confirm_delete_product', p.name), async () => {
-      await del(`products/${p.id}`);
-      notify(t('deleted'));
-      load();
-    });
+    confirmDelete(t('confirm_delete_product', p.name), `products/${p.id}`, load);
   }
 
   load();

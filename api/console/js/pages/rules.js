@@ -2,9 +2,9 @@
 // editor and a "test" that runs the SQL on a sample message (`POST /rules/test`), enable /
 // disable and delete.
 
-import {get, post, put, del, query, isAdmin} from '../api.js';
+import {get, post, put, query, isAdmin} from '../api.js';
 import {t} from '../i18n.js';
-import {h, form, table, listView, dialog, confirmDialog, notify, adminButton, header, badge} from '../ui.js';
+import {h, form, table, listView, dialog, confirmDelete, notify, adminButton, header, badge} from '../ui.js';
 
 const SAMPLE_SQL = 'SELECT payload.temp AS temp, clientid\nFROM "sensors/+/temp"\nWHERE payload.temp > 30';
 const SAMPLE_ACTIONS = JSON.stringify(
@@ -120,11 +120,7 @@ export default function rules(view) {
   }
 
   function remove(r) {
-    confirmDialog(t('confirm_delete_rule', r.name), async () => {
-      await del(`rules/${r.id}`);
-      notify(t('deleted'));
-      load();
-    });
+    confirmDelete(t('confirm_delete_rule', r.name), `rules/${r.id}`, load);
   }
 
   load();

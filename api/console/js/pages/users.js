@@ -1,9 +1,9 @@
 // The control center's user management (the spec's 控制中心的用户管理): API users with their
 // role; administrators create, change passwords and roles, and delete.
 
-import {get, post, put, del, session, signOut} from '../api.js';
+import {get, post, put, session, signOut} from '../api.js';
 import {t} from '../i18n.js';
-import {h, form, listView, dialog, confirmDialog, notify, adminButton, header, navigate} from '../ui.js';
+import {h, form, listView, dialog, confirmDelete, notify, adminButton, header, navigate} from '../ui.js';
 
 const roles = () => [['viewer', t('role_viewer')], ['administrator', t('role_administrator')]];
 
@@ -86,11 +86,7 @@ export default function users(view) {
   }
 
   function remove(u) {
-    confirmDialog(t('confirm_delete_user', u.username), async () => {
-      await del(`users/${encodeURIComponent(u.username)}`);
-      notify(t('deleted'));
-      load();
-    });
+    confirmDelete(t('confirm_delete_user', u.username), `users/${encodeURIComponent(u.username)}`, load);
   }
 
   load();
