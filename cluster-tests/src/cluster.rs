@@ -465,3 +465,18 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// The container test's clients, run against this cluster's processes (node ids as places).
+impl crate::containers::workload::Places for Cluster {
+    fn mqtt_addr(&self, place: usize) -> SocketAddr {
+        Cluster::mqtt_addr(self, place as NodeId)
+    }
+
+    fn serving(&self) -> Vec<usize> {
+        self.up().into_iter().map(|i| i as usize).collect()
+    }
+
+    fn note(&self, what: String) {
+        self.event(&what);
+    }
+}

@@ -18,6 +18,7 @@ pub(crate) struct Faults {
     cut_nodes: BTreeSet<NodeId>,
     cut_links: BTreeSet<(NodeId, NodeId)>,
     delays: BTreeMap<NodeId, Duration>,
+    hidden_deaths: BTreeSet<NodeId>,
 }
 
 impl Faults {
@@ -28,7 +29,11 @@ impl Faults {
                 .is_some_and(|f| self.cut_nodes.contains(&f) || self.cut_links.contains(&(f, to)));
         let delay_of = |n: NodeId| self.delays.get(&n).copied().unwrap_or_default();
         let delay = delay_of(to).max(from.map_or(Duration::ZERO, delay_of));
-        LinkState { cut, delay }
+        LinkState {
+            cut,
+            delay,
+            hide_death: self.hidden_deaths.contains(&to),
+        }
     }
 }
 
@@ -61,6 +66,17 @@ impl Cluster {
             } else {
                 f.delays.insert(i, d);
             }
+        });
+    }
+
+    /// From now on, when node `i`'s process ends, the connections its peers had opened to it
+    /// stay open and silent instead of being closed, as when its machine vanishes without a
+    /// reset: the peers learn of the death only from their own timeouts, and may still be
+    /// waiting on them when `i` is back. New connections reach it as usual.
+    pub fn hide_deaths(&self, i: NodeId) {
+        self.node(i);
+        self.change_faults(&format!("hide_deaths({i})"), |f| {
+            f.hidden_deaths.insert(i);
         });
     }
 

@@ -145,7 +145,11 @@ impl MqttClient {
                 Err(_) => return Ok(None),
                 Ok(Ok(ev)) => self.keep(ev),
                 Ok(Err(e)) => {
-                    self.closed = Some(e.to_string());
+                    self.ended(&e);
+                    // What came in with the connection's end is delivered before the end.
+                    if let Some(p) = self.inbox.pop_front() {
+                        return Ok(Some(p));
+                    }
                     return Err(format!("the connection ended: {e}"));
                 }
             }
@@ -172,7 +176,7 @@ impl MqttClient {
                 Err(_) => panic!("the connection is still open after {within:?}"),
                 Ok(Ok(ev)) => self.keep(ev),
                 Ok(Err(e)) => {
-                    self.closed = Some(e.to_string());
+                    self.ended(&e);
                     return e;
                 }
             }
@@ -216,7 +220,7 @@ impl MqttClient {
             match tokio::time::timeout_at(deadline, self.events.poll()).await {
                 Err(_) => return Err(format!("timed out after {within:?} waiting for {what}")),
                 Ok(Err(e)) => {
-                    self.closed = Some(e.to_string());
+                    self.ended(&e);
                     return Err(format!(
                         "the MQTT connection ended while waiting for {what}: {e}"
                     ));
@@ -229,6 +233,17 @@ impl MqttClient {
                     self.keep(ev);
                 }
             }
+        }
+    }
+
+    /// The connection ended with `e`. rumqttc reads every packet that arrived before the end
+    /// and returns the error before the events it made of them, which a later poll of this
+    /// event loop would have returned: they are the client's, so they go to the inbox.
+    fn ended(&mut self, e: &ConnectionError) {
+        self.closed = Some(e.to_string());
+        let parsed: Vec<Event> = self.events.state.events.drain(..).collect();
+        for ev in parsed {
+            self.keep(ev);
         }
     }
 

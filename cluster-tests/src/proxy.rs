@@ -6,6 +6,11 @@
 //! forwarded), so the dialling node sees what a real partition looks like, requests that time
 //! out, rather than a refused connection it could fail fast on. Healing resets the black-holed
 //! connections so that peers reconnect at once instead of waiting for their RPC timeouts.
+//!
+//! A link may also hide its node's death: when the node's side of a connection ends, the
+//! dialling side is neither closed nor reset but left open and silent, as when a machine or a
+//! container's network goes away without a reset reaching the peers. New connections reach
+//! the node as usual, so a restarted node is reachable while the old connections linger.
 
 use std::io;
 use std::net::SocketAddr;
@@ -28,6 +33,8 @@ pub(crate) struct LinkState {
     pub cut: bool,
     /// Added to every chunk of bytes, in each direction.
     pub delay: Duration,
+    /// A connection whose node side ended stays open and silent on the dialling side.
+    pub hide_death: bool,
 }
 
 /// Connections made to `addr` reach node `to`. `from` is the only node given `addr`, or `None`
@@ -126,7 +133,8 @@ async fn accept(listener: TcpListener, target: SocketAddr, state: watch::Receive
 async fn serve(mut inbound: TcpStream, target: SocketAddr, mut state: watch::Receiver<LinkState>) {
     let _ = inbound.set_nodelay(true);
     if state.borrow_and_update().cut {
-        return black_hole(inbound, state).await;
+        // Until the link heals.
+        return swallow(inbound, state, |s| !s.cut).await;
     }
     let mut outbound = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await
     {
@@ -143,7 +151,10 @@ async fn serve(mut inbound: TcpStream, target: SocketAddr, mut state: watch::Rec
         let (out_read, out_write) = outbound.split();
         let (up, down) = (state.clone(), state.clone());
         let both = async {
-            tokio::try_join!(pipe(in_read, out_write, up), pipe(out_read, in_write, down))
+            tokio::try_join!(
+                pipe(in_read, out_write, up, false),
+                pipe(out_read, in_write, down, true)
+            )
         };
         tokio::select! {
             _ = both => false,
@@ -153,11 +164,21 @@ async fn serve(mut inbound: TcpStream, target: SocketAddr, mut state: watch::Rec
     if cut {
         let _ = inbound.set_zero_linger();
         let _ = outbound.set_zero_linger();
+    } else if state.borrow().hide_death {
+        drop(outbound);
+        // The node side is gone; the dialler is not told until deaths are no longer hidden.
+        swallow(inbound, state, |s| !s.hide_death).await;
     }
 }
 
-/// Swallows everything until the peer gives up or the link heals.
-async fn black_hole(mut conn: TcpStream, mut state: watch::Receiver<LinkState>) {
+/// Swallows everything the dialling side sends, answering nothing, until it gives up or
+/// `released` holds for the link's state; then resets the connection, so that the dialler
+/// reconnects at once.
+async fn swallow(
+    mut conn: TcpStream,
+    mut state: watch::Receiver<LinkState>,
+    released: impl Fn(&LinkState) -> bool,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         tokio::select! {
@@ -166,7 +187,7 @@ async fn black_hole(mut conn: TcpStream, mut state: watch::Receiver<LinkState>) 
                     return;
                 }
             }
-            _ = state.wait_for(|s| !s.cut) => {
+            _ = state.wait_for(&released) => {
                 let _ = conn.set_zero_linger();
                 return;
             }
@@ -176,17 +197,25 @@ async fn black_hole(mut conn: TcpStream, mut state: watch::Receiver<LinkState>) 
 
 /// Copies one direction until end of stream, holding each chunk back by the link's delay at
 /// the time it was read. Reading runs ahead of the delayed writes, so latency is added without
-/// cutting throughput to one chunk per delay.
+/// cutting throughput to one chunk per delay. `from_node`: this direction carries the node's
+/// side, whose end is not passed on while the link hides deaths.
 async fn pipe(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     state: watch::Receiver<LinkState>,
+    from_node: bool,
 ) -> io::Result<()> {
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(64);
+    let (hides, hidden) = (state.clone(), state.clone());
     let read = async move {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            let n = from.read(&mut buf).await?;
+            let n = match from.read(&mut buf).await {
+                Ok(n) => n,
+                // The node's side was reset: ends like an end of stream when hidden.
+                Err(_) if from_node && hides.borrow().hide_death => 0,
+                Err(e) => return Err(e),
+            };
             if n == 0 {
                 return Ok(());
             }
@@ -202,6 +231,9 @@ async fn pipe(
                 tokio::time::sleep_until(due).await;
             }
             to.write_all(&chunk).await?;
+        }
+        if from_node && hidden.borrow().hide_death {
+            return Ok(());
         }
         to.shutdown().await
     };
@@ -252,7 +284,7 @@ mod tests {
         held.read_exact(&mut b).await.unwrap();
         proxies.update(|_, _| LinkState {
             cut: true,
-            delay: Duration::ZERO,
+            ..LinkState::default()
         });
         let closed = tokio::time::timeout(Duration::from_secs(2), held.read(&mut b)).await;
         assert!(
@@ -269,13 +301,45 @@ mod tests {
         );
 
         proxies.update(|_, _| LinkState {
-            cut: false,
             delay: Duration::from_millis(100),
+            ..LinkState::default()
         });
         let rtt = round_trip(addr).await.expect("healed link forwards");
         assert!(
             rtt >= Duration::from_millis(200),
             "delayed both ways: {rtt:?}"
         );
+    }
+
+    /// With deaths hidden, the node closing its side leaves the dialler's connection open and
+    /// silent, while a new connection reaches the node.
+    #[tokio::test]
+    async fn hides_a_nodes_death_from_open_connections() {
+        let node = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = node.local_addr().unwrap();
+        let proxies = Proxies::new();
+        let addr = proxies.open(Some(1), 2, target);
+        proxies.update(|_, _| LinkState {
+            hide_death: true,
+            ..LinkState::default()
+        });
+
+        let mut held = TcpStream::connect(addr).await.unwrap();
+        let (node_side, _) = node.accept().await.unwrap();
+        let _ = node_side.set_zero_linger();
+        drop(node_side);
+        let mut b = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_millis(500), held.read(&mut b)).await;
+        assert!(
+            read.is_err(),
+            "no end of stream, no reset, no data: {read:?}"
+        );
+        held.write_all(b"into the void")
+            .await
+            .expect("still writable");
+
+        let _fresh = TcpStream::connect(addr).await.unwrap();
+        let accepted = tokio::time::timeout(Duration::from_secs(2), node.accept()).await;
+        assert!(accepted.is_ok(), "a new connection reaches the node");
     }
 }

@@ -76,8 +76,14 @@ use crate::config::Config;
 use crate::message::CloseReason;
 
 /// How long a starting node waits for the reachable members' route sets before it serves
-/// clients (a peer reconnects its link within its 2 s backoff).
+/// clients (a peer reconnects its link within its 1 s backoff, or at once when this node's link
+/// reaches it first: `cluster/links.rs`).
 const PEER_ROUTES_BOUND: Duration = Duration::from_secs(10);
+
+/// How long a stopping member keeps serving its peers after its clients are gone, for the
+/// clients of persistent sessions that resume on another node: that node asks this one for
+/// what the session had not delivered (`broker/handover.rs`).
+const HANDOVER_LINGER: Duration = Duration::from_secs(3);
 
 /// A running node: the tokio runtime (raft, API, timers), the MQTT listener thread and the broker.
 pub struct Node {
@@ -89,6 +95,8 @@ pub struct Node {
     api_addr: SocketAddr,
     cluster: cluster::Cluster,
     shutdown: CancellationToken,
+    /// Stops the cluster port, last: peers reach this node until it is drained.
+    cluster_stop: CancellationToken,
     grace: Duration,
 }
 
@@ -149,8 +157,13 @@ impl Node {
             mqtt: mqtt_listeners.tcp_addr()?,
             api: api_listener.local_addr()?,
         };
-        let (meta, cluster) =
-            runtime.block_on(cluster::start(&config, &topology, bound, shutdown.clone()))?;
+        let cluster_stop = CancellationToken::new();
+        let (meta, cluster) = runtime.block_on(cluster::start(
+            &config,
+            &topology,
+            bound,
+            cluster_stop.clone(),
+        ))?;
         // Subscribed before anything is read from the store, so no applied write is missed.
         let applied = meta.applied.subscribe();
         let auth = Arc::new(DeviceAuth {
@@ -304,6 +317,7 @@ impl Node {
             api_addr,
             cluster,
             shutdown,
+            cluster_stop,
             grace: Duration::from_secs(config.shutdown_grace),
         })
     }
@@ -333,8 +347,9 @@ impl Node {
     }
 
     /// Blocks until the shutdown token is cancelled, then drains: the MQTT listener closes, every
-    /// client gets DISCONNECT (v5 reason 0x8B) and up to `shutdown_grace` seconds to go, then the
-    /// rest stops.
+    /// client gets DISCONNECT (v5 reason 0x8B) and up to `shutdown_grace` seconds to go; in a
+    /// cluster, the persistent sessions get up to `HANDOVER_LINGER` to be taken over by the
+    /// nodes their clients resume on; then the rest stops, the cluster port last.
     pub fn wait(self) -> anyhow::Result<()> {
         let Node {
             runtime,
@@ -344,14 +359,16 @@ impl Node {
             api,
             cluster,
             shutdown,
+            cluster_stop,
             grace,
             ..
         } = self;
         runtime.block_on(async move {
             shutdown.cancelled().await;
             mqtt.stop_accepting();
-            let n = broker.close_all(CloseReason::ServerShuttingDown);
-            tracing::info!(connections = n, "shutting down");
+            let connections = broker.metrics.connections.load(Ordering::Relaxed);
+            let moving = broker.close_all(CloseReason::ServerShuttingDown);
+            tracing::info!(connections, "shutting down");
             let deadline = Instant::now() + grace;
             while broker.metrics.connections.load(Ordering::Relaxed) > 0
                 && Instant::now() < deadline
@@ -360,6 +377,19 @@ impl Node {
             }
             mqtt.stop().await;
             let _ = api.await;
+            if !cluster.link_stats().is_empty() {
+                let deadline = Instant::now() + HANDOVER_LINGER;
+                while broker.still_held(&moving) > 0 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let left = broker.still_held(&moving);
+                if left > 0 {
+                    tracing::info!(
+                        sessions = left,
+                        "persistent sessions not resumed on another node; their queues stay on disk here"
+                    );
+                }
+            }
             // What the offline sessions hold is on disk before the process ends.
             if tokio::time::timeout(Duration::from_secs(5), broker.flush_spool())
                 .await
@@ -371,6 +401,7 @@ impl Node {
             // writer a moment, then stop raft so RocksDB closes cleanly.
             tokio::time::sleep(Duration::from_millis(100)).await;
             cluster.leave_if_learner().await;
+            cluster_stop.cancel();
             if let Err(e) = raft.shutdown().await {
                 tracing::warn!(error = %e, "raft did not shut down cleanly");
             }

@@ -73,8 +73,21 @@ pub async fn ip_on(container: &str, network: &str) -> Result<String, String> {
 
 /// The last `lines` lines `container` wrote (stdout and stderr interleaved by the engine).
 pub async fn logs(container: &str, lines: usize) -> String {
+    logs_with(container, &["--tail", &lines.to_string()]).await
+}
+
+/// Every line `container` logged at WARN or above: what a post-mortem needs beyond the tail.
+pub async fn warnings(container: &str) -> String {
+    let all = logs_with(container, &[]).await;
+    all.lines()
+        .filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn logs_with(container: &str, args: &[&str]) -> String {
     let mut cmd = Command::new("docker");
-    cmd.args(["logs", "--tail", &lines.to_string(), container]);
+    cmd.arg("logs").args(args).arg(container);
     match tokio::time::timeout(DOCKER_TIMEOUT, cmd.output()).await {
         Ok(Ok(out)) => format!(
             "{}{}",

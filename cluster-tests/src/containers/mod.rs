@@ -99,6 +99,11 @@ impl Pods {
         *self.plan.lock().unwrap() = plan;
     }
 
+    /// When the run began: the zero of the harness's notes.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     pub fn replicas(&self) -> usize {
         self.plan.lock().unwrap().replicas
     }
@@ -390,6 +395,11 @@ impl Pods {
         for name in names.lines() {
             eprintln!("--- {name}: last log lines ---");
             eprintln!("{}", docker::logs(name, 40).await);
+        }
+        // Last, so that they end up in the tail a CI log keeps.
+        for name in names.lines() {
+            eprintln!("--- {name}: warnings ---");
+            eprintln!("{}", docker::warnings(name).await);
         }
     }
 

@@ -27,6 +27,30 @@ use tokio::time::Instant;
 use super::Pods;
 use crate::{MqttClient, WriteOutcome};
 
+/// Where the MQTT clients connect: the chart's pods here, the processes of a `Cluster` in the
+/// multi-node tests. Places are numbered (pod ordinals, node ids).
+pub trait Places: Send + Sync + 'static {
+    fn mqtt_addr(&self, place: usize) -> std::net::SocketAddr;
+    /// The places serving now: where a client that lost its place goes.
+    fn serving(&self) -> Vec<usize>;
+    /// Records what a client did, for a failure's report.
+    fn note(&self, what: String);
+}
+
+impl Places for Pods {
+    fn mqtt_addr(&self, place: usize) -> std::net::SocketAddr {
+        Pods::mqtt_addr(self, place)
+    }
+
+    fn serving(&self) -> Vec<usize> {
+        Pods::serving(self)
+    }
+
+    fn note(&self, what: String) {
+        Pods::note(self, what);
+    }
+}
+
 /// Grace for messages in flight to a subscriber whose node died (see the module doc).
 const IN_FLIGHT: Duration = Duration::from_secs(2);
 const PUBLISH_EVERY: Duration = Duration::from_millis(50);
@@ -66,8 +90,9 @@ pub struct SubLog {
     pub lost_sessions: Vec<String>,
 }
 
-#[derive(Default)]
 pub struct Ledger {
+    /// The zero of the times a failure report gives (the harness notes' zero).
+    pub t0: Instant,
     pub writes: Mutex<Vec<Write>>,
     pub published: Mutex<Vec<Published>>,
     pub subscribers: Mutex<BTreeMap<String, SubLog>>,
@@ -76,6 +101,50 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    pub fn new(t0: Instant) -> Ledger {
+        Ledger {
+            t0,
+            writes: Mutex::default(),
+            published: Mutex::default(),
+            subscribers: Mutex::default(),
+            downs: Mutex::default(),
+        }
+    }
+
+    /// `t` as seconds since the run began, as the harness notes print it.
+    fn at(&self, t: Instant) -> String {
+        format!("{:.2}s", (t - self.t0).as_secs_f64())
+    }
+
+    /// Where the first missing message of `log` stood against the subscriber's windows: what a
+    /// failure report needs to tell a lost route from a lost session.
+    fn timeline(&self, log: &SubLog, first: &Published) -> String {
+        let windows: Vec<String> = log
+            .windows
+            .iter()
+            .map(|w| {
+                let to = w.to.map_or("open".to_string(), |t| self.at(t));
+                format!("pod {} {}..{}", w.pod, self.at(w.from), to)
+            })
+            .collect();
+        let downs: Vec<String> = self
+            .downs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(p, t)| format!("pod {p} {}", self.at(*t)))
+            .collect();
+        format!(
+            "({}, {}) sent {} acked {}; windows: {}; pods down: {}",
+            first.publisher,
+            first.seq,
+            self.at(first.sent),
+            self.at(first.acked),
+            windows.join(", "),
+            downs.join(", ")
+        )
+    }
+
     /// When pod `pod` went away after `from`, if it did.
     fn down_after(&self, pod: usize, from: Instant) -> Option<Instant> {
         let downs = self.downs.lock().unwrap();
@@ -115,15 +184,15 @@ impl Ledger {
                 .iter()
                 .filter(|m| m.acked >= since && m.acked < until && is_due(m))
                 .collect();
-            let missing = due
+            let missing: Vec<&&Published> = due
                 .iter()
                 .filter(|m| !log.received.contains(&(m.publisher, m.seq)))
-                .map(|m| (m.publisher, m.seq))
                 .collect();
             out.push(Account {
                 subscriber: id.clone(),
                 due: due.len(),
-                missing,
+                timeline: missing.first().map(|m| self.timeline(log, m)),
+                missing: missing.iter().map(|m| (m.publisher, m.seq)).collect(),
                 lost_sessions: log.lost_sessions.clone(),
             });
         }
@@ -137,6 +206,8 @@ pub struct Account {
     pub due: usize,
     /// (publisher, sequence number) of each due message not received.
     pub missing: Vec<(usize, u64)>,
+    /// The first missing message against the subscriber's windows (see `Ledger::timeline`).
+    pub timeline: Option<String>,
     pub lost_sessions: Vec<String>,
 }
 
@@ -145,10 +216,11 @@ impl Account {
         let mut p = self.lost_sessions.clone();
         if !self.missing.is_empty() {
             p.push(format!(
-                "lacks {} of {} messages due, e.g. {:?}",
+                "lacks {} of {} messages due, e.g. {:?}; the first {}",
                 self.missing.len(),
                 self.due,
-                &self.missing[..self.missing.len().min(8)]
+                &self.missing[..self.missing.len().min(8)],
+                self.timeline.as_deref().unwrap_or_default()
             ));
         }
         (!p.is_empty()).then(|| format!("{}: {}", self.subscriber, p.join("; ")))
@@ -174,8 +246,8 @@ pub struct Workload {
 impl Workload {
     pub fn new(pods: Arc<Pods>) -> Workload {
         Workload {
+            ledger: Arc::new(Ledger::new(pods.started())),
             pods,
-            ledger: Arc::new(Ledger::default()),
             pinned: Mutex::new(BTreeMap::new()),
             stop_subscribers: Arc::new(AtomicBool::new(false)),
             subscribers: Mutex::new(Vec::new()),
@@ -299,7 +371,7 @@ async fn write(
     }
 }
 
-fn options(pods: &Pods, pod: usize, id: &str, clean: bool) -> rumqttc::MqttOptions {
+fn options(pods: &impl Places, pod: usize, id: &str, clean: bool) -> rumqttc::MqttOptions {
     let mut opts = MqttClient::options(pods.mqtt_addr(pod), id, None);
     opts.set_keep_alive(KEEPALIVE);
     opts.set_clean_session(clean);
@@ -307,15 +379,24 @@ fn options(pods: &Pods, pod: usize, id: &str, clean: bool) -> rumqttc::MqttOptio
 }
 
 /// Publishes QoS 1 `ct/{pod}` through `pod`, reconnecting to it whenever it can, until `stop`.
-async fn publish(pods: Arc<Pods>, ledger: Arc<Ledger>, pod: usize, stop: Arc<AtomicBool>) {
+pub async fn publish<P: Places>(
+    pods: Arc<P>,
+    ledger: Arc<Ledger>,
+    pod: usize,
+    stop: Arc<AtomicBool>,
+) {
     let id = format!("ct-pub-{pod}");
     let topic = format!("ct/{pod}");
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let Ok(mut client) = MqttClient::connect_with(options(&pods, pod, &id, true)).await else {
+        let Ok(mut client) = MqttClient::connect_with(options(&*pods, pod, &id, true)).await else {
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         };
+        pods.note(format!(
+            "{id} connected to pod {pod} at sequence {}",
+            seq + 1
+        ));
         while !stop.load(Ordering::Relaxed) {
             seq += 1;
             let sent = Instant::now();
@@ -340,8 +421,8 @@ async fn publish(pods: Arc<Pods>, ledger: Arc<Ledger>, pod: usize, stop: Arc<Ato
 
 /// A persistent session subscribed once to `ct/#`, following the serving pods (see the module
 /// doc); `ready` fires once the first SUBACK came.
-async fn subscribe(
-    pods: Arc<Pods>,
+pub async fn subscribe<P: Places>(
+    pods: Arc<P>,
     ledger: Arc<Ledger>,
     id: String,
     first: usize,
@@ -356,8 +437,9 @@ async fn subscribe(
     let mut ready = Some(ready);
     let mut pod = first;
     while !stop.load(Ordering::Relaxed) {
-        let Ok(mut client) = MqttClient::connect_with(options(&pods, pod, &id, false)).await else {
-            pod = next_pod(&pods, pod);
+        let Ok(mut client) = MqttClient::connect_with(options(&*pods, pod, &id, false)).await
+        else {
+            pod = next_pod(&*pods, pod);
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
@@ -415,12 +497,12 @@ async fn subscribe(
                 }
             }
         }
-        pod = next_pod(&pods, pod);
+        pod = next_pod(&*pods, pod);
     }
 }
 
 /// The serving pod after `pod` in ordinal order (wrapping), else `pod` itself.
-fn next_pod(pods: &Pods, pod: usize) -> usize {
+fn next_pod(pods: &impl Places, pod: usize) -> usize {
     let serving: BTreeSet<usize> = pods.serving().into_iter().collect();
     serving
         .range(pod + 1..)

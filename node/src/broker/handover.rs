@@ -31,6 +31,15 @@ pub trait Takeover: Send + Sync + 'static {
 #[derive(Default)]
 pub(super) struct Stash(parking_lot::Mutex<HashMap<Box<str>, (Instant, Undelivered)>>);
 
+impl Stash {
+    pub(super) fn holds(&self, client_id: &str) -> bool {
+        self.0
+            .lock()
+            .get(client_id)
+            .is_some_and(|(at, _)| at.elapsed() < STASH_TTL)
+    }
+}
+
 impl Broker {
     pub fn set_takeover(&self, t: Arc<dyn Takeover>) {
         let _ = self.takeover.set(t);

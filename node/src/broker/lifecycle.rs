@@ -423,13 +423,30 @@ impl Broker {
         self.sessions.set_expiry(session, expiry);
     }
 
-    /// Asks every connection to close with `reason` (used on shutdown).
-    pub fn close_all(&self, reason: CloseReason) -> usize {
-        let links = self.sessions.connections();
-        for link in &links {
+    /// Asks every connection to close with `reason` (used on shutdown); returns the client ids
+    /// of the persistent sessions among them, which their clients may resume on another node.
+    pub fn close_all(&self, reason: CloseReason) -> Vec<crate::session::ClientId> {
+        let mut persistent = Vec::new();
+        for (client_id, link) in self.sessions.attached() {
             link.close(reason);
+            if self
+                .sessions
+                .get(&client_id)
+                .is_some_and(|c| c.lock().expiry_interval > 0)
+            {
+                persistent.push(client_id);
+            }
         }
-        links.len()
+        persistent
+    }
+
+    /// How many of `client_ids` still have their session here, attached or waiting in the
+    /// stash for the new owner's handover request.
+    pub fn still_held(&self, client_ids: &[crate::session::ClientId]) -> usize {
+        client_ids
+            .iter()
+            .filter(|id| self.sessions.get(id).is_some() || self.stash.holds(id))
+            .count()
     }
 
     pub(super) fn after(&self, secs: u32, job: impl Future<Output = ()> + Send + 'static) {

@@ -7,6 +7,13 @@
 //! is exact from then on; a link that fails is reconnected with backoff. Links follow the raft
 //! membership: a member gets one, a node that leaves loses it and its routes.
 //!
+//! A peer whose process restarted has an empty route table until this node's link reconnects
+//! and sends its dump, and the link may be in its backoff, or stuck on the dead process's
+//! half-open connection; a peer back from a partition misses every route announced meanwhile.
+//! So when a peer's link arrives with a new process epoch, or anything arrives from a peer while
+//! this node's link to it is down, that link is restarted at once on a fresh channel: the peer
+//! learns this node's routes within a round trip of its own link coming up.
+//!
 //! Route changes are numbered; the peer acknowledges them as it applies them, and `settle`
 //! lets a SUBACK wait until every connected peer knows every route announced before it (within
 //! `SETTLE_BOUND`; a peer without a live link gets the route in its next dump).
@@ -17,7 +24,7 @@
 //! acknowledgement waits for the confirmation, or until the peer has been without a link for
 //! `peer_ack_timeout_ms` (counted as unconfirmed); a link over which nothing was acknowledged
 //! for that long counts as down (a peer that died without closing its sockets) and is
-//! restarted. QoS 0 is sent once. A peer's queue holds at
+//! restarted on a fresh connection. QoS 0 is sent once. A peer's queue holds at
 //! most `MAX_QUEUED` publishes; beyond that new ones are dropped and counted.
 
 use std::collections::{HashMap, VecDeque};
@@ -43,7 +50,7 @@ const MAX_QUEUED: usize = 100_000;
 /// Publishes per frame at most.
 const MAX_FRAME: usize = 1024;
 /// Reconnect backoff: doubling from the first pause up to the last.
-const RECONNECT_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+const RECONNECT_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
 /// How long a SUBACK waits at most for the peers to acknowledge a route.
 const SETTLE_BOUND: Duration = Duration::from_secs(2);
 
@@ -125,10 +132,26 @@ struct Acked {
 struct Link {
     pending: Mutex<Pending>,
     notify: Notify,
+    /// Reconnect now, on a fresh channel: the peer restarted (see the module doc).
+    kick: Notify,
+    /// When `kick` was last notified.
+    kicked: Mutex<Option<Instant>>,
     stop: CancellationToken,
     acked: watch::Sender<Acked>,
     /// Connections to the peer that failed or ended, for the metrics.
     failures: AtomicU64,
+}
+
+impl Link {
+    /// Makes the link reconnect now on a fresh channel; unless `always`, at most once per
+    /// `RECONNECT_PAUSE.1`, so that a stream of reasons does not become a reconnect loop.
+    fn kick_now(&self, always: bool) {
+        let mut last = self.kicked.lock();
+        if always || last.is_none_or(|t| t.elapsed() >= RECONNECT_PAUSE.1) {
+            *last = Some(Instant::now());
+            self.kick.notify_one();
+        }
+    }
 }
 
 /// One link as the metrics see it.
@@ -157,8 +180,27 @@ pub struct Links {
     /// Receiving side (`peer.rs`): per sending peer, its epoch and the last publish delivered
     /// from it.
     pub(super) delivered: Mutex<HashMap<NodeId, (u64, u64)>>,
-    /// Peers whose route set arrived over their link to this node since this process started.
-    pub(super) dumps: Mutex<std::collections::HashSet<NodeId>>,
+    /// Peers whose route set arrived over their link to this node since this process started,
+    /// with the epoch of the process that sent it.
+    pub(super) dumps: Mutex<HashMap<NodeId, u64>>,
+    /// Per peer, its links into this node that are open now: a peer heard from is alive and
+    /// serving, even while this node's own link to it is down.
+    inbound: Mutex<HashMap<NodeId, usize>>,
+}
+
+/// One open link from a peer into this node, counted in `Links::inbound` while it lasts.
+pub(super) struct Inbound {
+    links: Arc<Links>,
+    peer: NodeId,
+}
+
+impl Drop for Inbound {
+    fn drop(&mut self) {
+        let mut inbound = self.links.inbound.lock();
+        if let Some(n) = inbound.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+        }
+    }
 }
 
 impl Links {
@@ -172,7 +214,8 @@ impl Links {
             links: Mutex::new(HashMap::new()),
             route_seq: AtomicU64::new(0),
             delivered: Mutex::new(HashMap::new()),
-            dumps: Mutex::new(std::collections::HashSet::new()),
+            dumps: Mutex::new(HashMap::new()),
+            inbound: Mutex::new(HashMap::new()),
         })
     }
 
@@ -241,7 +284,7 @@ impl Links {
                     .iter()
                     .filter(|(id, link)| {
                         let a = link.acked.borrow();
-                        !dumps.contains(id) && (!a.tried || a.down_since.is_none())
+                        !dumps.contains_key(id) && (!a.tried || a.down_since.is_none())
                     })
                     .map(|(id, _)| *id)
                     .collect()
@@ -264,6 +307,8 @@ impl Links {
                 let link = Arc::new(Link {
                     pending: Mutex::new(Pending::default()),
                     notify: Notify::new(),
+                    kick: Notify::new(),
+                    kicked: Mutex::new(None),
                     stop: CancellationToken::new(),
                     acked: watch::Sender::new(Acked {
                         routes: 0,
@@ -302,7 +347,16 @@ impl Links {
         let mut warned = false;
         let mut pause = RECONNECT_PAUSE.0;
         while !link.stop.is_cancelled() {
-            let result = self.connect_once(peer, &node, &link).await;
+            // `None`: abandoned because the peer restarted.
+            let result = tokio::select! {
+                r = self.connect_once(peer, &node, &link) => Some(r),
+                () = link.kick.notified() => None,
+            };
+            let was_up = link.acked.borrow().down_since.is_none();
+            if was_up {
+                // A new outage: its first failure is worth a warning again.
+                warned = false;
+            }
             // Down since the first failure: a peer that keeps failing to come back must not
             // look freshly down on every attempt.
             link.acked.send_modify(|a| {
@@ -311,26 +365,71 @@ impl Links {
             });
             link.failures.fetch_add(1, Ordering::Relaxed);
             match result {
-                Ok(up) => {
+                None => {
+                    tracing::info!(peer, "peer restarted or back; reconnecting the link to it");
+                    self.fresh_channel(peer, &node);
+                    pause = RECONNECT_PAUSE.0;
+                    continue;
+                }
+                Some(Ok(up)) => {
                     warned = false;
                     if up {
                         pause = RECONNECT_PAUSE.0;
                     }
                 }
-                Err(e) if !warned => {
+                Some(Err(e)) if !warned => {
                     tracing::warn!(peer, error = %e, "link to peer down; reconnecting");
                     warned = true;
                 }
-                Err(_) => {}
+                Some(Err(_)) => {}
             }
             tokio::select! {
                 () = link.stop.cancelled() => return,
                 () = tokio::time::sleep(pause) => {}
+                () = link.kick.notified() => {
+                    self.fresh_channel(peer, &node);
+                    pause = RECONNECT_PAUSE.0;
+                    continue;
+                }
             }
             pause = (pause * 2).min(RECONNECT_PAUSE.1);
         }
         // Whoever still waits for this peer stops waiting: it left the cluster.
         link.pending.lock().counts.clear();
+    }
+
+    fn fresh_channel(&self, peer: NodeId, node: &realmq_raft_store::NodeAddr) {
+        if let Some(addr) = self.peers.address(peer, Some(node)) {
+            self.peers.forget(&addr);
+        }
+    }
+
+    /// A link from `peer` into this node opened; counted until the returned guard drops.
+    pub(super) fn inbound(self: &Arc<Self>, peer: NodeId) -> Inbound {
+        *self.inbound.lock().entry(peer).or_default() += 1;
+        Inbound {
+            links: self.clone(),
+            peer,
+        }
+    }
+
+    /// A frame arrived from `peer` over its link into this node (`dump`: its route set, which
+    /// opens every connection of a link). This node's link to it reconnects now, on a fresh
+    /// channel, if the peer is a new process, or if that link is down: the peer is evidently
+    /// alive and reachable, and the link may be waiting out its backoff or a dead connection
+    /// (at most once per `RECONNECT_PAUSE.1`, however many frames arrive).
+    pub(super) fn heard_from(&self, peer: NodeId, epoch: u64, dump: bool) {
+        let restarted = dump && {
+            let before = self.dumps.lock().insert(peer, epoch);
+            before.is_some_and(|e| e != epoch)
+        };
+        let Some(link) = self.links.lock().get(&peer).cloned() else {
+            return;
+        };
+        let down = link.acked.borrow().down_since.is_some();
+        if restarted || down {
+            link.kick_now(restarted);
+        }
     }
 
     /// One connection of the link; `Ok(true)` if it was up and ended cleanly.
@@ -409,6 +508,8 @@ impl Links {
                 () = link.notify.notified(), if !pending => {}
                 () = tokio::time::sleep_until(stall), if stalled_since.is_some() => {
                     link.acked.send_modify(|a| a.down_since = stalled_since);
+                    // The connection itself may be the dead part (half-open): dial afresh.
+                    self.fresh_channel(peer, node);
                     return Err(format!(
                         "the peer acknowledged nothing for {:?}",
                         self.ack_timeout
@@ -456,17 +557,33 @@ impl Links {
     /// Resolves once every peer acknowledged every route change made so far, or after
     /// `SETTLE_BOUND`; `None` when there is nothing to wait for. A peer whose link has been down
     /// longer than the bound is not waited for (it gets the routes in its next dump), so a dead
-    /// node delays no SUBACK; one that is (re)connecting right now is.
+    /// node delays no SUBACK; one that is (re)connecting right now is, and so is one whose own
+    /// link into this node is open: it is alive, serving publishers that would miss the new
+    /// route, and this node's link to it is reconnecting at once (`heard_from`).
     fn settle(&self) -> Option<BoxFuture<'static, ()>> {
         let target = self.route_seq.load(Ordering::Acquire);
+        let heard: Vec<NodeId> = self
+            .inbound
+            .lock()
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(peer, _)| *peer)
+            .collect();
         let waiting: Vec<_> = self
             .links
             .lock()
-            .values()
-            .map(|l| l.acked.subscribe())
-            .filter(|rx| {
+            .iter()
+            .filter_map(|(peer, l)| {
+                let rx = l.acked.subscribe();
                 let a = *rx.borrow();
-                a.routes < target && a.down_since.is_none_or(|t| t.elapsed() < SETTLE_BOUND)
+                if a.routes >= target {
+                    return None;
+                }
+                let alive = heard.contains(peer);
+                if alive && a.down_since.is_some() {
+                    l.kick_now(false);
+                }
+                (alive || a.down_since.is_none_or(|t| t.elapsed() < SETTLE_BOUND)).then_some(rx)
             })
             .collect();
         if waiting.is_empty() {

@@ -42,6 +42,8 @@ pub const MAX_MESSAGE: usize = realmq_raft_store::client::MAX_PAYLOAD_ENTRIES as
 /// Snapshot file bytes per streamed chunk.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a peer connection's keep-alive ping may go unanswered.
+const KEEP_ALIVE: Duration = Duration::from_secs(2);
 /// Bound on status calls (start-up, `GET /nodes`).
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -81,14 +83,27 @@ impl Peers {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
+        // A peer whose host vanished without a reset leaves this connection half-open, and every
+        // raft RPC, link and handover on it hangs until the keep-alive gives up: pinged every
+        // second, idle or not, it is dropped at most 1 s + KEEP_ALIVE after the peer's death
+        // (5 s + 5 s before, long enough for a restarted node to start serving without its
+        // peers' routes), and the next call dials afresh.
         let channel = Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(KEEP_ALIVE)
+            .keep_alive_while_idle(true)
             .connect_lazy();
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
+    }
+
+    /// Drops the cached channel to `addr`: the next call dials afresh. For a peer that restarted,
+    /// whose old connection may linger half-open (its host gone without a reset) until the
+    /// HTTP/2 keep-alive gives up on it, every stream opened on it hanging meanwhile.
+    pub fn forget(&self, addr: &str) {
+        self.channels.lock().remove(addr);
     }
 
     pub fn raft_client(&self, addr: &str) -> Result<pb::raft_client::RaftClient<Channel>, String> {
@@ -148,10 +163,10 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
     async fn new_client(&mut self, target: NodeId, node: &NodeAddr) -> Connection {
         Connection {
             target,
-            client: self
+            peers: self.clone(),
+            addr: self
                 .address(target, Some(node))
-                .ok_or_else(|| format!("no address for node {target}"))
-                .and_then(|addr| self.raft_client(&addr)),
+                .ok_or_else(|| format!("no address for node {target}")),
         }
     }
 }
@@ -159,7 +174,10 @@ impl RaftNetworkFactory<TypeConfig> for Peers {
 /// The raft network to one peer.
 pub struct Connection {
     target: NodeId,
-    client: Result<pb::raft_client::RaftClient<Channel>, String>,
+    /// Looked up per call: a channel `forget` dropped (the peer restarted) is replaced from the
+    /// next call on.
+    peers: Peers,
+    addr: Result<String, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,7 +196,10 @@ impl Connection {
     }
 
     fn client(&self) -> Result<pb::raft_client::RaftClient<Channel>, Failure> {
-        self.client.clone().map_err(|e| self.failure(e))
+        self.addr
+            .clone()
+            .and_then(|addr| self.peers.raft_client(&addr))
+            .map_err(|e| self.failure(e))
     }
 
     /// Maps a transport failure: unreachable peers make openraft back off.

@@ -41,8 +41,13 @@ impl pb::peer_server::Peer for PeerService {
         let mut stream = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
+            // Counts the link as open from its first frame, which names the peer, to its end.
+            let mut open = None;
             while let Some(frame) = stream.next().await {
                 let Ok(frame) = frame else { return };
+                if open.is_none() {
+                    open = Some(links.inbound(frame.from));
+                }
                 let ack = links.apply(&broker, frame);
                 if (ack.routes > 0 || ack.publishes > 0) && tx.send(Ok(ack)).await.is_err() {
                     return;
@@ -81,10 +86,11 @@ impl Links {
     /// sessions (each once, however often it is resent); returns the acknowledgement.
     fn apply(&self, broker: &Broker, frame: pb::PeerFrame) -> pb::PeerAck {
         let from = frame.from;
+        let dump = frame.dump.is_some();
         if let Some(dump) = frame.dump {
             broker.set_peer_routes(from, dump.filters);
-            self.dumps.lock().insert(from);
         }
+        self.heard_from(from, frame.epoch, dump);
         for c in frame.changes {
             broker.peer_route_changed(from, &c.filter, c.added);
         }
