@@ -139,6 +139,10 @@ async fn serve(mut inbound: TcpStream, target: SocketAddr, mut state: watch::Rec
     let mut outbound = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await
     {
         Ok(Ok(s)) => s,
+        // The node accepted and went at once: its end is hidden as on an older connection.
+        Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset && state.borrow().hide_death => {
+            return swallow(inbound, state, |s| !s.hide_death).await;
+        }
         _ => {
             // The node is down: a reset is what the caller would get from a closed port.
             let _ = inbound.set_zero_linger();
