@@ -365,7 +365,7 @@ impl Node {
         } = self;
         runtime.block_on(async move {
             shutdown.cancelled().await;
-            mqtt.stop_accepting();
+            mqtt.stop_accepting().await;
             let connections = broker.metrics.connections.load(Ordering::Relaxed);
             let moving = broker.close_all(CloseReason::ServerShuttingDown);
             tracing::info!(connections, "shutting down");

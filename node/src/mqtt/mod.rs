@@ -82,6 +82,8 @@ fn service_config() -> SharedCfg {
 /// shared listening socket and running the connections it accepted.
 pub struct MqttListener {
     accepting: CancellationToken,
+    /// Accept loops still holding their handle of a listening socket.
+    open_loops: Arc<std::sync::atomic::AtomicUsize>,
     stop: CancellationToken,
     threads: Vec<JoinHandle<()>>,
     pub addrs: Vec<(Transport, SocketAddr)>,
@@ -98,8 +100,17 @@ impl MqttListener {
 
     /// Closes the listening sockets: a client that reconnects while the node drains is refused
     /// at once and goes to another node, instead of being accepted and holding the node's exit.
-    pub fn stop_accepting(&self) {
+    ///
+    /// Returns once every worker closed its handle (each notices on its own thread): the
+    /// DISCONNECTs sent next must not reach a client that could still be accepted again.
+    pub async fn stop_accepting(&self) {
         self.accepting.cancel();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while self.open_loops.load(std::sync::atomic::Ordering::Acquire) > 0
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// Stops accepting, drops the connections still open (the node drained them before), and
@@ -172,6 +183,9 @@ pub fn start(
     };
     let cfg = service_config();
     let (accepting, stop) = (CancellationToken::new(), CancellationToken::new());
+    let open_loops = Arc::new(std::sync::atomic::AtomicUsize::new(
+        workers * listeners.0.len(),
+    ));
     let mut threads = Vec::with_capacity(workers);
     for i in 0..workers {
         let shared = listeners
@@ -182,6 +196,7 @@ pub fn start(
             .context("failed to share the mqtt listeners")?;
         let (broker, cfg, tls) = (broker.clone(), cfg.clone(), tls.clone());
         let (accepting, stop) = (accepting.clone(), stop.clone());
+        let open_loops = open_loops.clone();
         let thread = std::thread::Builder::new()
             .name(format!("mqtt:worker:{i}"))
             .spawn(move || {
@@ -194,6 +209,7 @@ pub fn start(
                             let accepted =
                                 accept_loop(listener, transport, preface.clone(), cfg.clone());
                             let accepting = accepting.clone();
+                            let open_loops = open_loops.clone();
                             ntex::rt::spawn(async move {
                                 tokio::select! {
                                     () = accepting.cancelled() => {}
@@ -201,6 +217,8 @@ pub fn start(
                                         tracing::error!(error = %e, "mqtt listener failed");
                                     },
                                 }
+                                // The loop, and with it this worker's socket handle, is gone.
+                                open_loops.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
                             });
                         }
                         // The open connections drain until `stop`.
@@ -212,6 +230,7 @@ pub fn start(
     }
     Ok(MqttListener {
         accepting,
+        open_loops,
         stop,
         threads,
         addrs,
