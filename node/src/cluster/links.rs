@@ -27,7 +27,7 @@
 //! restarted on a fresh connection. QoS 0 is sent once. A peer's queue holds at
 //! most `MAX_QUEUED` publishes; beyond that new ones are dropped and counted.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -38,6 +38,7 @@ use realmq_raft_store::typ::{NodeId, Raft};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::link_state::{Acked, Pending, Queued, confirmed};
 use super::network::{Peers, describe};
 use super::wire;
 use crate::broker::{Broker, Confirm, PeerTarget, Peering, Want};
@@ -53,81 +54,6 @@ const MAX_FRAME: usize = 1024;
 const RECONNECT_PAUSE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
 /// How long a SUBACK waits at most for the peers to acknowledge a route.
 const SETTLE_BOUND: Duration = Duration::from_secs(2);
-
-/// A publish on its way to one peer.
-struct Queued {
-    seq: u64,
-    message: bytes::Bytes,
-    groups: Vec<String>,
-    /// QoS 1/2: kept until acknowledged, resent after a reconnect.
-    resend: bool,
-    count: bool,
-    /// When it was last sent (`None`: not yet on this connection).
-    sent: Option<Instant>,
-}
-
-/// What is waiting to go to one peer.
-#[derive(Default)]
-struct Pending {
-    changes: Vec<pb::RouteChange>,
-    /// The sequence number of the last change in `changes`.
-    route_seq: u64,
-    /// Not sent yet on the current connection.
-    publishes: VecDeque<Queued>,
-    /// Sent and waiting for the peer's acknowledgement (QoS 1/2, or counted).
-    unacked: VecDeque<Queued>,
-    /// The last publish sequence number given out on this link.
-    publish_seq: u64,
-    /// Who waits for the number of sessions a counted publish reached.
-    counts: HashMap<u64, oneshot::Sender<u32>>,
-}
-
-impl Pending {
-    fn len(&self) -> usize {
-        self.publishes.len() + self.unacked.len()
-    }
-
-    /// A new connection: what the last one sent without an acknowledgement goes first (QoS 0
-    /// is not resent; a count nobody will report is given up).
-    fn requeue(&mut self) {
-        let mut again = VecDeque::with_capacity(self.unacked.len() + self.publishes.len());
-        for mut q in self.unacked.drain(..) {
-            if q.resend {
-                q.sent = None;
-                again.push_back(q);
-            } else {
-                self.counts.remove(&q.seq);
-            }
-        }
-        again.extend(self.publishes.drain(..));
-        self.publishes = again;
-    }
-
-    /// The peer has everything through `seq` in its sessions.
-    fn acknowledged(&mut self, seq: u64, counts: Vec<pb::Count>) {
-        while self.unacked.front().is_some_and(|q| q.seq <= seq) {
-            self.unacked.pop_front();
-        }
-        for c in counts {
-            if let Some(tx) = self.counts.remove(&c.seq) {
-                let _ = tx.send(c.matched);
-            }
-        }
-    }
-}
-
-/// What the peer acknowledged, as publishers and SUBACKs wait for it.
-#[derive(Debug, Clone, Copy)]
-struct Acked {
-    /// Route changes acknowledged on the current connection, through this sequence number.
-    routes: u64,
-    /// Publishes acknowledged on this link, through this sequence number.
-    publishes: u64,
-    /// Since when the link is down (`None`: up).
-    down_since: Option<Instant>,
-    /// Whether a connection was attempted yet (a new link is down before it tried).
-    tried: bool,
-}
 
 struct Link {
     pending: Mutex<Pending>,
@@ -595,42 +521,6 @@ impl Links {
             }));
             let _ = tokio::time::timeout(SETTLE_BOUND, all).await;
         }))
-    }
-}
-
-/// Waits for one peer to confirm publish `seq` (and report its count, if asked): `None` if the
-/// peer has been without a link for `bound`, or left the cluster.
-async fn confirmed(
-    mut acked: watch::Receiver<Acked>,
-    seq: u64,
-    mut count: Option<oneshot::Receiver<u32>>,
-    bound: Duration,
-) -> Option<usize> {
-    loop {
-        let a = *acked.borrow_and_update();
-        if count.is_none() && a.publishes >= seq {
-            return Some(0);
-        }
-        let deadline = a.down_since.map(|t| t + bound);
-        if deadline.is_some_and(|d| d <= Instant::now()) {
-            return None;
-        }
-        // Far enough never to fire while the link is up (the branch is off then anyway).
-        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(
-            deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400)),
-        ));
-        tokio::select! {
-            changed = acked.changed() => if changed.is_err() {
-                return None;
-            },
-            n = async {
-                match count.as_mut() {
-                    Some(rx) => rx.await,
-                    None => std::future::pending().await,
-                }
-            } => return n.ok().map(|n| n as usize),
-            () = sleep, if deadline.is_some() => {}
-        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! - `membership.rs`: forming the cluster once, joining and promotion, removal, the member list
 //! - `dead.rs`: the leader marks clients of nodes unreachable past a grace period disconnected
 //! - `links.rs`: MQTT between nodes: route announcements and forwarded publishes, one link per peer
+//! - `link_state.rs`: a link's queue for its peer and what the peer acknowledged
 //! - `peer.rs`: the receiving side of the links (the `Peer` service)
 //! - `sessions.rs`: requests to the node holding a session: proxy subscriptions, handover
 //! - `topology.rs`: who the peers are, from `--peers` or Kubernetes StatefulSet names
@@ -14,6 +15,7 @@
 //! This module is the only one that names tonic or proto types, as `mqtt/` is for ntex.
 
 mod dead;
+mod link_state;
 mod links;
 mod membership;
 mod network;
