@@ -6,13 +6,15 @@
 //! the CONNECT header and starts RealMQ's connection loop (`driver.rs`, on ntex-io with
 //! ntex-mqtt's codecs behind `guard.rs`, which refuses the PUBLISH headers those decoders cannot
 //! take) with the version's packet handling (`v3.rs`, `v5.rs`); `conn.rs` holds the
-//! per-connection state both share, `wire.rs` how its outbound packets are encoded.
+//! per-connection state both share, `wire.rs` how its outbound packets are encoded, and
+//! `socket.rs` the one task that moves a connection's bytes between its socket and ntex-io.
 
 mod conn;
 mod driver;
 mod guard;
 mod linger;
 mod preface;
+mod socket;
 mod v3;
 mod v5;
 mod websocket;
@@ -259,13 +261,12 @@ async fn accept_loop(
             }
         };
         let socket = linger::Socket(stream.as_raw_fd());
-        match stream
-            .into_std()
-            .and_then(|s| ntex::rt::from_tcp_stream(s, cfg.clone()))
-        {
-            Ok(io) => preface.accept(io, socket, transport),
-            Err(e) => tracing::warn!(error = %e, "could not set up an mqtt connection"),
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::warn!(error = %e, "could not set up an mqtt connection");
+            continue;
         }
+        let io = ntex::io::Io::new(socket::Tcp(stream), cfg.clone());
+        preface.accept(io, socket, transport);
     }
 }
 
