@@ -46,35 +46,24 @@ impl Handle for Direct {
     fn notify(&self, _: &IoContext) {}
 }
 
-/// Where the write direction is.
-#[derive(Clone, Copy)]
-enum Writing {
-    Open,
-    /// ntex-io asked to close: flush first (a graceful shutdown) or not (terminate).
-    Closing {
-        flush: bool,
-    },
-}
-
 /// Both directions of one connection until ntex-io's state is stopped.
 async fn drive(stream: Rc<TcpStream>, ctx: IoContext) {
     let mut reading = true;
-    let mut writing = Writing::Open;
+    // Set once ntex-io asked the write direction to end.
+    let mut closing: Option<Closing> = None;
     poll_fn(|cx| {
         if reading && read_side(&stream, &ctx, cx).is_ready() {
             reading = false;
         }
-        if let Writing::Open = writing {
-            match ready!(write_side(&stream, &ctx, cx)) {
-                Closing::Flush if !ctx.is_stopped() => writing = Writing::Closing { flush: true },
-                Closing::Terminate if !ctx.is_stopped() => {
-                    writing = Writing::Closing { flush: false }
-                }
-                _ => return Poll::Ready(()),
+        if closing.is_none() {
+            let how = ready!(write_side(&stream, &ctx, cx));
+            if ctx.is_stopped() {
+                return Poll::Ready(());
             }
+            closing = Some(how);
         }
-        if let Writing::Closing { flush } = writing {
-            ready!(close(&stream, &ctx, flush, cx));
+        if let Some(how) = &closing {
+            ready!(close(&stream, &ctx, matches!(how, Closing::Flush), cx));
         }
         Poll::Ready(())
     })
