@@ -100,6 +100,9 @@ pub trait NodeOps: Send + Sync + 'static {
     fn kick(&self, client_id: &str) -> BoxFuture<'static, Result<(), OpError>>;
     /// Whether a rule would compile (its SQL and templates); the message says where it fails.
     fn check_rule(&self, rule: &realmq_raft_store::model::Rule) -> Result<(), String>;
+    /// Rule `id` was created, changed or deleted through this API and the write is applied on
+    /// this node: the node's rule engine takes the change before the request is answered.
+    fn rule_written(&self, id: u64);
     /// Runs `sql` once against `context` (`POST /api/v1/rules/test`); `Err` if it does not
     /// compile.
     fn test_rule(

@@ -178,6 +178,10 @@ impl NodeOps for BrokerOps {
         crate::rules::check(rule)
     }
 
+    fn rule_written(&self, id: u64) {
+        self.broker.rule_written(id);
+    }
+
     fn test_rule(
         &self,
         sql: &str,

@@ -3,7 +3,8 @@
 //!
 //! A rule is checked by the node before it is written (`NodeOps::check_rule`: the SQL compiles,
 //! the templates parse), so a rule that could not run is refused with 400 and where it fails.
-//! The detail carries the rule's counters on every reachable node and their sum.
+//! The detail carries the rule's counters on every reachable node and their sum. A write is
+//! answered once this node's engine runs the rule as written (`NodeOps::rule_written`).
 
 use std::collections::BTreeMap;
 
@@ -285,6 +286,7 @@ pub(crate) async fn create(ctx: &ApiContext, auth: &Caller, body: &[u8]) -> ApiR
     };
     check(ctx, &rule)?;
     let Created { id } = submit(ctx, Command::CreateRule { rule }).await?;
+    ctx.node.rule_written(id);
     data(json!({ "id": id }))
 }
 
@@ -378,6 +380,7 @@ pub(crate) async fn update(ctx: &ApiContext, auth: &Caller, raw: &str, body: &[u
     }
     check(ctx, &next)?;
     submit::<()>(ctx, Command::UpdateRule { id: old.id, patch }).await?;
+    ctx.node.rule_written(old.id);
     ok()
 }
 
@@ -388,6 +391,7 @@ pub(crate) async fn delete(ctx: &ApiContext, auth: &Caller, raw: &str) -> ApiRes
     authenticate(ctx, auth).await?.require_admin()?;
     let id = load(ctx, raw).await?.id;
     submit::<()>(ctx, Command::DeleteRule { id }).await?;
+    ctx.node.rule_written(id);
     ok()
 }
 

@@ -51,6 +51,7 @@ impl NodeOps for Recorder {
     fn check_rule(&self, _rule: &realmq_raft_store::model::Rule) -> Result<(), String> {
         Ok(())
     }
+    fn rule_written(&self, _id: u64) {}
     fn test_rule(
         &self,
         _sql: &str,

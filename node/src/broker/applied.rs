@@ -44,6 +44,13 @@ impl Broker {
         }
     }
 
+    /// Rule `id` was written through this node's REST API and the write is applied here: the
+    /// engine takes it now rather than when this consumer reaches the event, so the caller's
+    /// next message meets the rule as written.
+    pub fn rule_written(&self, id: u64) {
+        self.rules.reload(id, &self.registry, &self.runtime);
+    }
+
     fn on_applied(
         self: &Arc<Self>,
         e: Applied,

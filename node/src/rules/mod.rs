@@ -7,8 +7,11 @@
 //! - this file: the compiled rules of this node, the hooks the broker calls, the worker
 //!
 //! Rules are raft metadata: created on any node, each change is applied on every node as
-//! `Applied::Rule`, upon which this node recompiles that rule (`reload`). A message or event
-//! enters the engine on the node where it enters the cluster.
+//! `Applied::Rule`, upon which this node recompiles that rule (`reload`). The node whose REST
+//! API took the change also reloads it before it answers, so a rule acts on (or, disabled or
+//! deleted, no longer acts on) the very next message there; the later `Applied::Rule` finds it
+//! current and leaves it, with its webhook queues, as it is. A message or event enters the
+//! engine on the node where it enters the cluster.
 //!
 //! The hot path: `on_message` costs one atomic load when no rule reads messages, and one
 //! topic-trie walk otherwise; a match hands a job to a bounded queue and returns. The worker
@@ -76,6 +79,8 @@ impl RuleMetrics {
 /// One enabled rule, compiled.
 pub struct Compiled {
     pub id: u64,
+    /// The stored rule it was compiled from (a reload that finds it unchanged keeps it).
+    source: Rule,
     /// Whether it runs here (the rule is enabled and this node has applied that).
     enable: bool,
     query: sql::Query,
@@ -171,8 +176,11 @@ impl Rules {
         self.rebuild(&compiled);
     }
 
-    /// Recompiles rule `id` after it was created, changed or deleted anywhere in the cluster.
+    /// Brings rule `id` up to its stored state after it was created, changed or deleted
+    /// anywhere in the cluster. The store is read under the lock, so of two reloads racing
+    /// (the REST handler's and the applied event's) the later one sees the later state.
     pub fn reload(&self, id: u64, registry: &Registry, runtime: &tokio::runtime::Handle) {
+        let mut compiled = self.compiled.lock();
         let rule = match registry.rule(id) {
             Ok(r) => r,
             Err(e) => {
@@ -180,7 +188,11 @@ impl Rules {
                 return;
             }
         };
-        let mut compiled = self.compiled.lock();
+        let current = compiled.get(&id).map(|c| &c.source);
+        let deleted_already = rule.is_none() && !self.metrics.lock().contains_key(&id);
+        if (current.is_some() && current == rule.as_ref()) || deleted_already {
+            return;
+        }
         compiled.remove(&id);
         match &rule {
             Some(r) => {
@@ -221,6 +233,7 @@ impl Rules {
             .collect();
         Some(Arc::new(Compiled {
             id: rule.id,
+            source: rule.clone(),
             enable: rule.enable,
             query,
             actions,

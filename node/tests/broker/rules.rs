@@ -1,7 +1,8 @@
 //! The rule engine over the REST API, with real MQTT clients: a threshold rule republishes only
 //! above its threshold; a webhook rule posts to a local HTTP server and retries; event rules
 //! fire on connect, disconnect and device status; a republish loop is cut; disabling and
-//! deleting a rule stop it; bad SQL is refused with its position; `POST /rules/test`.
+//! deleting a rule stop it; a rule write is in force for the very next message; bad SQL is
+//! refused with its position; `POST /rules/test`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -330,6 +331,103 @@ async fn a_republish_loop_is_cut_and_disabled_or_deleted_rules_stop() {
     );
     let (s, b) = node.api("GET", &format!("/api/v1/rules/{id}"), None).await;
     assert_eq!(s, 404, "{b}");
+}
+
+/// A publisher that stays connected: `send` publishes at QoS 1 and returns once it is acked.
+struct Publisher {
+    client: AsyncClient,
+    acks: mpsc::UnboundedReceiver<()>,
+}
+
+impl Publisher {
+    async fn connect(node: &Node, id: &str) -> Publisher {
+        let (client, mut events) =
+            AsyncClient::new(MqttOptions::new(id, "127.0.0.1", node.port()), 64);
+        let (tx, acks) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(e) = events.poll().await {
+                if let Event::Incoming(Packet::PubAck(_)) = e {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        Publisher { client, acks }
+    }
+
+    async fn send(&mut self, topic: &str, payload: &str) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, payload.to_string())
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, self.acks.recv())
+            .await
+            .expect("PUBACK")
+            .expect("connection up");
+    }
+}
+
+/// A rule write is in force when its answer arrives: a message published right after the
+/// create, enable, disable, SQL change or delete meets the rule as written, round after round
+/// (the engine must not lag behind the REST answer).
+#[tokio::test]
+async fn a_rule_write_is_in_force_for_the_very_next_message() {
+    let node = Node::start("");
+    let (_sub, mut out) = subscriber(&node, "watcher", "out/#").await;
+    let mut src = Publisher::connect(&node, "src").await;
+    let echo = |filter: &str| {
+        json!({"name": "echo", "sql": format!("SELECT payload FROM \"{filter}\""),
+               "actions": [{"type": "republish", "topic": "out/${payload}", "payload": "${payload}"}]})
+    };
+    let put = |id: u64, body: Value| {
+        let node = &node;
+        async move {
+            let (s, b) = node
+                .api("PUT", &format!("/api/v1/rules/{id}"), Some(body))
+                .await;
+            assert_eq!(s, 200, "{b}");
+        }
+    };
+    let id = create_rule(&node, echo("in/#")).await;
+    let mut expected = Vec::new();
+    for round in 0..15 {
+        if round > 0 {
+            put(id, json!({"enable": true})).await;
+        }
+        src.send("in/a", &format!("on-{round}")).await;
+        expected.push(format!("on-{round}"));
+        put(id, json!({"enable": false})).await;
+        src.send("in/a", &format!("off-{round}")).await;
+    }
+    // Enabled again, but reading other topics: `in/` no longer matches, `other/` does.
+    put(
+        id,
+        json!({"enable": true, "sql": "SELECT payload FROM \"other/#\""}),
+    )
+    .await;
+    src.send("in/a", "old-filter").await;
+    src.send("other/a", "new-filter").await;
+    expected.push("new-filter".into());
+    let (s, b) = node
+        .api("DELETE", &format!("/api/v1/rules/{id}"), None)
+        .await;
+    assert_eq!(s, 200, "{b}");
+    src.send("other/a", "deleted").await;
+    // A new rule, created after everything above was acked, marks the end of the stream.
+    create_rule(&node, echo("end/#")).await;
+    src.send("end/a", "end").await;
+    expected.push("end".into());
+
+    let mut got = Vec::new();
+    while got.last().is_none_or(|p| p != "end") {
+        let (topic, payload) = next_publish(&mut out, WAIT)
+            .await
+            .unwrap_or_else(|| panic!("stuck after {got:?}"));
+        assert_eq!(topic, format!("out/{payload}"));
+        got.push(payload);
+    }
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected);
 }
 
 #[tokio::test]
