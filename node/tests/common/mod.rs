@@ -199,8 +199,45 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.report();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    /// For a test that failed: the node's last log lines and, if it is still running (a hang),
+    /// where each of its threads is, so a rare failure in CI explains itself.
+    fn report(&mut self) {
+        let pid = self.child.id();
+        let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+        eprintln!("--- node {pid}: last log lines ---");
+        for line in log.iter().skip(log.len().saturating_sub(40)) {
+            eprintln!("{line}");
+        }
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let stacks = Command::new("timeout")
+            .args(["30", "gdb", "-p", &pid.to_string(), "-batch", "-nx"])
+            .args([
+                "-ex",
+                "set print frame-arguments none",
+                "-ex",
+                "thread apply all bt 20",
+            ])
+            .stdin(Stdio::null())
+            .output();
+        if let Ok(out) = stacks {
+            eprintln!("--- node {pid}: threads ---");
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if line.starts_with("Thread ") || line.starts_with('#') {
+                    eprintln!("{line}");
+                }
+            }
+        }
     }
 }
 
