@@ -293,6 +293,12 @@ impl Node {
             .context("failed to start the REST API")?;
         let api = runtime.spawn(api_server);
         sys::spawn(runtime.handle(), broker.clone(), shutdown.clone());
+        // Installed before the node reports that it started, so a SIGTERM from then on drains
+        // it; until here the default action ends a node that has no clients to drain yet.
+        {
+            let _entered = runtime.enter();
+            stop_on_signals(shutdown.clone()).context("failed to listen for SIGTERM")?;
+        }
         let addr = |t| mqtt.addr(t).map(|a| a.to_string()).unwrap_or_default();
         tracing::info!(
             node_id = config.node_id,
@@ -339,11 +345,6 @@ impl Node {
     /// Cancel this token to stop the node; `wait` then drains and returns.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
-    }
-
-    /// Runs `f` on the node's runtime (signal handlers, tests).
-    pub fn spawn<F: Future<Output = ()> + Send + 'static>(&self, f: F) {
-        self.runtime.spawn(f);
     }
 
     /// Blocks until the shutdown token is cancelled, then drains: the MQTT listener closes, every
@@ -410,6 +411,22 @@ impl Node {
         tracing::info!("realmq node stopped");
         Ok(())
     }
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT; the handlers are in place when this returns. Call
+/// within the node's runtime.
+fn stop_on_signals(shutdown: CancellationToken) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+        shutdown.cancel();
+    });
+    Ok(())
 }
 
 /// The WebSocket ports the console's browser MQTT client may use on this node.

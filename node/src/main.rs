@@ -62,24 +62,8 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
-    let node = Node::start(config)?;
-    let stop = node.shutdown_token();
-    node.spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        }
-        stop.cancel();
-    });
-    node.wait()
+    // The node stops on SIGTERM / SIGINT (`Node::start` installs the handlers).
+    Node::start(config)?.wait()
 }
 
 /// RocksDB allocates its memtables in 1 MiB blocks through glibc (C++ `new` bypasses the Rust

@@ -399,6 +399,17 @@ async fn sigterm_disconnects_clients_with_0x8b_and_exits_zero() {
     assert!(status.success(), "exit status {status}");
 }
 
+/// The SIGTERM handler is in place by the time the node reports that it started: a SIGTERM at
+/// once (a pod deleted as it comes up) drains and exits 0 instead of killing the process.
+#[test]
+fn sigterm_right_after_the_start_is_a_clean_stop() {
+    for _ in 0..3 {
+        let mut node = Node::start("");
+        let status = node.terminate();
+        assert!(status.success(), "exit status {status}");
+    }
+}
+
 /// A node shutting down closes its listener first: a client reconnecting meanwhile (as every
 /// client of a restarting pod does) is refused and tries another node, instead of being
 /// accepted, holding the node's exit for the drain grace, and being closed again.
